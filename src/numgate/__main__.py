@@ -1,0 +1,3 @@
+from numgate.cli import main
+
+main()

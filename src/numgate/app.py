@@ -1,0 +1,106 @@
+"""Builds the ASGI application: mounts the doors, opens the core, starts in-process workers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from numgate import __version__
+from numgate.clock import Clock
+from numgate.core import Core, open_core
+from numgate.logs import AccessLog
+from numgate.settings import Settings
+
+log = logging.getLogger("numgate.app")
+
+
+class NumgateApp:
+    """The ASGI app. ``core`` is available once the lifespan has started."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        on_core: Callable[[Core], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.core: Core | None = None
+        self._on_core = on_core
+        self._starlette = Starlette(
+            routes=self._routes(),
+            lifespan=self._lifespan,
+            exception_handlers={404: _not_found, 405: _not_allowed, 500: _internal},
+        )
+        self._asgi = AccessLog(self._starlette, enabled=settings.access_log)
+
+    def _routes(self) -> list[Route]:
+        from numgate.dialects.nxcloud.routes import nxcloud_routes
+
+        routes = [Route("/healthz", self._healthz, methods=["GET"])]
+        routes += nxcloud_routes(self._require_core)
+        return routes
+
+    def _require_core(self) -> Core:
+        if self.core is None:  # pragma: no cover - the lifespan always runs first
+            raise RuntimeError("numgate is not started")
+        return self.core
+
+    async def _healthz(self, request: Request) -> Response:
+        core = self._require_core()
+        from sqlalchemy import text
+
+        async with core.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return JSONResponse({"status": "ok", "version": __version__, "sandbox": self.settings.sandbox})
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.core = await open_core(self.settings, clock=self.clock)
+        workers = None
+        try:
+            if self.settings.inprocess_workers:
+                from numgate.jobs.runner import WorkerSet
+
+                workers = WorkerSet(self.core)
+                await workers.start()
+            if self._on_core is not None:
+                self._on_core(self.core)
+            yield
+        finally:
+            if workers is not None:
+                await workers.stop()
+            await self.core.close()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._asgi(scope, receive, send)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return JSONResponse(
+        {"code": 404, "message": f"Not Found: no endpoint at {request.url.path}", "data": None}, status_code=404
+    )
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return JSONResponse(
+        {"code": 405, "message": f"Method {request.method} not allowed on {request.url.path}", "data": None},
+        status_code=405,
+    )
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s", request.url.path, exc_info=exc)
+    return JSONResponse({"code": 500, "message": "Internal server error", "data": None}, status_code=500)
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> NumgateApp:
+    return NumgateApp(settings, clock=clock)

@@ -1,0 +1,82 @@
+"""The composition root: builds every core service once, from settings and injected parts."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from numgate.clock import Clock, SystemClock
+from numgate.db.engine import create_engine
+from numgate.db.migrate import ensure_current
+from numgate.ledger.service import Ledger
+from numgate.replay import MemoryReplayGuard, RedisReplayGuard, ReplayGuard
+from numgate.settings import Settings
+from numgate.tenancy.limits import CallLimits
+from numgate.tenancy.service import TenancyService
+from numgate.vault import Vault, open_vault
+
+if TYPE_CHECKING:
+    from numgate.numbers.providers import Providers
+    from numgate.numbers.service import NumberCheckService
+
+
+@dataclass
+class Core:
+    settings: Settings
+    clock: Clock
+    engine: AsyncEngine
+    vault: Vault
+    tenancy: TenancyService
+    ledger: Ledger
+    replay: ReplayGuard
+    limits: CallLimits
+    numbers: NumberCheckService
+    providers: Providers
+    #: set when callbacks are queued, so the in-process delivery worker starts at once
+    delivery_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        if isinstance(self.replay, RedisReplayGuard):
+            await self.replay.close()
+        await self.engine.dispose()
+
+
+async def open_core(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    check_schema: bool = True,
+    providers: Providers | None = None,
+) -> Core:
+    from numgate.dialects.nxcloud.numbercheck import NxCallbackRenderer
+    from numgate.numbers.providers import simulator
+    from numgate.numbers.service import NumberCheckService
+
+    clock = clock or SystemClock()
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        if check_schema:
+            await ensure_current(engine)
+        vault = await open_vault(settings, engine)
+    except BaseException:
+        await engine.dispose()
+        raise
+    replay: ReplayGuard = RedisReplayGuard(settings.redis_url) if settings.redis_url else MemoryReplayGuard()
+    tenancy = TenancyService(engine, vault, clock)
+    ledger = Ledger(engine, clock)
+    return Core(
+        settings=settings,
+        clock=clock,
+        engine=engine,
+        vault=vault,
+        tenancy=tenancy,
+        ledger=ledger,
+        replay=replay,
+        limits=CallLimits(settings.rate_limit_per_second, settings.redis_url),
+        numbers=NumberCheckService(engine, clock, tenancy, ledger, NxCallbackRenderer()),
+        providers=providers or simulator(),
+    )

@@ -1,0 +1,1 @@
+"""Storage: engine, tables and migrations. Driver errors are translated here and nowhere else."""

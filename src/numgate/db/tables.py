@@ -1,0 +1,176 @@
+"""numgate's tables (SQLAlchemy Core). Times are epoch milliseconds (BigInteger) so that SQLite
+and PostgreSQL compare them the same way; money is an integer in ten-thousandths of the unit
+(4 decimals, as the NXCloud ``price`` field)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# BigInteger that is still SQLite's INTEGER PRIMARY KEY (rowid alias, autoincrementing)
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+meta = Table(
+    "numgate_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("integrator", Boolean, nullable=False, default=False),
+    Column("number_check", Boolean, nullable=False, default=True),
+    Column("whatsapp", Boolean, nullable=False, default=True),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+access_keys = Table(
+    "access_keys",
+    metadata,
+    Column("access_key", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("secret_enc", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    # JSON list of allowed action names; NULL = every action
+    Column("allowed_actions", Text, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("appkey", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("callback_url", Text, nullable=True),
+    Column("secret_enc", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+# scope: account_id 0 = every account; app_id 0 = every app of the account
+prices = Table(
+    "prices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, nullable=False, default=0),
+    Column("app_id", Integer, nullable=False, default=0),
+    Column("country", String(2), nullable=False),
+    Column("level", SmallInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    UniqueConstraint("account_id", "app_id", "country", "level", name="uq_prices_scope"),
+)
+
+# append-only. kinds: topup (+), reserve (held for a batch), charge / release (settle a
+# reservation). balance = Σtopup − Σcharge − open reservations, where
+# open reservations = Σreserve − Σcharge − Σrelease.
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("batch_id", BigInteger, nullable=True),
+    Column("note", Text, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("ix_ledger_account_currency", "account_id", "currency"),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("message_id", String(32), nullable=False, unique=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("app_id", Integer, ForeignKey("apps.id"), nullable=False),
+    Column("batch_no", String(64), nullable=False),
+    Column("check_level", SmallInteger, nullable=False),
+    Column("country", String(2), nullable=True),
+    Column("currency", String(3), nullable=False),
+    Column("unit_price", BigInteger, nullable=False),
+    Column("dr_url", Text, nullable=True),
+    Column("total", Integer, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("ix_batches_account_batchno", "account_id", "batch_no"),
+    Index("ix_batches_account_created", "account_id", "created_ms"),
+)
+
+# one row per submitted number. status: 0 pending, 1 leased, 2 done
+checks = Table(
+    "checks",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("batch_id", BigInteger, ForeignKey("batches.id"), nullable=False),
+    Column("account_id", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("phone", String(64), nullable=False),
+    Column("message_id", String(40), nullable=False),
+    Column("status", SmallInteger, nullable=False, default=0),
+    Column("lease_until_ms", BigInteger, nullable=True),
+    Column("lease_token", BigInteger, nullable=True),
+    Column("attempts", SmallInteger, nullable=False, default=0),
+    # core outcome (numgate.numbers.results.Outcome), NULL while not done
+    Column("outcome", SmallInteger, nullable=True),
+    Column("result", Text, nullable=True),
+    Column("cost", BigInteger, nullable=True),
+    Column("done_ms", BigInteger, nullable=True),
+    Index("ix_checks_claim", "status", "account_id", "id"),
+    Index("ix_checks_batch_seq", "batch_id", "seq"),
+    Index("ix_checks_message_id", "message_id"),
+)
+
+# callback outbox. status: 0 pending, 1 in flight (leased), 2 delivered, 3 failed
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("uid", String(32), nullable=False, unique=True),
+    Column("check_id", BigInteger, nullable=True, unique=True),
+    Column("account_id", Integer, nullable=False),
+    Column("app_id", Integer, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", SmallInteger, nullable=False, default=0),
+    Column("attempts", SmallInteger, nullable=False, default=0),
+    Column("next_ms", BigInteger, nullable=False),
+    Column("deadline_ms", BigInteger, nullable=False),
+    Column("lease_until_ms", BigInteger, nullable=True),
+    Column("lease_token", BigInteger, nullable=True),
+    Column("last_status", SmallInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("last_latency_ms", Integer, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Index("ix_deliveries_due", "status", "next_ms"),
+    Index("ix_deliveries_account", "account_id", "created_ms"),
+)

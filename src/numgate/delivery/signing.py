@@ -1,0 +1,26 @@
+"""Callback signatures: HMAC-SHA256 of the raw body with the app's secret.
+
+Headers numgate adds to every callback (the body stays byte-compatible with the vendor's):
+
+- ``X-Numgate-Signature: sha256=<lowercase hex HMAC-SHA256(app secret, raw body)>``
+- ``X-Numgate-Delivery-Id: <32 hex>`` — stable across retries, for de-duplication
+- ``X-Numgate-Attempt: <1, 2, …>``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+SIGNATURE_HEADER = "X-Numgate-Signature"
+DELIVERY_ID_HEADER = "X-Numgate-Delivery-Id"
+ATTEMPT_HEADER = "X-Numgate-Attempt"
+
+
+def sign_body(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_body(secret: str, body: bytes, header: str) -> bool:
+    """What a receiver does: recompute over the raw bytes, compare in constant time."""
+    return hmac.compare_digest(sign_body(secret, body), header.strip())

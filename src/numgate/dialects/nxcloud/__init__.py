@@ -1,0 +1,1 @@
+"""The NXCloud door: signed-header JSON API (Number Check, WhatsApp integrator endpoints)."""

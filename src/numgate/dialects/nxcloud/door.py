@@ -1,0 +1,133 @@
+"""Authentication (spec nxcloud.md §1) and dispatch for every NXCloud endpoint."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from numgate.core import Core
+from numgate.dialects.nxcloud import codes
+from numgate.dialects.nxcloud.codes import Family
+from numgate.dialects.nxcloud.signing import ALGORITHMS, compute_sign
+from numgate.errors import NumgateError
+from numgate.tenancy.service import KeyGrant
+
+log = logging.getLogger("numgate.nxcloud")
+
+WINDOW_MS = 60_000
+REQUIRED_HEADERS = ("accesskey", "ts", "biztype", "action", "sign")
+BUSINESS = {"1": "number_check", "2": "whatsapp"}
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    message: str
+    data: Any
+
+
+Handler = Callable[[Core, KeyGrant, dict[str, Any]], Awaitable[Reply]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    path: str
+    biz_type: str
+    action: str
+    family: Family
+    handler: Handler
+    #: the RAM-style action name used by rate limits and key policies
+    permission: str
+
+
+def _json(body: bytes, detail: str | None = None) -> Response:
+    headers = {"X-Numgate-Error-Detail": detail} if detail else None
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def _auth_failure(ep: Endpoint, code: tuple[int, str], detail: str, state: dict[str, Any]) -> Response:
+    state["code"] = code[0]
+    return _json(codes.render(ep.family, code[0], code[1], None), detail)
+
+
+async def serve_endpoint(core: Core, ep: Endpoint, request: Request) -> Response:
+    """Authenticate in the spec's order (1001, 1004, 1005, 1003, 1002, 1005), then run once."""
+    headers = request.headers
+    raw = await request.body()
+    state = request.scope.setdefault("state", {})
+
+    values = {name: headers.get(name, "").strip() for name in REQUIRED_HEADERS}
+    missing = [n for n in ("accessKey", "ts", "bizType", "action", "sign") if not values[n.lower()]]
+    if missing:
+        return _auth_failure(ep, codes.MISSING_PARAMETERS, f"missing header(s): {', '.join(missing)}", state)
+
+    ts = values["ts"]
+    now_ms = core.clock.time_ms()
+    if not ts.isdigit() or abs(now_ms - int(ts)) > WINDOW_MS:
+        what = "ts must be the client time in milliseconds" if not ts.isdigit() else (
+            f"ts differs from server time by {abs(now_ms - int(ts))} ms (allowed: {WINDOW_MS})"
+        )
+        return _auth_failure(ep, codes.TIMESTAMP_EXPIRED, what, state)
+
+    access_key = values["accesskey"]
+    grant = await core.tenancy.grant(access_key)
+    if grant is None or not grant.enabled:
+        return _auth_failure(
+            ep, codes.INSUFFICIENT_PERMISSIONS,
+            "unknown access key" if grant is None else "this access key is disabled", state)
+    state["account"] = grant.account.id
+
+    algorithm = headers.get("algorithm", "md5").strip().lower() or "md5"
+    if algorithm not in ALGORITHMS:
+        return _auth_failure(ep, codes.PARAMETER_ERROR, f"unknown algorithm {algorithm!r}: use md5 or sha256", state)
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    expected = compute_sign(access_key, values["biztype"], values["action"], ts, raw, grant.secret, algorithm)
+    sign = values["sign"].lower()
+    if not hmac.compare_digest(expected.encode(), sign.encode()):
+        return _auth_failure(ep, codes.INVALID_SIGNATURE, "the signature does not match this request", state)
+    if content_type != "application/json":
+        return _auth_failure(ep, codes.INVALID_SIGNATURE, "Content-Type must be application/json", state)
+
+    if values["biztype"] != ep.biz_type or values["action"] != ep.action:
+        return _auth_failure(
+            ep, codes.PARAMETER_ERROR,
+            f"{ep.path} takes bizType {ep.biz_type} and action {ep.action}", state)
+    try:
+        body = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        return _auth_failure(ep, codes.PARAMETER_ERROR, "the body is not valid JSON", state)
+    if not isinstance(body, dict):
+        return _auth_failure(ep, codes.PARAMETER_ERROR, "the body must be a JSON object", state)
+    if not getattr(grant.account, BUSINESS[ep.biz_type]):
+        return _auth_failure(ep, codes.INSUFFICIENT_PERMISSIONS, "this account lacks this business", state)
+
+    state["code"] = "replayed"
+
+    async def run() -> bytes:
+        reply = await _execute(core, ep, grant, body)
+        state["code"] = reply.code
+        return codes.render(ep.family, reply.code, reply.message, reply.data)
+
+    # a replay inside the window gets the first reply; the work is never done twice
+    reply_bytes = await core.replay.once(f"nx:{access_key}:{sign}", 2 * WINDOW_MS / 1000, run)
+    return _json(reply_bytes)
+
+
+async def _execute(core: Core, ep: Endpoint, grant: KeyGrant, body: dict[str, Any]) -> Reply:
+    try:
+        await core.limits.admit(grant, ep.permission)
+        return await ep.handler(core, grant, body)
+    except NumgateError as exc:
+        c = codes.code_for(ep.family, exc)
+        return Reply(c.code, c.message(exc), codes.FAILURE_DATA[ep.family])
+    except Exception as exc:  # a bug: log it, answer in the envelope, never a traceback
+        log.exception("unhandled error on %s", ep.path)
+        c = codes.code_for(ep.family, exc)
+        return Reply(c.code, c.text, codes.FAILURE_DATA[ep.family])

@@ -1,0 +1,42 @@
+"""The NXCloud endpoint table (spec §5) mounted as Starlette routes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from numgate.core import Core
+from numgate.dialects.nxcloud import numbercheck
+from numgate.dialects.nxcloud.codes import Family
+from numgate.dialects.nxcloud.door import Endpoint, serve_endpoint
+
+INTEGRATOR_BASE = "/api/wa/integrator/embedded/register/"
+
+
+def endpoints() -> list[Endpoint]:
+    eps = [
+        Endpoint("/api/number/check", "1", "numbercheck", Family.SUBMIT, numbercheck.submit, "numbercheck:submit"),
+        Endpoint("/api/number/check/get", "1", "numbercheck", Family.CHECK_GET, numbercheck.check_get,
+                 "numbercheck:get"),
+        Endpoint("/api/number/query", "1", "numbercheck", Family.QUERY, numbercheck.query, "numbercheck:query"),
+    ]
+    try:
+        from numgate.dialects.nxcloud import integrator
+    except ImportError:  # pragma: no cover - the WhatsApp door is optional while it is built
+        return eps
+    for name, handler in integrator.HANDLERS.items():
+        eps.append(Endpoint(INTEGRATOR_BASE + name, "2", name, Family.INTEGRATOR, handler, f"wa:{name}"))
+    return eps
+
+
+def nxcloud_routes(core: Callable[[], Core]) -> list[Route]:
+    def make(ep: Endpoint) -> Callable[[Request], object]:
+        async def endpoint(request: Request) -> Response:
+            return await serve_endpoint(core(), ep, request)
+
+        return endpoint
+
+    return [Route(ep.path, make(ep), methods=["POST"]) for ep in endpoints()]

@@ -1,0 +1,42 @@
+"""Identifiers handed to customers: access keys, secrets, appkeys, message ids."""
+
+from __future__ import annotations
+
+import secrets
+import string
+import uuid
+
+_LOWER_ALNUM = string.ascii_lowercase + string.digits
+_ALNUM = string.ascii_letters + string.digits
+
+
+def _token(alphabet: str, n: int) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+def new_access_key() -> str:
+    return "ng" + _token(_LOWER_ALNUM, 14)
+
+
+def new_secret() -> str:
+    return _token(_ALNUM, 32)
+
+
+def new_appkey() -> str:
+    return _token(_LOWER_ALNUM, 12)
+
+
+def new_space_id() -> str:
+    return "cams-" + _token(_LOWER_ALNUM, 10)
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_batch_no() -> str:
+    return str(secrets.randbelow(9 * 10**11) + 10**11)
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4()).upper()

@@ -1,0 +1,1 @@
+"""Claiming, leasing and retrying rows; the worker loop."""

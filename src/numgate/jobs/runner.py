@@ -1,0 +1,70 @@
+"""The set of background workers a process runs (in ``numgate serve`` or ``numgate worker``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from numgate.core import Core
+
+log = logging.getLogger("numgate.jobs")
+
+WorkerFactory = Callable[[Core, asyncio.Event], Awaitable[None]]
+
+#: filled by the modules that define workers (numbers, delivery)
+REGISTRY: list[tuple[str, WorkerFactory]] = []
+
+
+def register(name: str) -> Callable[[WorkerFactory], WorkerFactory]:
+    def deco(fn: WorkerFactory) -> WorkerFactory:
+        REGISTRY.append((name, fn))
+        return fn
+
+    return deco
+
+
+def _load() -> None:
+    # importing registers the workers
+    import numgate.delivery.worker  # noqa: F401
+    import numgate.numbers.worker  # noqa: F401
+
+
+class WorkerSet:
+    def __init__(self, core: Core, only: set[str] | None = None) -> None:
+        self.core = core
+        self.only = only
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        _load()
+        for name, factory in REGISTRY:
+            if self.only is None or name in self.only:
+                self._tasks.append(asyncio.create_task(self._guard(name, factory), name=f"worker:{name}"))
+
+    async def _guard(self, name: str, factory: WorkerFactory) -> None:
+        while not self._stop.is_set():
+            try:
+                await factory(self.core, self._stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker %s crashed; restarting in 1 s", name)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Ask every worker to finish its current step, then cancel what is left."""
+        self._stop.set()
+        if not self._tasks:
+            return
+        done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def wait(self) -> None:
+        await asyncio.gather(*self._tasks)
+

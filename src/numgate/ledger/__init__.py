@@ -1,0 +1,1 @@
+"""Prices and the append-only ledger: top-ups, reservations, charges and releases."""

@@ -1,0 +1,218 @@
+"""Prices, balances and the ledger. Money is a ledger of entries, never a number edited in place.
+
+Entry kinds (``amount`` is always positive):
+
+- ``topup``   money added by the operator;
+- ``reserve`` money held for a submitted batch;
+- ``charge``  part of a reservation consumed by a successful check;
+- ``release`` part of a reservation returned (failed check, or anything not charged).
+
+balance = Σtopup − Σcharge − open reservations, and open reservations = Σreserve − Σcharge −
+Σrelease; so the spendable balance is Σtopup − Σreserve + Σrelease.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from numgate.clock import Clock
+from numgate.db.tables import accounts, ledger_entries, prices
+from numgate.errors import InsufficientBalance, InvalidParameter, NotFound, PriceNotFound
+from numgate.ledger.money import parse_currency
+
+LEVELS = (1, 4, 5)
+
+
+@dataclass(frozen=True)
+class Balance:
+    currency: str
+    topups: int
+    charges: int
+    reserved: int
+    released: int
+
+    @property
+    def open_reservations(self) -> int:
+        return self.reserved - self.charges - self.released
+
+    @property
+    def balance(self) -> int:
+        return self.topups - self.charges - self.open_reservations
+
+
+@dataclass(frozen=True)
+class Price:
+    country: str
+    level: int
+    currency: str
+    price: int
+    account_id: int
+    app_id: int
+
+
+def _sum(kind: str) -> object:
+    return func.coalesce(func.sum(case((ledger_entries.c.kind == kind, ledger_entries.c.amount), else_=0)), 0)
+
+
+class Ledger:
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    # prices --------------------------------------------------------------------------------
+
+    async def set_price(
+        self, *, country: str, level: int, price: int, currency: str = "USD", account_id: int = 0, app_id: int = 0
+    ) -> Price:
+        return (await self.set_prices([(country, level, price)], currency=currency, account_id=account_id,
+                                      app_id=app_id))[0]
+
+    async def set_prices(
+        self, table: list[tuple[str, int, int]], *, currency: str = "USD", account_id: int = 0, app_id: int = 0
+    ) -> list[Price]:
+        """Set several (country, level, price) entries of one scope in one transaction."""
+        currency = parse_currency(currency)
+        out: list[Price] = []
+        async with self._engine.begin() as conn:
+            if account_id and (
+                await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))
+            ).first() is None:
+                raise NotFound(f"no account with id {account_id}")
+            now = self._clock.time_ms()
+            for country, level, price in table:
+                country = country.strip().upper()
+                if len(country) != 2 or not country.isalpha():
+                    raise InvalidParameter("country", f"country must be an ISO 3166 alpha-2 code, got {country!r}")
+                if level not in LEVELS:
+                    raise InvalidParameter("level", f"level must be 1 (Basic), 4 (Call) or 5 (HLR), got {level}")
+                scope = (
+                    (prices.c.account_id == account_id)
+                    & (prices.c.app_id == app_id)
+                    & (prices.c.country == country)
+                    & (prices.c.level == level)
+                )
+                n = (
+                    await conn.execute(
+                        update(prices).where(scope).values(price=price, currency=currency, updated_ms=now)
+                    )
+                ).rowcount
+                if not n:
+                    await conn.execute(
+                        prices.insert().values(
+                            account_id=account_id, app_id=app_id, country=country, level=level,
+                            currency=currency, price=price, updated_ms=now,
+                        )
+                    )
+                out.append(Price(country, level, currency, price, account_id, app_id))
+        return out
+
+    async def list_prices(self, account_id: int | None = None) -> list[Price]:
+        q = select(prices).order_by(prices.c.account_id, prices.c.app_id, prices.c.country, prices.c.level)
+        if account_id is not None:
+            q = q.where(prices.c.account_id.in_([0, account_id]))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return [Price(r.country, r.level, r.currency, r.price, r.account_id, r.app_id) for r in rows]
+
+    @staticmethod
+    async def find_price(conn: AsyncConnection, account_id: int, app_id: int, country: str, level: int) -> Price:
+        """The most specific price: the app's, else the account's, else numgate's default."""
+        rows = (
+            await conn.execute(
+                select(prices).where(
+                    prices.c.country == country,
+                    prices.c.level == level,
+                    prices.c.account_id.in_([0, account_id]),
+                    prices.c.app_id.in_([0, app_id]),
+                )
+            )
+        ).all()
+        best = None
+        for r in rows:
+            if r.app_id and r.account_id != account_id:
+                continue
+            rank = (r.account_id != 0, r.app_id != 0)
+            if best is None or rank > best[0]:
+                best = (rank, r)
+        if best is None:
+            raise PriceNotFound(f"no price for level {level} in {country}")
+        r = best[1]
+        return Price(r.country, r.level, r.currency, r.price, r.account_id, r.app_id)
+
+    # entries -------------------------------------------------------------------------------
+
+    async def topup(self, account_id: int, amount: int, currency: str = "USD", note: str | None = None) -> Balance:
+        if amount <= 0:
+            raise InvalidParameter("amount", "a top-up must be a positive amount")
+        currency = parse_currency(currency)
+        async with self._engine.begin() as conn:
+            if (await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))).first() is None:
+                raise NotFound(f"no account with id {account_id}")
+            await self._append(conn, account_id, currency, "topup", amount, None, note)
+            return await self.balance_in(conn, account_id, currency)
+
+    async def _append(
+        self, conn: AsyncConnection, account_id: int, currency: str, kind: str, amount: int,
+        batch_id: int | None, note: str | None = None,
+    ) -> None:
+        await conn.execute(
+            ledger_entries.insert().values(
+                account_id=account_id, currency=currency, kind=kind, amount=amount,
+                batch_id=batch_id, note=note, created_ms=self._clock.time_ms(),
+            )
+        )
+
+    @staticmethod
+    async def balance_in(conn: AsyncConnection, account_id: int, currency: str) -> Balance:
+        row = (
+            await conn.execute(
+                select(_sum("topup"), _sum("charge"), _sum("reserve"), _sum("release")).where(
+                    ledger_entries.c.account_id == account_id, ledger_entries.c.currency == currency
+                )
+            )
+        ).one()
+        return Balance(currency, int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+    async def balances(self, account_id: int) -> list[Balance]:
+        async with self._engine.connect() as conn:
+            if (await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))).first() is None:
+                raise NotFound(f"no account with id {account_id}")
+            currencies = (
+                await conn.execute(
+                    select(ledger_entries.c.currency)
+                    .where(ledger_entries.c.account_id == account_id)
+                    .distinct()
+                    .order_by(ledger_entries.c.currency)
+                )
+            ).scalars().all()
+            return [await self.balance_in(conn, account_id, c) for c in currencies]
+
+    async def reserve(
+        self, conn: AsyncConnection, account_id: int, currency: str, amount: int, batch_id: int
+    ) -> None:
+        """Hold ``amount`` for a batch inside the caller's transaction, or raise InsufficientBalance.
+
+        On PostgreSQL the account row is locked first, so two concurrent submits cannot both
+        spend the same money; SQLite transactions begin IMMEDIATE and are already serialised.
+        """
+        if conn.dialect.name == "postgresql":
+            await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
+        bal = await self.balance_in(conn, account_id, currency)
+        if bal.balance < amount:
+            raise InsufficientBalance(
+                f"the batch costs {amount / 10000:.4f} {currency} but the balance is "
+                f"{bal.balance / 10000:.4f} {currency}"
+            )
+        await self._append(conn, account_id, currency, "reserve", amount, batch_id)
+
+    async def settle(
+        self, conn: AsyncConnection, account_id: int, currency: str, batch_id: int, charged: int, released: int
+    ) -> None:
+        """Turn part of a batch's reservation into a charge and return the rest."""
+        if charged:
+            await self._append(conn, account_id, currency, "charge", charged, batch_id)
+        if released:
+            await self._append(conn, account_id, currency, "release", released, batch_id)

@@ -1,0 +1,1 @@
+"""Number Check: offline classification, HLR / call providers, batches and their workers."""

@@ -1,0 +1,106 @@
+"""Offline classification with libphonenumber. Its metadata is loaded once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import phonenumbers
+from phonenumbers import PhoneNumberType, carrier
+
+MIN_DIGITS, MAX_DIGITS = 6, 17
+
+
+class NumberKind(Enum):
+    OTHER = "other"
+    FIXED_LINE = "fixed_line"
+    MOBILE = "mobile"
+    TOLL_FREE = "toll_free"
+    VOIP = "voip"
+    UAN = "uan"
+    PERSONAL = "personal"
+    VOICEMAIL = "voicemail"
+    PREMIUM = "premium"
+
+
+_KINDS = {
+    PhoneNumberType.FIXED_LINE: NumberKind.FIXED_LINE,
+    PhoneNumberType.MOBILE: NumberKind.MOBILE,
+    PhoneNumberType.FIXED_LINE_OR_MOBILE: NumberKind.MOBILE,
+    PhoneNumberType.TOLL_FREE: NumberKind.TOLL_FREE,
+    PhoneNumberType.PREMIUM_RATE: NumberKind.PREMIUM,
+    PhoneNumberType.SHARED_COST: NumberKind.PREMIUM,
+    PhoneNumberType.VOIP: NumberKind.VOIP,
+    PhoneNumberType.PERSONAL_NUMBER: NumberKind.PERSONAL,
+    PhoneNumberType.PAGER: NumberKind.OTHER,
+    PhoneNumberType.UAN: NumberKind.UAN,
+    PhoneNumberType.VOICEMAIL: NumberKind.VOICEMAIL,
+}
+
+
+@dataclass(frozen=True)
+class Basic:
+    valid: bool
+    region: str
+    country_code: int
+    national_number: str
+    e164: str
+    kind: NumberKind
+    carrier: str
+
+
+def digits_of(item: str) -> str | None:
+    """The digits of one submitted item (trimmed, one leading ``+`` allowed), or None."""
+    s = item.strip()
+    if s.startswith("+"):
+        s = s[1:]
+    if not s.isdigit() or not s.isascii() or not MIN_DIGITS <= len(s) <= MAX_DIGITS:
+        return None
+    return s
+
+
+def calling_code_of(item: str) -> int | None:
+    """The country calling code an item starts with, without a full parse (cheap: used at submit)."""
+    d = digits_of(item)
+    if d is None:
+        return None
+    for n in (1, 2, 3):
+        cc = int(d[:n])
+        if cc in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            return cc
+    return None
+
+
+def main_region(calling_code: int) -> str | None:
+    region = phonenumbers.region_code_for_country_code(calling_code)
+    return None if region in (None, "ZZ", "001") else region
+
+
+def classify(item: str) -> Basic | None:
+    """Classify one item; None when it cannot be parsed as a phone number (code 114)."""
+    d = digits_of(item)
+    if d is None:
+        return None
+    try:
+        num = phonenumbers.parse("+" + d, None)
+    except phonenumbers.NumberParseException:
+        return None
+    region = phonenumbers.region_code_for_number(num) or ""
+    if region in ("ZZ", "001"):
+        region = ""
+    kind = _KINDS.get(phonenumbers.number_type(num), NumberKind.OTHER)
+    return Basic(
+        valid=phonenumbers.is_valid_number(num),
+        region=region,
+        country_code=num.country_code,
+        national_number=str(num.national_number),
+        e164=f"+{num.country_code}{num.national_number}",
+        kind=kind,
+        carrier=carrier.name_for_number(num, "en") if kind is NumberKind.MOBILE else "",
+    )
+
+
+def warm_up() -> None:
+    """Load the metadata once, before the first batch (so the first numbers are not slow)."""
+    for sample in ("+14155550100", "+447700900123", "+8613800138000", "+2348000010000"):
+        classify(sample)

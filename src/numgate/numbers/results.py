@@ -1,0 +1,61 @@
+"""A number's check result in the core's own words; doors render it in their vocabulary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from numgate.numbers.classify import Basic, NumberKind
+from numgate.numbers.providers import Dial, DialResponse, Live, Tri
+
+
+class Outcome(IntEnum):
+    OK = 0
+    INVALID_FORMAT = 1  # the item is not a phone number
+    NON_MOBILE = 2  # HLR / call asked for a number that is not mobile
+    UPSTREAM_FAILED = 3  # the provider failed after its retries
+    NO_INFORMATION = 4  # the provider answered with nothing
+    INTERNAL = 5  # numgate failed on this number
+
+    @property
+    def charged(self) -> bool:
+        return self is Outcome.OK
+
+
+class Level(IntEnum):
+    BASIC = 1
+    CALL = 4
+    HLR = 5
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    outcome: Outcome
+    basic: Basic | None = None
+    live: Live | None = None
+    dial: Dial | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"outcome": int(self.outcome)}
+        if self.basic is not None:
+            b = self.basic
+            out["basic"] = [b.valid, b.region, b.country_code, b.national_number, b.e164, b.kind.value, b.carrier]
+        if self.live is not None:
+            v = self.live
+            out["live"] = [v.validity.value, v.reachable.value, v.roaming.value, v.ported, v.network]
+        if self.dial is not None:
+            d = self.dial
+            out["dial"] = [d.early.value, d.answered.value, d.response.value]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CheckResult:
+        basic = live = dial = None
+        if (b := data.get("basic")) is not None:
+            basic = Basic(b[0], b[1], b[2], b[3], b[4], NumberKind(b[5]), b[6])
+        if (v := data.get("live")) is not None:
+            live = Live(Tri(v[0]), Tri(v[1]), Tri(v[2]), v[3], v[4])
+        if (d := data.get("dial")) is not None:
+            dial = Dial(Tri(d[0]), Tri(d[1]), DialResponse(d[2]))
+        return cls(Outcome(data["outcome"]), basic, live, dial)

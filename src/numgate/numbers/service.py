@@ -1,0 +1,308 @@
+"""Number Check batches: submit (validate, price, reserve, store), query, and the synchronous check."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import orjson
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from numgate import ids
+from numgate.clock import Clock
+from numgate.db.tables import batches, checks
+from numgate.errors import (
+    BatchNoTooLong,
+    InvalidCheckLevel,
+    InvalidParameter,
+    MissingParameter,
+    MixedCountries,
+    TooManyNumbers,
+    UnknownCountry,
+)
+from numgate.ledger.service import Ledger
+from numgate.numbers.check import check_basic
+from numgate.numbers.classify import calling_code_of, main_region
+from numgate.numbers.results import CheckResult, Level
+from numgate.tenancy.service import TenancyService
+
+MAX_NUMBERS = 5000
+MAX_BATCH_NO = 64
+QUERY_DAYS = 14
+
+STATUS_PENDING, STATUS_LEASED, STATUS_DONE = 0, 1, 2
+
+
+class CallbackRenderer(Protocol):
+    """Renders one number's result as the body its door's callback carries."""
+
+    def callback(
+        self, *, message_id: str, batch_no: str, phone: str, result: CheckResult, cost: int, currency: str
+    ) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Submitted:
+    message_id: str
+    batch_no: str
+    total: int
+
+
+@dataclass(frozen=True)
+class QueryRow:
+    message_id: str
+    batch_no: str
+    phone: str
+    level: Level
+    result: CheckResult | None
+    cost: int | None
+    currency: str
+
+
+@dataclass(frozen=True)
+class QueryPage:
+    page: int
+    page_size: int
+    total_size: int
+    rows: list[QueryRow]
+
+    @property
+    def total_page(self) -> int:
+        return math.ceil(self.total_size / self.page_size) if self.total_size else 0
+
+
+@dataclass(frozen=True)
+class SyncCheck:
+    request_id: str
+    batch_no: str
+    phone: str
+    result: CheckResult
+    cost: int
+    currency: str
+
+
+def validate_callback_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidParameter("drUrl", f"drUrl must be an http(s) URL, got {url!r}")
+    return url
+
+
+def parse_level(value: int) -> Level:
+    try:
+        return Level(value)
+    except ValueError:
+        raise InvalidCheckLevel(f"checkLevel must be 1 (Basic), 4 (Call) or 5 (HLR), got {value}") from None
+
+
+def split_phones(phone: str) -> list[str]:
+    items = [p.strip() for p in phone.split(",")]
+    items = [p for p in items if p]
+    if not items:
+        raise MissingParameter("phone", "phone is empty: give numbers with country code, comma separated")
+    if len(items) > MAX_NUMBERS:
+        raise TooManyNumbers(f"{len(items)} numbers in one request; the limit is {MAX_NUMBERS}")
+    return items
+
+
+def batch_country(items: Sequence[str]) -> tuple[int, str]:
+    """The one calling code of a batch and its main region (prices are per region)."""
+    codes = {cc for cc in (calling_code_of(i) for i in items) if cc is not None}
+    if not codes:
+        raise UnknownCountry("no number in this request has a recognisable country code")
+    if len(codes) > 1:
+        listed = ", ".join(f"+{c}" for c in sorted(codes))
+        raise MixedCountries(f"all numbers of one request must belong to one country; this one mixes {listed}")
+    cc = codes.pop()
+    region = main_region(cc)
+    if region is None:
+        raise UnknownCountry(f"+{cc} is not a country numgate can price")
+    return cc, region
+
+
+class NumberCheckService:
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock, tenancy: TenancyService, ledger: Ledger, renderer: CallbackRenderer
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._tenancy = tenancy
+        self._ledger = ledger
+        self.renderer = renderer
+        #: set when new work is stored, so in-process workers start without waiting for a poll
+        self.work_available = asyncio.Event()
+
+    async def submit(
+        self,
+        account_id: int,
+        *,
+        appkey: str,
+        phone: str,
+        level: int = 1,
+        batch_no: str | None = None,
+        dr_url: str | None = None,
+    ) -> Submitted:
+        items = split_phones(phone)
+        lvl = parse_level(level)
+        if batch_no is not None and len(batch_no) > MAX_BATCH_NO:
+            raise BatchNoTooLong(f"batchNo has {len(batch_no)} characters; the limit is {MAX_BATCH_NO}")
+        if dr_url:
+            validate_callback_url(dr_url)
+        app = await self._tenancy.app_of(account_id, appkey)
+        _, region = batch_country(items)
+        batch_no = batch_no or ids.new_batch_no()
+        message_id = ids.new_message_id()
+        now = self._clock.time_ms()
+        async with self._engine.begin() as conn:
+            price = await self._ledger.find_price(conn, account_id, app.id, region, int(lvl))
+            batch_id = (
+                await conn.execute(
+                    batches.insert()
+                    .values(
+                        message_id=message_id, account_id=account_id, app_id=app.id, batch_no=batch_no,
+                        check_level=int(lvl), country=region, currency=price.currency, unit_price=price.price,
+                        dr_url=dr_url or app.callback_url, total=len(items), created_ms=now,
+                    )
+                    .returning(batches.c.id)
+                )
+            ).scalar_one()
+            await self._ledger.reserve(conn, account_id, price.currency, price.price * len(items), batch_id)
+            single = len(items) == 1
+            await conn.execute(
+                checks.insert(),
+                [
+                    {
+                        "batch_id": batch_id, "account_id": account_id, "seq": i, "phone": item,
+                        "message_id": message_id if single else f"{message_id}-{i:06d}",
+                        "status": STATUS_PENDING, "attempts": 0,
+                    }
+                    for i, item in enumerate(items, 1)
+                ],
+            )
+        self.work_available.set()
+        return Submitted(message_id, batch_no, len(items))
+
+    async def query(
+        self,
+        account_id: int,
+        *,
+        day: date,
+        page: int,
+        page_size: int,
+        message_id: str | None = None,
+        batch_no: str | None = None,
+        phone: str | None = None,
+        appkey: str | None = None,
+    ) -> QueryPage:
+        if not message_id and not batch_no:
+            raise MissingParameter("messageId", "give messageId or batchNo (at least one of the two)")
+        if page < 1:
+            raise InvalidParameter("page", "page must be an integer ≥ 1")
+        if not 1 <= page_size <= 100:
+            raise InvalidParameter("pageSize", "pageSize must be an integer from 1 to 100")
+        today = self._clock.now().date()
+        if not today - timedelta(days=QUERY_DAYS - 1) <= day <= today:
+            raise InvalidParameter(
+                "date", f"date must be within the last {QUERY_DAYS} days ({today - timedelta(days=QUERY_DAYS - 1)} "
+                f"to {today}, UTC)"
+            )
+        start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+        conds = [
+            batches.c.account_id == account_id,
+            batches.c.created_ms >= start,
+            batches.c.created_ms < start + 86_400_000,
+        ]
+        if message_id:
+            conds.append(or_(batches.c.message_id == message_id, checks.c.message_id == message_id))
+        if batch_no:
+            conds.append(batches.c.batch_no == batch_no)
+        if phone:
+            conds.append(checks.c.phone == phone)
+        if appkey:
+            app = await self._tenancy.app_of(account_id, appkey)
+            conds.append(batches.c.app_id == app.id)
+        where = and_(*conds)
+        joined = checks.join(batches, batches.c.id == checks.c.batch_id)
+        async with self._engine.connect() as conn:
+            total = (await conn.execute(select(func.count()).select_from(joined).where(where))).scalar_one()
+            rows = (
+                await conn.execute(
+                    select(
+                        checks.c.message_id, checks.c.phone, checks.c.result, checks.c.cost,
+                        batches.c.batch_no, batches.c.check_level, batches.c.currency,
+                    )
+                    .select_from(joined)
+                    .where(where)
+                    .order_by(checks.c.batch_id, checks.c.seq)
+                    .limit(page_size)
+                    .offset((page - 1) * page_size)
+                )
+            ).all()
+        return QueryPage(
+            page, page_size, total,
+            [
+                QueryRow(
+                    r.message_id, r.batch_no, r.phone, Level(r.check_level),
+                    CheckResult.from_json(orjson.loads(r.result)) if r.result else None,
+                    r.cost, r.currency,
+                )
+                for r in rows
+            ],
+        )
+
+    async def check_now(
+        self, account_id: int, *, appkey: str, phone: str, level: int = 1, batch_no: str | None = None
+    ) -> SyncCheck:
+        """One Basic check answered in the request (v2). Charged like a batch of one; queryable."""
+        items = split_phones(phone)
+        if len(items) != 1:
+            raise InvalidParameter("phone", "this endpoint checks exactly one number")
+        if parse_level(level) is not Level.BASIC:
+            raise InvalidCheckLevel("the synchronous check supports checkLevel 1 (Basic) only")
+        if batch_no is not None and len(batch_no) > MAX_BATCH_NO:
+            raise BatchNoTooLong(f"batchNo has {len(batch_no)} characters; the limit is {MAX_BATCH_NO}")
+        app = await self._tenancy.app_of(account_id, appkey)
+        item = items[0]
+        result = check_basic(item)
+        batch_no = batch_no or ids.new_batch_no()
+        message_id = ids.new_message_id()
+        now = self._clock.time_ms()
+        async with self._engine.begin() as conn:
+            region = result.basic.region if result.basic is not None and result.basic.region else None
+            if region is None:
+                cc = calling_code_of(item)
+                region = main_region(cc) if cc is not None else None
+            if region is not None:
+                price = await self._ledger.find_price(conn, account_id, app.id, region, 1)
+                unit, currency = price.price, price.currency
+            else:
+                unit, currency = 0, "USD"
+            cost = unit if result.outcome.charged else 0
+            batch_id = (
+                await conn.execute(
+                    batches.insert()
+                    .values(
+                        message_id=message_id, account_id=account_id, app_id=app.id, batch_no=batch_no,
+                        check_level=1, country=region, currency=currency, unit_price=unit, dr_url=None,
+                        total=1, created_ms=now,
+                    )
+                    .returning(batches.c.id)
+                )
+            ).scalar_one()
+            if unit:
+                await self._ledger.reserve(conn, account_id, currency, unit, batch_id)
+                await self._ledger.settle(conn, account_id, currency, batch_id, cost, unit - cost)
+            await conn.execute(
+                checks.insert().values(
+                    batch_id=batch_id, account_id=account_id, seq=1, phone=item, message_id=message_id,
+                    status=STATUS_DONE, attempts=1, outcome=int(result.outcome),
+                    result=orjson.dumps(result.to_json()).decode(), cost=cost, done_ms=now,
+                )
+            )
+        return SyncCheck(message_id, batch_no, item, result, cost, currency)

@@ -1,0 +1,293 @@
+"""Accounts, their access keys and their apps."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from numgate import ids
+from numgate.clock import Clock
+from numgate.db.tables import access_keys, accounts, apps
+from numgate.errors import (
+    AppLimitReached,
+    AppNotFound,
+    AppNotOwned,
+    InvalidParameter,
+    NotFound,
+)
+from numgate.vault import Vault
+
+#: how long an access key's lookup is cached in a process (a disabled key stops working
+#: within this many seconds on every server process)
+KEY_CACHE_SECONDS = 2.0
+MAX_APPS_PER_ACCOUNT = 1000
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    name: str
+    integrator: bool
+    number_check: bool
+    whatsapp: bool
+
+
+@dataclass(frozen=True)
+class Credentials:
+    account_id: int
+    access_key: str
+    access_secret: str
+
+
+@dataclass(frozen=True)
+class KeyGrant:
+    """What an authenticated access key may do."""
+
+    access_key: str
+    secret: str
+    enabled: bool
+    account: Account
+    allowed_actions: frozenset[str] | None
+
+
+@dataclass(frozen=True)
+class App:
+    id: int
+    account_id: int
+    appkey: str
+    name: str
+    callback_url: str | None
+
+    @property
+    def space_id(self) -> str:
+        """The same object's name on the CAMS door (CustSpaceId)."""
+        return self.appkey
+
+
+def _account(row: object) -> Account:
+    r = row._mapping  # type: ignore[attr-defined]
+    return Account(r["id"], r["name"], r["integrator"], r["number_check"], r["whatsapp"])
+
+
+def _app(row: object) -> App:
+    r = row._mapping  # type: ignore[attr-defined]
+    return App(r["id"], r["account_id"], r["appkey"], r["name"], r["callback_url"])
+
+
+class TenancyService:
+    def __init__(self, engine: AsyncEngine, vault: Vault, clock: Clock) -> None:
+        self._engine = engine
+        self._vault = vault
+        self._clock = clock
+        self._key_cache: dict[str, tuple[float, KeyGrant | None]] = {}
+        self._app_secret_cache: dict[int, str] = {}
+
+    # accounts -----------------------------------------------------------------------------
+
+    async def create_account(
+        self, name: str, *, integrator: bool = False, number_check: bool = True, whatsapp: bool = True
+    ) -> tuple[Account, Credentials]:
+        name = name.strip()
+        if not name:
+            raise InvalidParameter("name", "an account needs a non-empty name")
+        async with self._engine.begin() as conn:
+            account_id = (
+                await conn.execute(
+                    accounts.insert()
+                    .values(
+                        name=name,
+                        integrator=integrator,
+                        number_check=number_check,
+                        whatsapp=whatsapp,
+                        created_ms=self._clock.time_ms(),
+                    )
+                    .returning(accounts.c.id)
+                )
+            ).scalar_one()
+            creds = await self._insert_key(conn, account_id, None)
+        return Account(account_id, name, integrator, number_check, whatsapp), creds
+
+    async def get_account(self, account_id: int) -> Account:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(accounts).where(accounts.c.id == account_id))).first()
+        if row is None:
+            raise NotFound(f"no account with id {account_id}")
+        return _account(row)
+
+    async def list_accounts(self) -> list[tuple[Account, int, int]]:
+        """Every account with its number of enabled keys and of apps."""
+        keys_n = (
+            select(func.count())
+            .where(access_keys.c.account_id == accounts.c.id, access_keys.c.enabled.is_(True))
+            .scalar_subquery()
+        )
+        apps_n = select(func.count()).where(apps.c.account_id == accounts.c.id).scalar_subquery()
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(select(accounts, keys_n.label("k"), apps_n.label("a")).order_by(accounts.c.id))
+            ).all()
+        return [(_account(r), r.k, r.a) for r in rows]
+
+    # access keys ---------------------------------------------------------------------------
+
+    async def _insert_key(self, conn: object, account_id: int, allowed: list[str] | None) -> Credentials:
+        key, secret = ids.new_access_key(), ids.new_secret()
+        await conn.execute(  # type: ignore[attr-defined]
+            access_keys.insert().values(
+                access_key=key,
+                account_id=account_id,
+                secret_enc=self._vault.encrypt(secret),
+                enabled=True,
+                allowed_actions=json.dumps(sorted(allowed)) if allowed is not None else None,
+                created_ms=self._clock.time_ms(),
+            )
+        )
+        return Credentials(account_id, key, secret)
+
+    async def create_key(self, account_id: int, allowed_actions: list[str] | None = None) -> Credentials:
+        await self.get_account(account_id)
+        async with self._engine.begin() as conn:
+            return await self._insert_key(conn, account_id, allowed_actions)
+
+    async def import_key(self, account_id: int, access_key: str, secret: str) -> Credentials:
+        """Store a key pair chosen by the operator (e.g. to keep a vendor's existing keys)."""
+        await self.get_account(account_id)
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                access_keys.insert().values(
+                    access_key=access_key,
+                    account_id=account_id,
+                    secret_enc=self._vault.encrypt(secret),
+                    enabled=True,
+                    created_ms=self._clock.time_ms(),
+                )
+            )
+        return Credentials(account_id, access_key, secret)
+
+    async def disable_key(self, access_key: str) -> None:
+        async with self._engine.begin() as conn:
+            n = (
+                await conn.execute(
+                    update(access_keys).where(access_keys.c.access_key == access_key).values(enabled=False)
+                )
+            ).rowcount
+        if not n:
+            raise NotFound(f"no access key {access_key!r}")
+        self._key_cache.pop(access_key, None)
+
+    async def credentials(self, account_id: int) -> list[Credentials]:
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(access_keys.c.access_key, access_keys.c.secret_enc)
+                    .where(access_keys.c.account_id == account_id, access_keys.c.enabled.is_(True))
+                    .order_by(access_keys.c.created_ms)
+                )
+            ).all()
+        return [Credentials(account_id, r.access_key, self._vault.decrypt(r.secret_enc)) for r in rows]
+
+    async def grant(self, access_key: str) -> KeyGrant | None:
+        """The key's grant, or None if unknown. Cached briefly: this is on every request."""
+        now = time.monotonic()
+        hit = self._key_cache.get(access_key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(access_keys, accounts)
+                    .join(accounts, accounts.c.id == access_keys.c.account_id)
+                    .where(access_keys.c.access_key == access_key)
+                )
+            ).first()
+        grant = None
+        if row is not None:
+            m = row._mapping
+            allowed = m[access_keys.c.allowed_actions]
+            grant = KeyGrant(
+                access_key=access_key,
+                secret=self._vault.decrypt(m[access_keys.c.secret_enc]),
+                enabled=m[access_keys.c.enabled],
+                account=Account(
+                    m[accounts.c.id],
+                    m[accounts.c.name],
+                    m[accounts.c.integrator],
+                    m[accounts.c.number_check],
+                    m[accounts.c.whatsapp],
+                ),
+                allowed_actions=frozenset(json.loads(allowed)) if allowed is not None else None,
+            )
+        if len(self._key_cache) > 10_000:
+            self._key_cache.clear()
+        self._key_cache[access_key] = (now + KEY_CACHE_SECONDS, grant)
+        return grant
+
+    # apps ----------------------------------------------------------------------------------
+
+    async def create_app(
+        self, account_id: int, name: str, callback_url: str | None = None, *, appkey: str | None = None
+    ) -> App:
+        name = name.strip()
+        if not name:
+            raise InvalidParameter("name", "an app needs a non-empty name")
+        async with self._engine.begin() as conn:
+            if (await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))).first() is None:
+                raise NotFound(f"no account with id {account_id}")
+            count = (
+                await conn.execute(select(func.count()).where(apps.c.account_id == account_id))
+            ).scalar_one()
+            if count >= MAX_APPS_PER_ACCOUNT:
+                raise AppLimitReached(
+                    f"account {account_id} already has {count} apps (the limit is {MAX_APPS_PER_ACCOUNT})"
+                )
+            key = appkey or ids.new_appkey()
+            app_id = (
+                await conn.execute(
+                    apps.insert()
+                    .values(
+                        account_id=account_id,
+                        appkey=key,
+                        name=name,
+                        callback_url=callback_url or None,
+                        secret_enc=self._vault.encrypt(ids.new_secret()),
+                        created_ms=self._clock.time_ms(),
+                    )
+                    .returning(apps.c.id)
+                )
+            ).scalar_one()
+        return App(app_id, account_id, key, name, callback_url or None)
+
+    async def list_apps(self, account_id: int) -> list[App]:
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(select(apps).where(apps.c.account_id == account_id).order_by(apps.c.id))
+            ).all()
+        return [_app(r) for r in rows]
+
+    async def find_app(self, appkey: str) -> App | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(apps).where(apps.c.appkey == appkey))).first()
+        return _app(row) if row is not None else None
+
+    async def app_of(self, account_id: int, appkey: str) -> App:
+        """The caller's app: AppNotFound if no such appkey, AppNotOwned if it is another's."""
+        app = await self.find_app(appkey)
+        if app is None:
+            raise AppNotFound(f"no app with appkey {appkey!r}")
+        if app.account_id != account_id:
+            raise AppNotOwned(f"appkey {appkey!r} belongs to another customer")
+        return app
+
+    async def app_secret(self, app_id: int) -> str:
+        cached = self._app_secret_cache.get(app_id)
+        if cached is not None:
+            return cached
+        async with self._engine.connect() as conn:
+            enc = (await conn.execute(select(apps.c.secret_enc).where(apps.c.id == app_id))).scalar_one()
+        secret = self._vault.decrypt(enc)
+        self._app_secret_cache[app_id] = secret
+        return secret
