@@ -1,0 +1,303 @@
+"""Shared fixtures: a real numgate server over HTTP, a real callback receiver, both databases.
+
+PostgreSQL runs when NUMGATE_TEST_POSTGRES_URL names a scratch database (``.ci/run`` creates and
+drops one); without it every PostgreSQL case is skipped and the summary says so loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import uvicorn
+from aiohttp import web
+from cryptography.fernet import Fernet
+from sqlalchemy import text
+
+from numgate.app import NumgateApp
+from numgate.clock import Clock, SystemClock
+from numgate.core import Core
+from numgate.db.engine import create_engine
+from numgate.db.migrate import upgrade
+from numgate.db.tables import metadata
+from numgate.settings import Settings, parse_allowlist
+
+T = TypeVar("T")
+PG_URL = os.environ.get("NUMGATE_TEST_POSTGRES_URL", "")
+SECRET_KEY = Fernet.generate_key().decode()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not PG_URL:
+        terminalreporter.write_sep(
+            "!", "PostgreSQL half NOT run: set NUMGATE_TEST_POSTGRES_URL (bash .ci/run does)", red=True, bold=True
+        )
+
+
+def run_sync(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+# databases ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tmpl") / "numgate.db"
+
+    async def main() -> None:
+        engine = create_engine(f"sqlite:///{path}")
+        await upgrade(engine)
+        await engine.dispose()
+
+    run_sync(main())
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_migrated() -> str:
+    async def main() -> None:
+        engine = create_engine(PG_URL)
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+        await upgrade(engine)
+        await engine.dispose()
+
+    run_sync(main())
+    return PG_URL
+
+
+def truncate_all(url: str) -> None:
+    async def main() -> None:
+        engine = create_engine(url)
+        names = ", ".join(t.name for t in metadata.sorted_tables)
+        async with engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        await engine.dispose()
+
+    run_sync(main())
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        db = tmp_path / "numgate.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), db)
+        return f"sqlite:///{db}"
+    if not PG_URL:
+        pytest.skip("NUMGATE_TEST_POSTGRES_URL is not set: PostgreSQL case NOT run")
+    url: str = request.getfixturevalue("pg_migrated")
+    truncate_all(url)
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        database_url=database_url,
+        secret_key=SECRET_KEY,
+        callback_allow=parse_allowlist("loopback"),
+        callback_retry_interval_s=0.3,
+        callback_retry_window_s=3.0,
+        callback_timeout_s=2.0,
+        worker_poll_s=0.05,
+        access_log=False,
+    )
+
+
+# the server ---------------------------------------------------------------------------------------
+
+
+class RunningServer:
+    """numgate served by uvicorn on a free loopback port, in a thread with its own event loop."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self._ready = threading.Event()
+        self.core: Core | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.app = NumgateApp(settings, clock=self.clock, on_core=self._on_core)
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(self.app, lifespan="on", log_config=None, access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+
+    def _on_core(self, core: Core) -> None:
+        self.core = core
+        self.loop = asyncio.get_running_loop()
+        self._ready.set()
+
+    def start(self) -> RunningServer:
+        self.thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("numgate did not start")
+        while not self.server.started:
+            threading.Event().wait(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self._sock.close()
+
+    def call(self, fn: Callable[[Core], Awaitable[T]], timeout: float = 60) -> T:
+        """Run ``fn(core)`` on the server's loop (test setup, and reading state to assert on)."""
+        assert self.loop is not None and self.core is not None
+        core = self.core
+        return asyncio.run_coroutine_threadsafe(fn(core), self.loop).result(timeout)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def make_server(settings: Settings) -> Iterator[Callable[..., RunningServer]]:
+    started: list[RunningServer] = []
+
+    def make(clock: Clock | None = None, **overrides: Any) -> RunningServer:
+        s = settings.with_overrides(**overrides) if overrides else settings
+        srv = RunningServer(s, clock).start()
+        started.append(srv)
+        return srv
+
+    yield make
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., RunningServer]) -> RunningServer:
+    return make_server()
+
+
+@dataclass
+class Tenant:
+    account_id: int
+    access_key: str
+    access_secret: str
+    appkey: str
+    app_id: int
+
+
+def make_tenant(
+    srv: RunningServer,
+    *,
+    name: str = "acme",
+    integrator: bool = True,
+    number_check: bool = True,
+    whatsapp: bool = True,
+    balance: int = 100 * 10_000,
+    prices: dict[int, int] | None = None,
+    countries: tuple[str, ...] = ("NG", "US", "GB", "CN", "DE"),
+    callback_url: str | None = None,
+) -> Tenant:
+    async def setup(core: Core) -> Tenant:
+        acct, creds = await core.tenancy.create_account(
+            name, integrator=integrator, number_check=number_check, whatsapp=whatsapp
+        )
+        app = await core.tenancy.create_app(acct.id, f"{name} app", callback_url)
+        table = [(c, lvl, p) for c in countries for lvl, p in (prices or {1: 100, 4: 1500, 5: 500}).items()]
+        await core.ledger.set_prices(table, account_id=acct.id)
+        if balance:
+            await core.ledger.topup(acct.id, balance, "USD")
+        return Tenant(acct.id, creds.access_key, creds.access_secret, app.appkey, app.id)
+
+    return srv.call(setup)
+
+
+@pytest.fixture
+def tenant(server: RunningServer) -> Tenant:
+    return make_tenant(server)
+
+
+# the callback receiver ----------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server that records callbacks. ``plan`` maps a path to the statuses it answers
+    with, in order (the last one repeats); unknown paths answer 200."""
+
+    base_url: str = ""
+    received: list[Received] = field(default_factory=list)
+    plan: dict[str, list[int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str = "/cb") -> str:
+        return self.base_url + path
+
+    def accepted(self, path: str | None = None) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if path is None or r.path == path]
+
+    def wait_for(self, n: int, path: str | None = None, timeout: float = 30.0) -> list[Received]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            got = self.accepted(path)
+            if len(got) >= n:
+                return got
+            time.sleep(0.02)
+        raise AssertionError(f"expected {n} callbacks on {path or 'any path'}, got {len(self.accepted(path))}")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver()
+    counters: dict[str, int] = {}
+    ready = threading.Event()
+    stop: dict[str, Any] = {}
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        path = request.path
+        with rec.lock:
+            plan = rec.plan.get(path)
+            i = counters.get(path, 0)
+            counters[path] = i + 1
+            status = plan[min(i, len(plan) - 1)] if plan else 200
+            rec.received.append(Received(path, dict(request.headers), body))
+        return web.Response(status=status, text="ok")
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", handle)
+        runner = web.AppRunner(app, access_log=None)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        rec.base_url = f"http://127.0.0.1:{port}"
+        done = asyncio.Event()
+        stop["loop"], stop["done"] = loop, done
+        ready.set()
+        loop.run_until_complete(done.wait())
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    ready.wait(10)
+    yield rec
+    stop["loop"].call_soon_threadsafe(stop["done"].set)
+    t.join(10)

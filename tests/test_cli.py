@@ -1,0 +1,92 @@
+"""The real CLI, as subprocesses: migrate, the admin commands with --json, demo, the schema guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import SECRET_KEY
+
+
+def numgate(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run(
+        [sys.executable, "-m", "numgate", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    if ok:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def js(env: dict[str, str], *args: str) -> Any:
+    return json.loads(numgate(env, *args, "--json").stdout)
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("NUMGATE_")}
+    e.update(NUMGATE_DATABASE_URL=database_url, NUMGATE_DATA_DIR=str(tmp_path), NUMGATE_SECRET_KEY=SECRET_KEY)
+    return e
+
+
+def test_admin_lifecycle(env: dict[str, str]) -> None:
+    numgate(env, "migrate")
+    acct = js(env, "admin", "account", "create", "Acme Ltd", "--integrator")
+    assert acct["integrator"] is True and acct["access_key"] and len(acct["access_secret"]) == 32
+    aid = str(acct["account_id"])
+    key2 = js(env, "admin", "key", "create", aid)
+    assert key2["access_key"] != acct["access_key"]
+    assert js(env, "admin", "key", "disable", key2["access_key"])["enabled"] is False
+    app = js(env, "admin", "app", "create", aid, "shop", "--callback-url", "https://example.com/cb")
+    assert app["appkey"] and app["callback_url"] == "https://example.com/cb"
+    assert [a["appkey"] for a in js(env, "admin", "app", "list", aid)] == [app["appkey"]]
+    listed = js(env, "admin", "account", "list")
+    assert listed == [{"account_id": int(aid), "name": "Acme Ltd", "integrator": True, "number_check": True,
+                       "whatsapp": True, "keys": 1, "apps": 1}]
+    top = js(env, "admin", "balance", "topup", aid, "12.5")
+    assert top["balance"] == "12.5000"
+    assert js(env, "admin", "balance", "show", aid) == [
+        {"currency": "USD", "balance": "12.5000", "topups": "12.5000", "charges": "0.0000",
+         "open_reservations": "0.0000"}]
+    p = js(env, "admin", "price", "set", "--country", "ng", "--level", "5", "--price", "0.0123", "--account", aid)
+    assert p == {"country": "NG", "level": 5, "price": "0.0123", "currency": "USD", "account_id": int(aid)}
+    assert js(env, "admin", "price", "set", "--country", "NG", "--level", "1", "--price", "0.001")["account_id"] is None
+
+
+def test_errors_are_one_clean_line(env: dict[str, str]) -> None:
+    numgate(env, "migrate")
+    p = numgate(env, "admin", "balance", "topup", "999", "5", ok=False)
+    assert p.returncode == 1 and "no account with id 999" in p.stderr and "Traceback" not in p.stderr
+    p = numgate(env, "admin", "price", "set", "--country", "NG", "--level", "3", "--price", "1", ok=False)
+    assert "level must be one of" in p.stderr or "level must be 1" in p.stderr
+    p = numgate(env, "admin", "balance", "topup", "1", "0.00001", ok=False)
+    assert "more than 4 decimal places" in p.stderr
+
+
+def test_serve_refuses_an_out_of_date_schema(env: dict[str, str], database_url: str) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("a fresh schema-less database is only cheap to make on SQLite")
+    env = env | {"NUMGATE_DATABASE_URL": "sqlite:///" + env["NUMGATE_DATA_DIR"] + "/empty.db"}
+    p = numgate(env, "serve", "--port", "1", ok=False)
+    assert p.returncode == 1 and "Run `numgate migrate` first" in p.stderr
+
+
+def test_demo_creates_the_tenant_once(env: dict[str, str]) -> None:
+    first = js(env, "demo", "--no-serve")
+    again = js(env, "demo", "--no-serve")
+    assert first == again
+    assert js(env, "admin", "account", "list")[0]["integrator"] is True
+    bal = js(env, "admin", "balance", "show", str(first["account_id"]))
+    assert bal[0]["balance"] == "100.0000"
+    text = numgate(env, "demo", "--no-serve").stdout
+    assert first["access_secret"] in text and "md5sum" in text and "NxClient" in text
+
+
+def test_help_texts() -> None:
+    p = subprocess.run([sys.executable, "-m", "numgate", "admin", "--help"], capture_output=True, text=True)
+    assert "account" in p.stdout and "balance" in p.stdout and "price" in p.stdout
