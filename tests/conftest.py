@@ -113,6 +113,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         callback_timeout_s=2.0,
         worker_poll_s=0.05,
         access_log=False,
+        rate_limit_per_second=0,  # lifted; the limit tests turn it on
+
     )
 
 

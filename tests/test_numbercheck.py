@@ -1,0 +1,350 @@
+"""Number Check (spec §2) end to end: real HTTP in, real callbacks out, ledger checked after each."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from conftest import Receiver, RunningServer, Tenant, make_tenant
+from numgate.client import NxClient
+from numgate.clock import FixedClock
+from numgate.core import Core
+from numgate.db.tables import checks, deliveries
+from numgate.delivery.signing import verify_body
+
+NG = "2348031234567"  # a valid Nigerian mobile (MTN)
+
+
+def nx(srv: RunningServer, t: Tenant) -> NxClient:
+    return NxClient(srv.base_url, t.access_key, t.access_secret)
+
+
+def submit(srv: RunningServer, t: Tenant, **body: Any) -> dict[str, Any]:
+    body.setdefault("appkey", t.appkey)
+    with nx(srv, t) as c:
+        return c.post("/api/number/check", body, ts=srv.clock.time_ms())
+
+
+def ledger_identity(srv: RunningServer, account_id: int) -> Any:
+    """balance = top-ups − charges − open reservations, from entries; returns the USD balance."""
+
+    async def main(core: Core) -> Any:
+        (bal,) = await core.ledger.balances(account_id)
+        assert bal.balance == bal.topups - bal.charges - bal.open_reservations
+        assert bal.open_reservations >= 0
+        return bal
+
+    return srv.call(main)
+
+
+def wait_done(srv: RunningServer, n: int, timeout: float = 30) -> None:
+    async def done(core: Core) -> int:
+        async with core.engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).where(checks.c.status == 2))).scalar_one())
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if srv.call(done) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"only {srv.call(done)} of {n} numbers finished")
+
+
+def test_submit_basic_and_exact_callback(server: RunningServer, tenant: Tenant, receiver: Receiver) -> None:
+    r = submit(server, tenant, phone=f" +{NG} ", batchNo="b-1", checkLevel=1, drUrl=receiver.url())
+    assert r["code"] == 0 and r["msg"] == "success"
+    mid = r["data"]["messageId"]
+    assert len(mid) == 32 and r["data"]["batchNo"] == "b-1"
+    (cb,) = receiver.wait_for(1)
+    assert json.loads(cb.body) == {
+        "messageId": mid, "code": 0, "msg": "success", "batchNo": "b-1", "phone": f"+{NG}",
+        "data": {"basic": {"preCheck": "YES", "regionCode": "NG", "countryCode": "234", "nationalNumber": "8031234567",
+                           "standNumber": f"+{NG}", "numberType": 2, "carrier": "MTN"}},
+        "cost": {"price": 0.01, "currency": "USD"},
+    }
+    secret = server.call(lambda core: core.tenancy.app_secret(tenant.app_id))
+    assert verify_body(secret, cb.body, cb.headers["X-Numgate-Signature"])
+    assert cb.headers["X-Numgate-Attempt"] == "1" and len(cb.headers["X-Numgate-Delivery-Id"]) == 32
+    wait_done(server, 1)
+    bal = ledger_identity(server, tenant.account_id)
+    assert bal.charges == 100 and bal.open_reservations == 0 and bal.balance == 100 * 10_000 - 100
+
+
+def test_batch_message_ids_failures_and_refunds(server: RunningServer, tenant: Tenant, receiver: Receiver) -> None:
+    phones = [NG, "23480", "234abc1234567", "2341234567890", "2348031230000"]
+    r = submit(server, tenant, phone=",".join(phones), checkLevel=5, drUrl=receiver.url())
+    mid = r["data"]["messageId"]
+    got = {json.loads(c.body)["messageId"]: json.loads(c.body) for c in receiver.wait_for(5)}
+    assert set(got) == {f"{mid}-{i:06d}" for i in range(1, 6)}
+    first = got[f"{mid}-000001"]
+    assert first["code"] == 0 and set(first["data"]) == {"basic", "live"} and first["cost"]["price"] == 0.05
+    assert set(first["data"]["live"]) == {"validity", "reachable", "roaming"}
+    assert got[f"{mid}-000002"] == {"messageId": f"{mid}-000002", "code": 114, "msg": "Invalid number format",
+                                     "batchNo": r["data"]["batchNo"], "phone": "23480"}
+    assert got[f"{mid}-000003"]["code"] == 114
+    fixed = got[f"{mid}-000004"]  # not a mobile number (or not valid): HLR refused, not charged
+    assert fixed["code"] == 120 and "cost" not in fixed and "data" not in fixed
+    assert got[f"{mid}-000005"]["code"] == 112  # simulator magic ending 0000: upstream failure
+    wait_done(server, 5)
+    bal = ledger_identity(server, tenant.account_id)
+    assert bal.charges == 500 and bal.open_reservations == 0
+
+
+@pytest.mark.parametrize(
+    ("level", "ending", "code", "part", "expected"),
+    [
+        (5, "0001", 122, None, None),
+        (5, "0002", 0, "live", {"validity": "YES", "reachable": "NO", "roaming": "NO"}),
+        (5, "0003", 0, "live", {"validity": "YES", "reachable": "YES", "roaming": "YES"}),
+        (4, "0003", 0, "dial", {"early": "YES", "answered": "NO", "response": "busy"}),
+        (4, "0004", 0, "dial", {"early": "YES", "answered": "YES", "response": "voicemail"}),
+        (4, "0000", 112, None, None),
+    ],
+)
+def test_simulator_magic_endings(
+    server: RunningServer, tenant: Tenant, receiver: Receiver, level: int, ending: str, code: int, part: str | None,
+    expected: dict[str, str] | None,
+) -> None:
+    submit(server, tenant, phone="234803123" + ending, checkLevel=level, drUrl=receiver.url())
+    (cb,) = receiver.wait_for(1)
+    body = json.loads(cb.body)
+    assert body["code"] == code
+    if part is not None:
+        assert body["data"][part] == expected
+        assert body["cost"]["price"] == (0.05 if level == 5 else 0.15)
+
+
+def test_simulator_is_deterministic(server: RunningServer, tenant: Tenant, receiver: Receiver) -> None:
+    phones = [f"23480312{n:05d}" for n in range(10, 60)]
+    submit(server, tenant, phone=",".join(phones), checkLevel=4, drUrl=receiver.url("/a"))
+    submit(server, tenant, phone=",".join(phones), checkLevel=4, drUrl=receiver.url("/b"))
+    a = {json.loads(c.body)["phone"]: json.loads(c.body)["data"] for c in receiver.wait_for(50, "/a")}
+    b = {json.loads(c.body)["phone"]: json.loads(c.body)["data"] for c in receiver.wait_for(50, "/b")}
+    assert a == b
+    assert len({d["dial"]["response"] for d in a.values()}) >= 3  # a realistic mix, not one answer
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "needle"),
+    [
+        ({"phone": ""}, 201, "phone is empty"),
+        ({"phone": ",".join(["2348031234567"] * 5001)}, 201, "5001 numbers"),
+        ({"phone": "2348031234567,14155550100"}, 201, "+1, +234"),
+        ({"phone": "abc,12"}, 203, None),
+        ({"phone": NG, "checkLevel": 3}, 207, None),
+        ({"phone": NG, "checkLevel": "x"}, 207, None),
+        ({"phone": NG, "batchNo": "x" * 65}, 212, None),
+        ({"phone": NG, "appkey": "nope"}, 202, None),
+        ({"phone": NG, "appkey": ""}, 201, "appkey is required"),
+        ({"phone": "8613800138000"}, 205, None),
+        ({"phone": NG, "drUrl": "ftp://x"}, 201, "drUrl"),
+    ],
+)
+def test_submit_errors(server: RunningServer, tenant: Tenant, body: dict[str, Any], code: int,
+                       needle: str | None) -> None:
+    if body.get("phone", "").startswith("86"):
+        server.call(lambda core: core.ledger.set_price(country="CN", level=1, price=1, account_id=0))
+        body["phone"] = "97317001234"  # Bahrain: priced nowhere
+    r = submit(server, tenant, **body)
+    assert r["code"] == code, r
+    assert r["data"] == {"messageId": "", "batchNo": ""}
+    if needle:
+        assert needle in r["msg"]
+    bal = ledger_identity(server, tenant.account_id)
+    assert bal.open_reservations == 0 and bal.charges == 0
+
+
+def test_210_appkey_of_another_customer(server: RunningServer, tenant: Tenant) -> None:
+    other = make_tenant(server, name="other")
+    r = submit(server, tenant, phone=NG, appkey=other.appkey)
+    assert r["code"] == 210
+
+
+def test_211_insufficient_balance_reserves_nothing(server: RunningServer) -> None:
+    t = make_tenant(server, name="poor", balance=250)
+    r = submit(server, t, phone=",".join([NG] * 3))  # 3 × 100 > 250
+    assert r["code"] == 211 and r["msg"] == "Insufficient customer balance"
+    assert submit(server, t, phone=",".join([NG] * 2))["code"] == 0
+    assert ledger_identity(server, t.account_id).balance == 50
+
+
+def test_no_callback_url_means_no_callback_but_queryable(server: RunningServer, tenant: Tenant) -> None:
+    r = submit(server, tenant, phone=NG, batchNo="quiet")
+    wait_done(server, 1)
+    assert server.call(_count_deliveries) == 0
+    with nx(server, tenant) as c:
+        q = c.post("/api/number/query", {"page": 1, "pageSize": 10, "date": server.clock.now().date().isoformat(),
+                                         "messageId": r["data"]["messageId"]})
+    assert q["code"] == 0 and q["msg"] == "Request successful"
+    (row,) = q["data"]["result"]
+    assert row["preCheck"] == "YES" and row["price"] == 0.01 and row["validity"] == "" and row["response"] == ""
+
+
+async def _count_deliveries(core: Core) -> int:
+    async with core.engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(deliveries))).scalar_one())
+
+
+def test_app_callback_url_is_the_default(server: RunningServer, receiver: Receiver) -> None:
+    t = make_tenant(server, name="withcb", callback_url=receiver.url("/app"))
+    submit(server, t, phone=NG)
+    assert len(receiver.wait_for(1, "/app")) == 1
+
+
+def test_query_paging_filters_and_errors(server: RunningServer, tenant: Tenant) -> None:
+    phones = [f"23480312{n:05d}" for n in range(10, 35)]
+    r = submit(server, tenant, phone=",".join(phones), batchNo="pg", checkLevel=5)
+    wait_done(server, 25)
+    today = server.clock.now().date()
+    with nx(server, tenant) as c:
+        def q(**b: Any) -> dict[str, Any]:
+            return c.post("/api/number/query", {"page": 1, "pageSize": 10, "date": today.isoformat(), **b})
+
+        p3 = q(batchNo="pg", page=3)["data"]
+        assert (p3["totalSize"], p3["totalPage"], len(p3["result"])) == (25, 3, 5)
+        assert p3["result"][0]["messageId"] == f"{r['data']['messageId']}-000021"
+        assert q(batchNo="pg", phone=phones[3])["data"]["totalSize"] == 1
+        one = q(messageId=f"{r['data']['messageId']}-000002")["data"]["result"][0]
+        assert one["checkLevel"] == 5 and one["validity"] in ("YES", "NO") and one["early"] == ""
+        assert q(batchNo="pg", appkey=tenant.appkey)["data"]["totalSize"] == 25
+        assert q(batchNo="pg", appkey="nope")["code"] == 202
+        assert q(batchNo="pg", date="2026/11/22") == {"msg": "Incorrect date format [yyyy-MM-dd]", "code": 88,
+                                                      "data": None}
+        old = (today - timedelta(days=14)).isoformat()
+        assert "last 14 days" in q(batchNo="pg", date=old)["msg"]
+        assert q(batchNo="pg", date=(today - timedelta(days=13)).isoformat())["code"] == 0
+        assert "messageId or batchNo" in q()["msg"]
+        assert q(batchNo="pg", pageSize=101)["code"] == 88
+        assert q(batchNo="pg", page=0)["code"] == 88
+
+
+def test_sync_check_get(server: RunningServer, tenant: Tenant) -> None:
+    with nx(server, tenant) as c:
+        r = c.post("/api/number/check/get", {"phone": NG, "batchNo": "s1", "checkLevel": 1, "appkey": tenant.appkey})
+        assert r["code"] == 0 and r["message"] == "Success"
+        d = r["data"]
+        assert d["basic"] == {"phone": NG, "country": "NG", "numberType": "mobile", "operator": "MTN", "failReason": ""}
+        assert d["cost"] == {"price": 0.01, "currency": "USD"} and d["batchNo"] == "s1"
+        bad = c.post("/api/number/check/get", {"phone": "12", "appkey": tenant.appkey})["data"]
+        assert bad["basic"]["numberType"] == "invalid" and bad["cost"]["price"] == 0
+        assert c.post("/api/number/check/get", {"phone": NG, "checkLevel": 5, "appkey": tenant.appkey})["code"] == 207
+    bal = ledger_identity(server, tenant.account_id)
+    assert bal.charges == 100 and bal.open_reservations == 0
+
+
+def test_receiver_fails_then_recovers(server: RunningServer, tenant: Tenant, receiver: Receiver) -> None:
+    receiver.plan["/flaky"] = [500, 503, 200]
+    submit(server, tenant, phone=NG, drUrl=receiver.url("/flaky"))
+    got = receiver.wait_for(3, "/flaky")
+    time.sleep(1.0)  # nothing more arrives once acknowledged
+    got = receiver.accepted("/flaky")
+    assert [g.headers["X-Numgate-Attempt"] for g in got] == ["1", "2", "3"]
+    assert len({g.headers["X-Numgate-Delivery-Id"] for g in got}) == 1 and len({g.body for g in got}) == 1
+    (row,) = server.call(lambda core: _deliveries(core))
+    assert row["status"] == "delivered" and row["attempts"] == 3 and row["last_status"] == 200
+
+
+async def _deliveries(core: Core) -> list[dict[str, Any]]:
+    from numgate.delivery.log import list_deliveries
+
+    return await list_deliveries(core, account_id=None, status=None, limit=100)
+
+
+def test_callback_marked_failed_after_the_window(server: RunningServer, tenant: Tenant, receiver: Receiver) -> None:
+    receiver.plan["/down"] = [500]
+    submit(server, tenant, phone=NG, drUrl=receiver.url("/down"))
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        rows = server.call(_deliveries)
+        if rows and rows[0]["status"] == "failed":
+            break
+        time.sleep(0.1)
+    (row,) = server.call(_deliveries)
+    assert row["status"] == "failed" and row["last_error"] == "receiver answered HTTP 500"
+    # retried every 0.3 s for a 3 s window: 1 try + about 10 retries
+    assert 5 <= row["attempts"] == len(receiver.accepted("/down")) <= 12
+
+
+def test_refused_connection_and_timeouts_are_retried(server: RunningServer, tenant: Tenant, receiver: Receiver) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    submit(server, tenant, phone=NG, drUrl=f"http://127.0.0.1:{port}/cb")
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        rows = server.call(_deliveries)
+        if rows and rows[0]["attempts"] >= 2:
+            break
+        time.sleep(0.1)
+    row = server.call(_deliveries)[0]
+    assert row["attempts"] >= 2 and row["status"] in ("pending", "in flight", "failed")
+    assert "Connect" in (row["last_error"] or "")
+
+
+@pytest.mark.parametrize("url", ["http://10.1.2.3/cb", "http://169.254.169.254/latest", "http://[::1]:9/x",
+                                 "http://localhost:9/x"])
+def test_url_guard_refuses_internal_targets(make_server: Any, url: str) -> None:
+    srv = make_server(callback_allow=())
+    t = make_tenant(srv)
+    submit(srv, t, phone=NG, drUrl=url)
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        rows = srv.call(_deliveries)
+        if rows and rows[0]["status"] == "failed":
+            break
+        time.sleep(0.05)
+    (row,) = srv.call(_deliveries)
+    assert row["status"] == "failed" and "refused by the URL guard" in row["last_error"]
+    assert row["attempts"] == 1  # permanent: not retried for an hour
+
+
+def test_fair_between_tenants(make_server: Any, receiver: Receiver) -> None:
+    """A small batch submitted after a big one of another tenant finishes long before the big one."""
+    srv = make_server(worker_chunk=100)
+    big, small = make_tenant(srv, name="big"), make_tenant(srv, name="small")
+    submit(srv, big, phone=",".join(f"2348031{n:06d}" for n in range(3000)), drUrl=receiver.url("/big"))
+    submit(srv, small, phone=NG, drUrl=receiver.url("/small"))
+    receiver.wait_for(1, "/small")
+    assert len(receiver.accepted("/big")) < 2500
+
+
+def test_killed_worker_loses_nothing_and_charges_once(make_server: Any, receiver: Receiver, settings: Any) -> None:
+    """Numbers leased by a worker that died are checked again after the lease; each is charged once."""
+    clock = FixedClock()
+    srv = make_server(clock=clock, inprocess_workers=False, worker_lease_s=30)
+    t = make_tenant(srv)
+    submit(srv, t, phone=",".join(f"2348031{n:06d}" for n in range(40)), drUrl=receiver.url())
+
+    async def crash_mid_batch(core: Core) -> None:
+        from numgate.jobs import claims
+        from numgate.numbers.worker import CheckWorker
+
+        w = CheckWorker(core)
+        rows = await w.claim(claims.new_lease_token())  # leased … and the worker "dies" here
+        assert len(rows) == 40
+
+    srv.call(crash_mid_batch)
+    assert ledger_identity(srv, t.account_id).open_reservations == 40 * 100
+
+    async def drain(core: Core) -> tuple[int, int]:
+        from numgate.delivery.worker import drain as drain_deliveries
+        from numgate.numbers.worker import drain as drain_checks
+
+        return await drain_checks(core), await drain_deliveries(core)
+
+    assert srv.call(drain) == (0, 0)  # still leased: nobody takes them yet
+    clock.advance(seconds=31)
+    time.sleep(5.1)  # the sweep runs at most every 5 s of real time
+    n, m = srv.call(drain)
+    assert (n, m) == (40, 40)
+    assert len(receiver.accepted()) == 40
+    bal = ledger_identity(srv, t.account_id)
+    assert bal.charges + bal.released == 40 * 100 and bal.open_reservations == 0
