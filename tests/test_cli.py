@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -90,3 +92,22 @@ def test_demo_creates_the_tenant_once(env: dict[str, str]) -> None:
 def test_help_texts() -> None:
     p = subprocess.run([sys.executable, "-m", "numgate", "admin", "--help"], capture_output=True, text=True)
     assert "account" in p.stdout and "balance" in p.stdout and "price" in p.stdout
+
+
+def test_check_file_csv_and_jsonl(tmp_path: Path) -> None:
+    src = tmp_path / "list.csv"
+    src.write_text("name,msisdn\nA,2348031234567\nB,+14155550100\nC,12\nD,2348031230003\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMGATE_")}
+    p = numgate(env, "check", str(src), "--level", "5")
+    rows = list(csv.DictReader(io.StringIO(p.stdout)))
+    assert [r["outcome"] for r in rows] == ["ok", "ok", "invalid_format", "ok"]
+    assert rows[0]["carrier"] == "MTN" and rows[0]["region"] == "NG" and rows[3]["roaming"] == "YES"
+    out = tmp_path / "out.jsonl"
+    p = numgate(env, "check", str(src), "-o", str(out))
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 4 and lines[1]["e164"] == "+14155550100" and lines[1]["validity"] == ""
+    assert "checked 4 number(s)" in p.stderr
+    plain = tmp_path / "plain.txt"
+    plain.write_text("2348031234567\n\n+447700900123\n")
+    assert len(list(csv.DictReader(io.StringIO(numgate(env, "check", str(plain)).stdout)))) == 2
+    assert numgate(env, "check", str(plain), "--level", "3", ok=False).returncode == 1

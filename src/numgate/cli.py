@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -215,6 +216,49 @@ def demo(
         sys.stdout.flush()
     if serve_after:
         _serve(s)
+
+
+@app.command()
+def check(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV, or one number per line.")],
+    level: Annotated[int, typer.Option(help="1 Basic (offline), 4 Call, 5 HLR (through the providers).")] = 1,
+    output: Annotated[Path | None, typer.Option("-o", "--output",
+                                                help="OUT.csv or OUT.jsonl (default: CSV on stdout).")] = None,
+) -> None:
+    """Check every number of a file and write one row per number (bounded memory, progress on stderr).
+
+    No server and no database are needed: Basic runs libphonenumber offline; Call and HLR use the
+    configured providers (the simulator in sandbox mode)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from numgate.numbers.filecheck import check_file, count_items
+    from numgate.numbers.providers import simulator
+    from numgate.numbers.results import Level
+
+    if level not in (1, 4, 5):
+        fail("--level must be 1 (Basic), 4 (Call) or 5 (HLR)")
+    fmt = "jsonl" if output is not None and output.suffix == ".jsonl" else "csv"
+    if output is not None and output.suffix not in (".csv", ".jsonl"):
+        fail("-o must end in .csv or .jsonl")
+    total = count_items(file)
+    sink = output.open("w", newline="", encoding="utf-8") if output is not None else sys.stdout
+    columns = [TextColumn("checking"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:>8.0f}/s"), TimeRemainingColumn()]
+    try:
+        with Progress(*columns, console=err, transient=output is None) as bar:
+            task = bar.add_task("check", total=total, rate=0.0)
+
+            def advance(n: int) -> None:
+                bar.advance(task, n)
+                t = bar.tasks[0]
+                bar.update(task, rate=(t.completed / t.elapsed) if t.elapsed else 0.0)
+
+            counts = asyncio.run(check_file(file, sink, fmt, Level(level), simulator(), advance))
+    finally:
+        if output is not None:
+            sink.close()
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    err.print(f"checked {sum(counts.values())} number(s): {summary or 'none'}", highlight=False)
 
 
 # admin: accounts and keys -------------------------------------------------------------------------
