@@ -39,7 +39,10 @@ SECRET_KEY = Fernet.generate_key().decode()
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not PG_URL:
         terminalreporter.write_sep(
-            "!", "PostgreSQL half NOT run: set NUMGATE_TEST_POSTGRES_URL (bash .ci/run does)", red=True, bold=True
+            "!",
+            "PostgreSQL half NOT run: set NUMGATE_TEST_POSTGRES_URL (bash .ci/run does)",
+            red=True,
+            bold=True,
         )
 
 
@@ -114,7 +117,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         worker_poll_s=0.05,
         access_log=False,
         rate_limit_per_second=0,  # lifted; the limit tests turn it on
-
     )
 
 
@@ -258,7 +260,9 @@ class Receiver:
             if len(got) >= n:
                 return got
             time.sleep(0.02)
-        raise AssertionError(f"expected {n} callbacks on {path or 'any path'}, got {len(self.accepted(path))}")
+        raise AssertionError(
+            f"expected {n} callbacks on {path or 'any path'}, got {len(self.accepted(path))}"
+        )
 
 
 @pytest.fixture

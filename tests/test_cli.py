@@ -47,17 +47,42 @@ def test_admin_lifecycle(env: dict[str, str]) -> None:
     app = js(env, "admin", "app", "create", aid, "shop", "--callback-url", "https://example.com/cb")
     assert app["appkey"] and app["callback_url"] == "https://example.com/cb"
     assert [a["appkey"] for a in js(env, "admin", "app", "list", aid)] == [app["appkey"]]
+    secret = js(env, "admin", "app", "secret", app["appkey"])["secret"]
+    assert (
+        len(secret) == 32 and numgate(env, "admin", "app", "secret", app["appkey"]).stdout.strip() == secret
+    )
+    assert "no app" in numgate(env, "admin", "app", "secret", "nope", ok=False).stderr
     listed = js(env, "admin", "account", "list")
-    assert listed == [{"account_id": int(aid), "name": "Acme Ltd", "integrator": True, "number_check": True,
-                       "whatsapp": True, "keys": 1, "apps": 1}]
+    assert listed == [
+        {
+            "account_id": int(aid),
+            "name": "Acme Ltd",
+            "integrator": True,
+            "number_check": True,
+            "whatsapp": True,
+            "keys": 1,
+            "apps": 1,
+        }
+    ]
     top = js(env, "admin", "balance", "topup", aid, "12.5")
     assert top["balance"] == "12.5000"
     assert js(env, "admin", "balance", "show", aid) == [
-        {"currency": "USD", "balance": "12.5000", "topups": "12.5000", "charges": "0.0000",
-         "open_reservations": "0.0000"}]
-    p = js(env, "admin", "price", "set", "--country", "ng", "--level", "5", "--price", "0.0123", "--account", aid)
+        {
+            "currency": "USD",
+            "balance": "12.5000",
+            "topups": "12.5000",
+            "charges": "0.0000",
+            "open_reservations": "0.0000",
+        }
+    ]
+    p = js(
+        env, "admin", "price", "set", "--country", "ng", "--level", "5", "--price", "0.0123", "--account", aid
+    )
     assert p == {"country": "NG", "level": 5, "price": "0.0123", "currency": "USD", "account_id": int(aid)}
-    assert js(env, "admin", "price", "set", "--country", "NG", "--level", "1", "--price", "0.001")["account_id"] is None
+    assert (
+        js(env, "admin", "price", "set", "--country", "NG", "--level", "1", "--price", "0.001")["account_id"]
+        is None
+    )
 
 
 def test_errors_are_one_clean_line(env: dict[str, str]) -> None:

@@ -62,9 +62,22 @@ def test_submit_basic_and_exact_callback(server: RunningServer, tenant: Tenant, 
     assert len(mid) == 32 and r["data"]["batchNo"] == "b-1"
     (cb,) = receiver.wait_for(1)
     assert json.loads(cb.body) == {
-        "messageId": mid, "code": 0, "msg": "success", "batchNo": "b-1", "phone": f"+{NG}",
-        "data": {"basic": {"preCheck": "YES", "regionCode": "NG", "countryCode": "234", "nationalNumber": "8031234567",
-                           "standNumber": f"+{NG}", "numberType": 2, "carrier": "MTN"}},
+        "messageId": mid,
+        "code": 0,
+        "msg": "success",
+        "batchNo": "b-1",
+        "phone": f"+{NG}",
+        "data": {
+            "basic": {
+                "preCheck": "YES",
+                "regionCode": "NG",
+                "countryCode": "234",
+                "nationalNumber": "8031234567",
+                "standNumber": f"+{NG}",
+                "numberType": 2,
+                "carrier": "MTN",
+            }
+        },
         "cost": {"price": 0.01, "currency": "USD"},
     }
     secret = server.call(lambda core: core.tenancy.app_secret(tenant.app_id))
@@ -75,7 +88,9 @@ def test_submit_basic_and_exact_callback(server: RunningServer, tenant: Tenant, 
     assert bal.charges == 100 and bal.open_reservations == 0 and bal.balance == 100 * 10_000 - 100
 
 
-def test_batch_message_ids_failures_and_refunds(server: RunningServer, tenant: Tenant, receiver: Receiver) -> None:
+def test_batch_message_ids_failures_and_refunds(
+    server: RunningServer, tenant: Tenant, receiver: Receiver
+) -> None:
     phones = [NG, "23480", "234abc1234567", "2341234567890", "2348031230000"]
     r = submit(server, tenant, phone=",".join(phones), checkLevel=5, drUrl=receiver.url())
     mid = r["data"]["messageId"]
@@ -84,8 +99,13 @@ def test_batch_message_ids_failures_and_refunds(server: RunningServer, tenant: T
     first = got[f"{mid}-000001"]
     assert first["code"] == 0 and set(first["data"]) == {"basic", "live"} and first["cost"]["price"] == 0.05
     assert set(first["data"]["live"]) == {"validity", "reachable", "roaming"}
-    assert got[f"{mid}-000002"] == {"messageId": f"{mid}-000002", "code": 114, "msg": "Invalid number format",
-                                     "batchNo": r["data"]["batchNo"], "phone": "23480"}
+    assert got[f"{mid}-000002"] == {
+        "messageId": f"{mid}-000002",
+        "code": 114,
+        "msg": "Invalid number format",
+        "batchNo": r["data"]["batchNo"],
+        "phone": "23480",
+    }
     assert got[f"{mid}-000003"]["code"] == 114
     fixed = got[f"{mid}-000004"]  # not a mobile number (or not valid): HLR refused, not charged
     assert fixed["code"] == 120 and "cost" not in fixed and "data" not in fixed
@@ -107,7 +127,13 @@ def test_batch_message_ids_failures_and_refunds(server: RunningServer, tenant: T
     ],
 )
 def test_simulator_magic_endings(
-    server: RunningServer, tenant: Tenant, receiver: Receiver, level: int, ending: str, code: int, part: str | None,
+    server: RunningServer,
+    tenant: Tenant,
+    receiver: Receiver,
+    level: int,
+    ending: str,
+    code: int,
+    part: str | None,
     expected: dict[str, str] | None,
 ) -> None:
     submit(server, tenant, phone="234803123" + ending, checkLevel=level, drUrl=receiver.url())
@@ -145,8 +171,9 @@ def test_simulator_is_deterministic(server: RunningServer, tenant: Tenant, recei
         ({"phone": NG, "drUrl": "ftp://x"}, 201, "drUrl"),
     ],
 )
-def test_submit_errors(server: RunningServer, tenant: Tenant, body: dict[str, Any], code: int,
-                       needle: str | None) -> None:
+def test_submit_errors(
+    server: RunningServer, tenant: Tenant, body: dict[str, Any], code: int, needle: str | None
+) -> None:
     if body.get("phone", "").startswith("86"):
         server.call(lambda core: core.ledger.set_price(country="CN", level=1, price=1, account_id=0))
         body["phone"] = "97317001234"  # Bahrain: priced nowhere
@@ -178,11 +205,20 @@ def test_no_callback_url_means_no_callback_but_queryable(server: RunningServer, 
     wait_done(server, 1)
     assert server.call(_count_deliveries) == 0
     with nx(server, tenant) as c:
-        q = c.post("/api/number/query", {"page": 1, "pageSize": 10, "date": server.clock.now().date().isoformat(),
-                                         "messageId": r["data"]["messageId"]})
+        q = c.post(
+            "/api/number/query",
+            {
+                "page": 1,
+                "pageSize": 10,
+                "date": server.clock.now().date().isoformat(),
+                "messageId": r["data"]["messageId"],
+            },
+        )
     assert q["code"] == 0 and q["msg"] == "Request successful"
     (row,) = q["data"]["result"]
-    assert row["preCheck"] == "YES" and row["price"] == 0.01 and row["validity"] == "" and row["response"] == ""
+    assert (
+        row["preCheck"] == "YES" and row["price"] == 0.01 and row["validity"] == "" and row["response"] == ""
+    )
 
 
 async def _count_deliveries(core: Core) -> int:
@@ -202,6 +238,7 @@ def test_query_paging_filters_and_errors(server: RunningServer, tenant: Tenant) 
     wait_done(server, 25)
     today = server.clock.now().date()
     with nx(server, tenant) as c:
+
         def q(**b: Any) -> dict[str, Any]:
             return c.post("/api/number/query", {"page": 1, "pageSize": 10, "date": today.isoformat(), **b})
 
@@ -213,8 +250,11 @@ def test_query_paging_filters_and_errors(server: RunningServer, tenant: Tenant) 
         assert one["checkLevel"] == 5 and one["validity"] in ("YES", "NO") and one["early"] == ""
         assert q(batchNo="pg", appkey=tenant.appkey)["data"]["totalSize"] == 25
         assert q(batchNo="pg", appkey="nope")["code"] == 202
-        assert q(batchNo="pg", date="2026/11/22") == {"msg": "Incorrect date format [yyyy-MM-dd]", "code": 88,
-                                                      "data": None}
+        assert q(batchNo="pg", date="2026/11/22") == {
+            "msg": "Incorrect date format [yyyy-MM-dd]",
+            "code": 88,
+            "data": None,
+        }
         old = (today - timedelta(days=14)).isoformat()
         assert "last 14 days" in q(batchNo="pg", date=old)["msg"]
         assert q(batchNo="pg", date=(today - timedelta(days=13)).isoformat())["code"] == 0
@@ -225,14 +265,25 @@ def test_query_paging_filters_and_errors(server: RunningServer, tenant: Tenant) 
 
 def test_sync_check_get(server: RunningServer, tenant: Tenant) -> None:
     with nx(server, tenant) as c:
-        r = c.post("/api/number/check/get", {"phone": NG, "batchNo": "s1", "checkLevel": 1, "appkey": tenant.appkey})
+        r = c.post(
+            "/api/number/check/get", {"phone": NG, "batchNo": "s1", "checkLevel": 1, "appkey": tenant.appkey}
+        )
         assert r["code"] == 0 and r["message"] == "Success"
         d = r["data"]
-        assert d["basic"] == {"phone": NG, "country": "NG", "numberType": "mobile", "operator": "MTN", "failReason": ""}
+        assert d["basic"] == {
+            "phone": NG,
+            "country": "NG",
+            "numberType": "mobile",
+            "operator": "MTN",
+            "failReason": "",
+        }
         assert d["cost"] == {"price": 0.01, "currency": "USD"} and d["batchNo"] == "s1"
         bad = c.post("/api/number/check/get", {"phone": "12", "appkey": tenant.appkey})["data"]
         assert bad["basic"]["numberType"] == "invalid" and bad["cost"]["price"] == 0
-        assert c.post("/api/number/check/get", {"phone": NG, "checkLevel": 5, "appkey": tenant.appkey})["code"] == 207
+        assert (
+            c.post("/api/number/check/get", {"phone": NG, "checkLevel": 5, "appkey": tenant.appkey})["code"]
+            == 207
+        )
     bal = ledger_identity(server, tenant.account_id)
     assert bal.charges == 100 and bal.open_reservations == 0
 
@@ -255,7 +306,9 @@ async def _deliveries(core: Core) -> list[dict[str, Any]]:
     return await list_deliveries(core, account_id=None, status=None, limit=100)
 
 
-def test_callback_marked_failed_after_the_window(server: RunningServer, tenant: Tenant, receiver: Receiver) -> None:
+def test_callback_marked_failed_after_the_window(
+    server: RunningServer, tenant: Tenant, receiver: Receiver
+) -> None:
     receiver.plan["/down"] = [500]
     submit(server, tenant, phone=NG, drUrl=receiver.url("/down"))
     end = time.monotonic() + 20
@@ -270,7 +323,9 @@ def test_callback_marked_failed_after_the_window(server: RunningServer, tenant: 
     assert 5 <= row["attempts"] == len(receiver.accepted("/down")) <= 12
 
 
-def test_refused_connection_and_timeouts_are_retried(server: RunningServer, tenant: Tenant, receiver: Receiver) -> None:
+def test_refused_connection_and_timeouts_are_retried(
+    server: RunningServer, tenant: Tenant, receiver: Receiver
+) -> None:
     import socket
 
     s = socket.socket()
@@ -289,8 +344,9 @@ def test_refused_connection_and_timeouts_are_retried(server: RunningServer, tena
     assert "Connect" in (row["last_error"] or "")
 
 
-@pytest.mark.parametrize("url", ["http://10.1.2.3/cb", "http://169.254.169.254/latest", "http://[::1]:9/x",
-                                 "http://localhost:9/x"])
+@pytest.mark.parametrize(
+    "url", ["http://10.1.2.3/cb", "http://169.254.169.254/latest", "http://[::1]:9/x", "http://localhost:9/x"]
+)
 def test_url_guard_refuses_internal_targets(make_server: Any, url: str) -> None:
     srv = make_server(callback_allow=())
     t = make_tenant(srv)
@@ -316,7 +372,9 @@ def test_fair_between_tenants(make_server: Any, receiver: Receiver) -> None:
     assert len(receiver.accepted("/big")) < 2500
 
 
-def test_killed_worker_loses_nothing_and_charges_once(make_server: Any, receiver: Receiver, settings: Any) -> None:
+def test_killed_worker_loses_nothing_and_charges_once(
+    make_server: Any, receiver: Receiver, settings: Any
+) -> None:
     """Numbers leased by a worker that died are checked again after the lease; each is charged once."""
     clock = FixedClock()
     srv = make_server(clock=clock, inprocess_workers=False, worker_lease_s=30)

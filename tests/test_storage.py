@@ -23,7 +23,9 @@ def test_migrations_equal_the_models(database_url: str) -> None:
         engine = create_engine(database_url)
         try:
             async with engine.connect() as conn:
-                return await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), metadata))
+                return await conn.run_sync(
+                    lambda c: compare_metadata(MigrationContext.configure(c), metadata)
+                )
         finally:
             await engine.dispose()
 

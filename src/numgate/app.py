@@ -86,7 +86,8 @@ class NumgateApp:
 
 async def _not_found(request: Request, exc: Exception) -> Response:
     return JSONResponse(
-        {"code": 404, "message": f"Not Found: no endpoint at {request.url.path}", "data": None}, status_code=404
+        {"code": 404, "message": f"Not Found: no endpoint at {request.url.path}", "data": None},
+        status_code=404,
     )
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,7 +15,7 @@ from rich.table import Table
 
 from numgate import __version__, logs
 from numgate.core import Core, open_core
-from numgate.errors import NumgateError
+from numgate.errors import NotFound, NumgateError
 from numgate.ledger.money import parse_amount, to_decimal
 from numgate.settings import Settings
 
@@ -28,11 +28,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-admin = typer.Typer(help="Manage tenants: accounts, access keys, apps, balances, prices.", no_args_is_help=True)
+admin = typer.Typer(
+    help="Manage tenants: accounts, access keys, apps, balances, prices.", no_args_is_help=True
+)
 account_cmd = typer.Typer(help="Customer accounts.", no_args_is_help=True)
 key_cmd = typer.Typer(help="Access keys (an account may hold several).", no_args_is_help=True)
-app_cmd = typer.Typer(help="Apps (appkey; on the CAMS door the same object is a space, CustSpaceId).",
-                      no_args_is_help=True)
+app_cmd = typer.Typer(
+    help="Apps (appkey; on the CAMS door the same object is a space, CustSpaceId).", no_args_is_help=True
+)
 balance_cmd = typer.Typer(help="Top-ups and balances (the ledger).", no_args_is_help=True)
 price_cmd = typer.Typer(help="Prices per country and check level.", no_args_is_help=True)
 deliveries_cmd = typer.Typer(help="The callback delivery log.", no_args_is_help=True)
@@ -57,7 +60,7 @@ def settings() -> Settings:
         fail(str(exc))
 
 
-def fail(message: str, code: int = 1) -> Any:
+def fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
 
@@ -80,7 +83,6 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except NumgateError as exc:
         fail(str(exc))
-        raise  # unreachable
 
 
 def emit(data: Any, as_json: bool, table: Table | None = None, text: str | None = None) -> None:
@@ -97,14 +99,19 @@ def emit(data: Any, as_json: bool, table: Table | None = None, text: str | None 
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (default NUMGATE_HOST or 127.0.0.1).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default NUMGATE_HOST or 127.0.0.1).")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default NUMGATE_PORT or 8080).")] = None,
-    workers: Annotated[bool, typer.Option("--workers/--no-workers",
-                                          help="Run check and delivery workers in this process.")] = True,
+    workers: Annotated[
+        bool, typer.Option("--workers/--no-workers", help="Run check and delivery workers in this process.")
+    ] = True,
 ) -> None:
     """Serve the NXCloud and CAMS doors over HTTP (uvicorn). Refuses to start on an old schema."""
     s = settings()
-    s = s.with_overrides(host=host or s.host, port=port or s.port, inprocess_workers=workers and s.inprocess_workers)
+    s = s.with_overrides(
+        host=host or s.host, port=port or s.port, inprocess_workers=workers and s.inprocess_workers
+    )
     _serve(s)
 
 
@@ -126,10 +133,18 @@ def _serve(s: Settings) -> None:
 
     run_async(check())
     config = uvicorn.Config(
-        create_app(s), host=s.host, port=s.port, lifespan="on", log_config=None, access_log=False,
-        timeout_graceful_shutdown=10, server_header=False,
+        create_app(s),
+        host=s.host,
+        port=s.port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        server_header=False,
     )
-    err.print(f"numgate {__version__} listening on http://{s.host}:{s.port} (sandbox={s.sandbox})", highlight=False)
+    err.print(
+        f"numgate {__version__} listening on http://{s.host}:{s.port} (sandbox={s.sandbox})", highlight=False
+    )
     uvicorn.Server(config).run()
 
 
@@ -186,7 +201,9 @@ def migrate() -> None:
             await engine.dispose()
 
     revs = run_async(main())
-    err.print(f"database is at {', '.join(sorted(revs))} ({_redact(s.resolved_database_url)})", highlight=False)
+    err.print(
+        f"database is at {', '.join(sorted(revs))} ({_redact(s.resolved_database_url)})", highlight=False
+    )
 
 
 def _redact(url: str) -> str:
@@ -197,7 +214,9 @@ def _redact(url: str) -> str:
 
 @app.command()
 def demo(
-    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve after printing the keys.")] = True,
+    serve_after: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve after printing the keys.")
+    ] = True,
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
     as_json: JsonOpt = False,
@@ -222,8 +241,9 @@ def demo(
 def check(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV, or one number per line.")],
     level: Annotated[int, typer.Option(help="1 Basic (offline), 4 Call, 5 HLR (through the providers).")] = 1,
-    output: Annotated[Path | None, typer.Option("-o", "--output",
-                                                help="OUT.csv or OUT.jsonl (default: CSV on stdout).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="OUT.csv or OUT.jsonl (default: CSV on stdout).")
+    ] = None,
 ) -> None:
     """Check every number of a file and write one row per number (bounded memory, progress on stderr).
 
@@ -242,8 +262,13 @@ def check(
         fail("-o must end in .csv or .jsonl")
     total = count_items(file)
     sink = output.open("w", newline="", encoding="utf-8") if output is not None else sys.stdout
-    columns = [TextColumn("checking"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]:>8.0f}/s"), TimeRemainingColumn()]
+    columns = [
+        TextColumn("checking"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8.0f}/s"),
+        TimeRemainingColumn(),
+    ]
     try:
         with Progress(*columns, console=err, transient=output is None) as bar:
             task = bar.add_task("check", total=total, rate=0.0)
@@ -267,7 +292,9 @@ def check(
 @account_cmd.command("create")
 def account_create(
     name: str,
-    integrator: Annotated[bool, typer.Option("--integrator", help="May call the WhatsApp integrator endpoints.")] = False,
+    integrator: Annotated[
+        bool, typer.Option("--integrator", help="May call the WhatsApp integrator endpoints.")
+    ] = False,
     number_check: Annotated[bool, typer.Option("--number-check/--no-number-check")] = True,
     whatsapp: Annotated[bool, typer.Option("--whatsapp/--no-whatsapp")] = True,
     as_json: JsonOpt = False,
@@ -278,15 +305,25 @@ def account_create(
         acct, creds = await core.tenancy.create_account(
             name, integrator=integrator, number_check=number_check, whatsapp=whatsapp
         )
-        return {"account_id": acct.id, "name": acct.name, "integrator": acct.integrator,
-                "number_check": acct.number_check, "whatsapp": acct.whatsapp,
-                "access_key": creds.access_key, "access_secret": creds.access_secret}
+        return {
+            "account_id": acct.id,
+            "name": acct.name,
+            "integrator": acct.integrator,
+            "number_check": acct.number_check,
+            "whatsapp": acct.whatsapp,
+            "access_key": creds.access_key,
+            "access_secret": creds.access_secret,
+        }
 
     data = run(main)
-    emit(data, as_json, text=(
-        f"account {data['account_id']} ({data['name']})\naccessKey    {data['access_key']}\n"
-        f"accessSecret {data['access_secret']}\nKeep the secret: it is not shown again."
-    ))
+    emit(
+        data,
+        as_json,
+        text=(
+            f"account {data['account_id']} ({data['name']})\naccessKey    {data['access_key']}\n"
+            f"accessSecret {data['access_secret']}\nKeep the secret: it is not shown again."
+        ),
+    )
 
 
 @account_cmd.command("list")
@@ -295,16 +332,30 @@ def account_list(as_json: JsonOpt = False) -> None:
 
     async def main(core: Core) -> list[dict[str, Any]]:
         return [
-            {"account_id": a.id, "name": a.name, "integrator": a.integrator, "number_check": a.number_check,
-             "whatsapp": a.whatsapp, "keys": k, "apps": n}
+            {
+                "account_id": a.id,
+                "name": a.name,
+                "integrator": a.integrator,
+                "number_check": a.number_check,
+                "whatsapp": a.whatsapp,
+                "keys": k,
+                "apps": n,
+            }
             for a, k, n in await core.tenancy.list_accounts()
         ]
 
     rows = run(main)
     t = Table("id", "name", "integrator", "number check", "whatsapp", "keys", "apps")
     for r in rows:
-        t.add_row(str(r["account_id"]), r["name"], _yn(r["integrator"]), _yn(r["number_check"]),
-                  _yn(r["whatsapp"]), str(r["keys"]), str(r["apps"]))
+        t.add_row(
+            str(r["account_id"]),
+            r["name"],
+            _yn(r["integrator"]),
+            _yn(r["number_check"]),
+            _yn(r["whatsapp"]),
+            str(r["keys"]),
+            str(r["apps"]),
+        )
     emit(rows, as_json, t)
 
 
@@ -315,15 +366,24 @@ def _yn(v: bool) -> str:
 @key_cmd.command("create")
 def key_create(
     account_id: int,
-    allow: Annotated[str | None, typer.Option(
-        help="Comma-separated actions this key may call (e.g. GetPhoneNumberVerificationStatus); default all.")] = None,
+    allow: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated actions this key may call "
+            "(e.g. GetPhoneNumberVerificationStatus); default all."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create another access key for an account."""
     allowed = [a.strip() for a in allow.split(",") if a.strip()] if allow else None
     creds = run(lambda core: core.tenancy.create_key(account_id, allowed))
-    data = {"account_id": creds.account_id, "access_key": creds.access_key, "access_secret": creds.access_secret,
-            "allowed_actions": allowed}
+    data = {
+        "account_id": creds.account_id,
+        "access_key": creds.access_key,
+        "access_secret": creds.access_secret,
+        "allowed_actions": allowed,
+    }
     emit(data, as_json, text=f"accessKey    {creds.access_key}\naccessSecret {creds.access_secret}")
 
 
@@ -341,7 +401,9 @@ def key_disable(access_key: str, as_json: JsonOpt = False) -> None:
 def app_create(
     account_id: int,
     name: str,
-    callback_url: Annotated[str | None, typer.Option(help="Default callback URL for this app's results.")] = None,
+    callback_url: Annotated[
+        str | None, typer.Option(help="Default callback URL for this app's results.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create an app for an account; prints the app id and appkey."""
@@ -353,8 +415,13 @@ def app_create(
         except NumgateError as exc:
             fail(str(exc))
     a = run(lambda core: core.tenancy.create_app(account_id, name, callback_url))
-    data = {"app_id": a.id, "account_id": a.account_id, "appkey": a.appkey, "name": a.name,
-            "callback_url": a.callback_url}
+    data = {
+        "app_id": a.id,
+        "account_id": a.account_id,
+        "appkey": a.appkey,
+        "name": a.name,
+        "callback_url": a.callback_url,
+    }
     emit(data, as_json, text=f"app {a.id} ({a.name})\nappkey {a.appkey}")
 
 
@@ -362,11 +429,27 @@ def app_create(
 def app_list(account_id: int, as_json: JsonOpt = False) -> None:
     """List an account's apps."""
     apps = run(lambda core: core.tenancy.list_apps(account_id))
-    rows = [{"app_id": a.id, "appkey": a.appkey, "name": a.name, "callback_url": a.callback_url} for a in apps]
+    rows = [
+        {"app_id": a.id, "appkey": a.appkey, "name": a.name, "callback_url": a.callback_url} for a in apps
+    ]
     t = Table("id", "appkey", "name", "callback URL")
     for r in rows:
-        t.add_row(str(r["app_id"]), r["appkey"], r["name"], r["callback_url"] or "")
+        t.add_row(str(r["app_id"]), str(r["appkey"]), str(r["name"]), str(r["callback_url"] or ""))
     emit(rows, as_json, t)
+
+
+@app_cmd.command("secret")
+def app_secret(appkey: str, as_json: JsonOpt = False) -> None:
+    """Print an app's callback-signing secret (to verify X-Numgate-Signature on your receiver)."""
+
+    async def main(core: Core) -> str:
+        app = await core.tenancy.find_app(appkey)
+        if app is None:
+            raise NotFound(f"no app with appkey {appkey!r}")
+        return await core.tenancy.app_secret(app.id)
+
+    secret = run(main)
+    emit({"appkey": appkey, "secret": secret}, as_json, text=secret)
 
 
 # admin: money ---------------------------------------------------------------------------------
@@ -374,8 +457,13 @@ def app_list(account_id: int, as_json: JsonOpt = False) -> None:
 
 def _balances_json(bals: list[Any]) -> list[dict[str, Any]]:
     return [
-        {"currency": b.currency, "balance": str(to_decimal(b.balance)), "topups": str(to_decimal(b.topups)),
-         "charges": str(to_decimal(b.charges)), "open_reservations": str(to_decimal(b.open_reservations))}
+        {
+            "currency": b.currency,
+            "balance": str(to_decimal(b.balance)),
+            "topups": str(to_decimal(b.topups)),
+            "charges": str(to_decimal(b.charges)),
+            "open_reservations": str(to_decimal(b.open_reservations)),
+        }
         for b in bals
     ]
 
@@ -414,7 +502,9 @@ def price_set(
     level: Annotated[int, typer.Option(help="1 Basic, 4 Call, 5 HLR.")],
     price: Annotated[str, typer.Option(help="Price per number, up to 4 decimals.")],
     currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "USD",
-    account: Annotated[int | None, typer.Option(help="Only for this account (default: every account).")] = None,
+    account: Annotated[
+        int | None, typer.Option(help="Only for this account (default: every account).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Set the price of one check level in one country (per account, or the default for all)."""
@@ -422,12 +512,24 @@ def price_set(
         units = parse_amount(price, field="price")
     except NumgateError as exc:
         fail(str(exc))
-    p = run(lambda core: core.ledger.set_price(country=country, level=level, price=units, currency=currency,
-                                                 account_id=account or 0))
-    data = {"country": p.country, "level": p.level, "price": str(to_decimal(p.price)), "currency": p.currency,
-            "account_id": p.account_id or None}
-    emit(data, as_json, text=f"{p.country} level {p.level}: {data['price']} {p.currency}"
-         + (f" (account {account})" if account else " (default)"))
+    p = run(
+        lambda core: core.ledger.set_price(
+            country=country, level=level, price=units, currency=currency, account_id=account or 0
+        )
+    )
+    data = {
+        "country": p.country,
+        "level": p.level,
+        "price": str(to_decimal(p.price)),
+        "currency": p.currency,
+        "account_id": p.account_id or None,
+    }
+    emit(
+        data,
+        as_json,
+        text=f"{p.country} level {p.level}: {data['price']} {p.currency}"
+        + (f" (account {account})" if account else " (default)"),
+    )
 
 
 @price_cmd.command("list")
@@ -437,12 +539,27 @@ def price_list(
 ) -> None:
     """List prices."""
     ps = run(lambda core: core.ledger.list_prices(account))
-    rows = [{"country": p.country, "level": p.level, "price": str(to_decimal(p.price)), "currency": p.currency,
-             "account_id": p.account_id or None, "app_id": p.app_id or None} for p in ps]
+    rows = [
+        {
+            "country": p.country,
+            "level": p.level,
+            "price": str(to_decimal(p.price)),
+            "currency": p.currency,
+            "account_id": p.account_id or None,
+            "app_id": p.app_id or None,
+        }
+        for p in ps
+    ]
     t = Table("country", "level", "price", "currency", "account", "app")
     for r in rows:
-        t.add_row(r["country"], str(r["level"]), r["price"], r["currency"], str(r["account_id"] or "default"),
-                  str(r["app_id"] or ""))
+        t.add_row(
+            str(r["country"]),
+            str(r["level"]),
+            str(r["price"]),
+            str(r["currency"]),
+            str(r["account_id"] or "default"),
+            str(r["app_id"] or ""),
+        )
     emit(rows, as_json, t)
 
 
@@ -462,9 +579,15 @@ def deliveries_list(
     rows = run(lambda core: list_deliveries(core, account_id=account, status=status, limit=limit))
     t = Table("delivery id", "status", "attempts", "last HTTP", "ms", "url", "last error")
     for r in rows:
-        t.add_row(r["delivery_id"], r["status"], str(r["attempts"]), str(r["last_status"] or ""),
-                  str(r["last_latency_ms"] if r["last_latency_ms"] is not None else ""), r["url"],
-                  (r["last_error"] or "")[:60])
+        t.add_row(
+            r["delivery_id"],
+            r["status"],
+            str(r["attempts"]),
+            str(r["last_status"] or ""),
+            str(r["last_latency_ms"] if r["last_latency_ms"] is not None else ""),
+            r["url"],
+            (r["last_error"] or "")[:60],
+        )
     emit(rows, as_json, t)
 
 
@@ -479,5 +602,3 @@ def deliveries_show(delivery_id: str, as_json: JsonOpt = False) -> None:
 
 def main() -> None:
     app()
-
-

@@ -18,11 +18,15 @@ DEMO_BALANCE = 100 * 10_000
 async def ensure_demo(core: Core) -> dict[str, Any]:
     """Create (once) an integrator account with both businesses, an app, prices and a balance."""
     async with core.engine.connect() as conn:
-        existing = (await conn.execute(select(meta.c.value).where(meta.c.key == DEMO_KEY))).scalar_one_or_none()
+        existing = (
+            await conn.execute(select(meta.c.value).where(meta.c.key == DEMO_KEY))
+        ).scalar_one_or_none()
     if existing is None:
         acct, _ = await core.tenancy.create_account("demo", integrator=True, number_check=True, whatsapp=True)
         await core.tenancy.create_app(acct.id, "demo app")
-        table = [(r, lvl, p) for r in sorted(phonenumbers.SUPPORTED_REGIONS) for lvl, p in DEMO_PRICES.items()]
+        table = [
+            (r, lvl, p) for r in sorted(phonenumbers.SUPPORTED_REGIONS) for lvl, p in DEMO_PRICES.items()
+        ]
         await core.ledger.set_prices(table, account_id=acct.id)
         await core.ledger.topup(acct.id, DEMO_BALANCE, "USD", "demo starting balance")
         async with core.engine.begin() as conn:
@@ -32,8 +36,12 @@ async def ensure_demo(core: Core) -> dict[str, Any]:
         account_id = int(existing)
     creds = (await core.tenancy.credentials(account_id))[0]
     app = (await core.tenancy.list_apps(account_id))[0]
-    return {"account_id": account_id, "access_key": creds.access_key, "access_secret": creds.access_secret,
-            "appkey": app.appkey}
+    return {
+        "account_id": account_id,
+        "access_key": creds.access_key,
+        "access_secret": creds.access_secret,
+        "appkey": app.appkey,
+    }
 
 
 def example_text(info: dict[str, Any], base_url: str) -> str:

@@ -94,7 +94,7 @@ class RedisReplayGuard:
             if value is None:  # the first request failed without a reply: run for real
                 return await self.once(key, ttl_s, work)
             if value[:1] == b"\x01":
-                return bytes(value[1:])
+                return bytes(value[1:]) if isinstance(value, bytes) else value[1:].encode()
             await asyncio.sleep(0.01)
         raise TimeoutError("the first request with this signature did not finish in 30 s")
 

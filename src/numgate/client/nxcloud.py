@@ -48,8 +48,14 @@ def encode_body(body: dict[str, Any] | str | bytes | None) -> bytes:
 
 
 def headers_for(
-    access_key: str, access_secret: str, biz_type: str, action: str, body: bytes,
-    *, ts: int | None = None, algorithm: str = "md5",
+    access_key: str,
+    access_secret: str,
+    biz_type: str,
+    action: str,
+    body: bytes,
+    *,
+    ts: int | None = None,
+    algorithm: str = "md5",
 ) -> dict[str, str]:
     """The five signed headers (plus ``algorithm`` when not md5) for one request."""
     ts_s = str(ts if ts is not None else time.time_ns() // 1_000_000)
@@ -76,26 +82,40 @@ class _Base:
         self.algorithm = algorithm
 
     def _prepare(
-        self, path: str, body: dict[str, Any] | str | bytes | None, biz_type: str | None, action: str | None,
+        self,
+        path: str,
+        body: dict[str, Any] | str | bytes | None,
+        biz_type: str | None,
+        action: str | None,
         ts: int | None,
     ) -> tuple[str, bytes, dict[str, str]]:
         if biz_type is None or action is None:
             biz_type, action = route_of(path)
         raw = encode_body(body)
-        return self.base_url + path, raw, headers_for(
-            self.access_key, self.access_secret, biz_type, action, raw, ts=ts, algorithm=self.algorithm
+        return (
+            self.base_url + path,
+            raw,
+            headers_for(
+                self.access_key, self.access_secret, biz_type, action, raw, ts=ts, algorithm=self.algorithm
+            ),
         )
 
 
-def _check(reply: dict[str, Any]) -> dict[str, Any]:
+def _check(reply: dict[str, Any]) -> Any:
+    """The reply's ``data``; NxError unless ``code`` is 0."""
     if reply.get("code") != 0:
         raise NxError(reply)
-    return reply
+    return reply["data"]
 
 
-def _submit_body(phone: str | list[str], appkey: str, level: int, batch_no: str | None, dr_url: str | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"phone": phone if isinstance(phone, str) else ",".join(phone), "appkey": appkey,
-                            "checkLevel": level}
+def _submit_body(
+    phone: str | list[str], appkey: str, level: int, batch_no: str | None, dr_url: str | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "phone": phone if isinstance(phone, str) else ",".join(phone),
+        "appkey": appkey,
+        "checkLevel": level,
+    }
     if batch_no is not None:
         body["batchNo"] = batch_no
     if dr_url is not None:
@@ -107,8 +127,14 @@ class NxClient(_Base):
     """Synchronous client. ``post`` returns the parsed reply whatever its code; the named methods
     raise :class:`NxError` unless ``code`` is 0."""
 
-    def __init__(self, base_url: str, access_key: str, access_secret: str, algorithm: str = "md5",
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        access_key: str,
+        access_secret: str,
+        algorithm: str = "md5",
+        timeout: float = 30.0,
+    ) -> None:
         super().__init__(base_url, access_key, access_secret, algorithm)
         self._http = httpx.Client(timeout=timeout)
 
@@ -121,35 +147,55 @@ class NxClient(_Base):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def post(self, path: str, body: dict[str, Any] | str | bytes | None = None, *, biz_type: str | None = None,
-             action: str | None = None, ts: int | None = None) -> dict[str, Any]:
+    def post(
+        self,
+        path: str,
+        body: dict[str, Any] | str | bytes | None = None,
+        *,
+        biz_type: str | None = None,
+        action: str | None = None,
+        ts: int | None = None,
+    ) -> dict[str, Any]:
         url, raw, headers = self._prepare(path, body, biz_type, action, ts)
         resp = self._http.post(url, content=raw, headers=headers)
         result: dict[str, Any] = resp.json()
         return result
 
-    def number_check(self, phone: str | list[str], *, appkey: str, level: int = 1, batch_no: str | None = None,
-                     dr_url: str | None = None) -> dict[str, Any]:
-        return _check(self.post("/api/number/check", _submit_body(phone, appkey, level, batch_no, dr_url)))["data"]
+    def number_check(
+        self,
+        phone: str | list[str],
+        *,
+        appkey: str,
+        level: int = 1,
+        batch_no: str | None = None,
+        dr_url: str | None = None,
+    ) -> dict[str, Any]:
+        return _check(self.post("/api/number/check", _submit_body(phone, appkey, level, batch_no, dr_url)))
 
     def number_query(self, **body: Any) -> dict[str, Any]:
-        return _check(self.post("/api/number/query", body))["data"]
+        return _check(self.post("/api/number/query", body))
 
     def number_check_get(self, phone: str, *, appkey: str, batch_no: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"phone": phone, "appkey": appkey, "checkLevel": 1}
         if batch_no is not None:
             body["batchNo"] = batch_no
-        return _check(self.post("/api/number/check/get", body))["data"]
+        return _check(self.post("/api/number/check/get", body))
 
     def integrator(self, name: str, body: dict[str, Any] | None = None) -> Any:
-        return _check(self.post(INTEGRATOR + name, body))["data"]
+        return _check(self.post(INTEGRATOR + name, body))
 
 
 class AsyncNxClient(_Base):
     """Asynchronous client, same methods as :class:`NxClient`, awaited."""
 
-    def __init__(self, base_url: str, access_key: str, access_secret: str, algorithm: str = "md5",
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        access_key: str,
+        access_secret: str,
+        algorithm: str = "md5",
+        timeout: float = 30.0,
+    ) -> None:
         super().__init__(base_url, access_key, access_secret, algorithm)
         self._http = httpx.AsyncClient(timeout=timeout)
 
@@ -162,26 +208,43 @@ class AsyncNxClient(_Base):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def post(self, path: str, body: dict[str, Any] | str | bytes | None = None, *,
-                   biz_type: str | None = None, action: str | None = None, ts: int | None = None) -> dict[str, Any]:
+    async def post(
+        self,
+        path: str,
+        body: dict[str, Any] | str | bytes | None = None,
+        *,
+        biz_type: str | None = None,
+        action: str | None = None,
+        ts: int | None = None,
+    ) -> dict[str, Any]:
         url, raw, headers = self._prepare(path, body, biz_type, action, ts)
         resp = await self._http.post(url, content=raw, headers=headers)
         result: dict[str, Any] = resp.json()
         return result
 
-    async def number_check(self, phone: str | list[str], *, appkey: str, level: int = 1,
-                           batch_no: str | None = None, dr_url: str | None = None) -> dict[str, Any]:
-        return _check(await self.post("/api/number/check", _submit_body(phone, appkey, level, batch_no, dr_url)))[
-            "data"]
+    async def number_check(
+        self,
+        phone: str | list[str],
+        *,
+        appkey: str,
+        level: int = 1,
+        batch_no: str | None = None,
+        dr_url: str | None = None,
+    ) -> dict[str, Any]:
+        return _check(
+            await self.post("/api/number/check", _submit_body(phone, appkey, level, batch_no, dr_url))
+        )
 
     async def number_query(self, **body: Any) -> dict[str, Any]:
-        return _check(await self.post("/api/number/query", body))["data"]
+        return _check(await self.post("/api/number/query", body))
 
-    async def number_check_get(self, phone: str, *, appkey: str, batch_no: str | None = None) -> dict[str, Any]:
+    async def number_check_get(
+        self, phone: str, *, appkey: str, batch_no: str | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"phone": phone, "appkey": appkey, "checkLevel": 1}
         if batch_no is not None:
             body["batchNo"] = batch_no
-        return _check(await self.post("/api/number/check/get", body))["data"]
+        return _check(await self.post("/api/number/check/get", body))
 
     async def integrator(self, name: str, body: dict[str, Any] | None = None) -> Any:
-        return _check(await self.post(INTEGRATOR + name, body))["data"]
+        return _check(await self.post(INTEGRATOR + name, body))

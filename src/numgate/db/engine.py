@@ -23,9 +23,7 @@ def normalise_url(raw: str) -> URL:
         return url.set(drivername="sqlite+aiosqlite")
     if backend in {"postgresql", "postgres"}:
         return url.set(drivername="postgresql+asyncpg")
-    raise ConfigurationError(
-        f"unsupported database {backend!r}: numgate runs on SQLite or PostgreSQL"
-    )
+    raise ConfigurationError(f"unsupported database {backend!r}: numgate runs on SQLite or PostgreSQL")
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:

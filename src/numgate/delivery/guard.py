@@ -59,7 +59,9 @@ class GuardedResolver(ThreadedResolver):
         super().__init__()
         self._allow = tuple(allow)
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[Any]:
         results = await super().resolve(host, port, family)
         for r in results:
             reason = refusal(r["host"], self._allow)

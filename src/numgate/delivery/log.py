@@ -16,9 +16,16 @@ _BY_NAME = {v: k for k, v in STATUS_NAMES.items()}
 
 def _row(r: Any, body: bool = False) -> dict[str, Any]:
     out = {
-        "delivery_id": r.uid, "status": STATUS_NAMES[r.status], "attempts": r.attempts,
-        "last_status": r.last_status, "last_latency_ms": r.last_latency_ms, "last_error": r.last_error,
-        "url": r.url, "account_id": r.account_id, "created_ms": r.created_ms, "updated_ms": r.updated_ms,
+        "delivery_id": r.uid,
+        "status": STATUS_NAMES[r.status],
+        "attempts": r.attempts,
+        "last_status": r.last_status,
+        "last_latency_ms": r.last_latency_ms,
+        "last_error": r.last_error,
+        "url": r.url,
+        "account_id": r.account_id,
+        "created_ms": r.created_ms,
+        "updated_ms": r.updated_ms,
         "next_attempt_ms": r.next_ms if r.status == 0 else None,
     }
     if body:
@@ -26,7 +33,9 @@ def _row(r: Any, body: bool = False) -> dict[str, Any]:
     return out
 
 
-async def list_deliveries(core: Core, *, account_id: int | None, status: str | None, limit: int) -> list[dict[str, Any]]:
+async def list_deliveries(
+    core: Core, *, account_id: int | None, status: str | None, limit: int
+) -> list[dict[str, Any]]:
     q = select(deliveries).order_by(deliveries.c.id.desc()).limit(limit)
     if account_id is not None:
         q = q.where(deliveries.c.account_id == account_id)

@@ -55,8 +55,10 @@ class CallbackSender:
             limit=self._concurrency, resolver=GuardedResolver(self._allow), ttl_dns_cache=10
         )
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout,
-            headers={"User-Agent": f"numgate/{__version__}"}, auto_decompress=False,
+            connector=connector,
+            timeout=self._timeout,
+            headers={"User-Agent": f"numgate/{__version__}"},
+            auto_decompress=False,
         )
         return self
 
@@ -80,7 +82,9 @@ class CallbackSender:
         start = time.perf_counter()
         async with self._sem:
             try:
-                async with self._session.post(item.url, data=item.body, headers=headers, allow_redirects=False) as resp:
+                async with self._session.post(
+                    item.url, data=item.body, headers=headers, allow_redirects=False
+                ) as resp:
                     await resp.read()
                     status = resp.status
             except Exception as exc:

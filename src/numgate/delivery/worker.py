@@ -42,11 +42,22 @@ class DeliveryWorker:
         lease = int(max(core.settings.callback_timeout_s * 3, 30.0) * 1000)
         async with core.engine.begin() as conn:
             rows = await claims.claim(
-                conn, deliveries,
+                conn,
+                deliveries,
                 where=[deliveries.c.status == PENDING, deliveries.c.next_ms <= now],
-                order_by=deliveries.c.next_ms, limit=CLAIM, lease_until_ms=now + lease, token=token,
-                returning=[deliveries.c.id, deliveries.c.uid, deliveries.c.url, deliveries.c.body,
-                           deliveries.c.attempts, deliveries.c.app_id, deliveries.c.deadline_ms],
+                order_by=deliveries.c.next_ms,
+                limit=CLAIM,
+                lease_until_ms=now + lease,
+                token=token,
+                returning=[
+                    deliveries.c.id,
+                    deliveries.c.uid,
+                    deliveries.c.url,
+                    deliveries.c.body,
+                    deliveries.c.attempts,
+                    deliveries.c.app_id,
+                    deliveries.c.deadline_ms,
+                ],
             )
         if not rows:
             return 0
@@ -67,19 +78,34 @@ class DeliveryWorker:
                 retry_at = None if o.permanent else next_attempt_ms(done, r.deadline_ms, interval)
                 status, nxt = (PENDING, retry_at) if retry_at is not None else (FAILED, r.attempts)
                 if status == FAILED:
-                    log.warning("callback %s failed for good after %d attempt(s): %s", r.uid, r.attempts + 1, o.error)
+                    log.warning(
+                        "callback %s failed for good after %d attempt(s): %s", r.uid, r.attempts + 1, o.error
+                    )
             updates.append(
-                {"b_id": r.id, "b_status": status, "b_next": nxt if status == PENDING else done,
-                 "b_last_status": o.status, "b_error": o.error, "b_latency": o.latency_ms}
+                {
+                    "b_id": r.id,
+                    "b_status": status,
+                    "b_next": nxt if status == PENDING else done,
+                    "b_last_status": o.status,
+                    "b_error": o.error,
+                    "b_latency": o.latency_ms,
+                }
             )
         async with core.engine.begin() as conn:
             await conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id == bindparam("b_id"), deliveries.c.lease_token == token)
-                .values(status=bindparam("b_status"), attempts=deliveries.c.attempts + 1,
-                        next_ms=bindparam("b_next"), last_status=bindparam("b_last_status"),
-                        last_error=bindparam("b_error"), last_latency_ms=bindparam("b_latency"),
-                        lease_until_ms=None, lease_token=None, updated_ms=done),
+                .values(
+                    status=bindparam("b_status"),
+                    attempts=deliveries.c.attempts + 1,
+                    next_ms=bindparam("b_next"),
+                    last_status=bindparam("b_last_status"),
+                    last_error=bindparam("b_error"),
+                    last_latency_ms=bindparam("b_latency"),
+                    lease_until_ms=None,
+                    lease_token=None,
+                    updated_ms=done,
+                ),
                 updates,
             )
         return len(rows)
@@ -87,16 +113,20 @@ class DeliveryWorker:
     async def next_due_in(self) -> float | None:
         async with self.core.engine.connect() as conn:
             nxt = (
-                await conn.execute(select(func.min(deliveries.c.next_ms)).where(deliveries.c.status == PENDING))
+                await conn.execute(
+                    select(func.min(deliveries.c.next_ms)).where(deliveries.c.status == PENDING)
+                )
             ).scalar_one_or_none()
         if nxt is None:
             return None
-        return max((nxt - self.core.clock.time_ms()) / 1000, 0.0)
+        return max((int(nxt) - self.core.clock.time_ms()) / 1000, 0.0)
 
 
 def make_sender(core: Core) -> CallbackSender:
     s = core.settings
-    return CallbackSender(allow=s.callback_allow, timeout_s=s.callback_timeout_s, concurrency=s.callback_concurrency)
+    return CallbackSender(
+        allow=s.callback_allow, timeout_s=s.callback_timeout_s, concurrency=s.callback_concurrency
+    )
 
 
 async def drain(core: Core) -> int:

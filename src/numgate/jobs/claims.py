@@ -86,5 +86,3 @@ async def accounts_with_pending(conn: AsyncConnection, table_name: str) -> list[
         """
     )
     return [int(r[0]) for r in (await conn.execute(sql)).all()]
-
-

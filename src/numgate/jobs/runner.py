@@ -27,7 +27,7 @@ def register(name: str) -> Callable[[WorkerFactory], WorkerFactory]:
 
 def _load() -> None:
     # importing registers the workers
-    import numgate.delivery.worker  # noqa: F401
+    import numgate.delivery.worker
     import numgate.numbers.worker  # noqa: F401
 
 
@@ -60,11 +60,10 @@ class WorkerSet:
         self._stop.set()
         if not self._tasks:
             return
-        done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        _, pending = await asyncio.wait(self._tasks, timeout=timeout)
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def wait(self) -> None:
         await asyncio.gather(*self._tasks)
-

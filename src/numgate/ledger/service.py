@@ -14,6 +14,7 @@ balance = Σtopup − Σcharge − open reservations, and open reservations = Σ
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -53,7 +54,7 @@ class Price:
     app_id: int
 
 
-def _sum(kind: str) -> object:
+def _sum(kind: str) -> Any:
     return func.coalesce(func.sum(case((ledger_entries.c.kind == kind, ledger_entries.c.amount), else_=0)), 0)
 
 
@@ -65,29 +66,50 @@ class Ledger:
     # prices --------------------------------------------------------------------------------
 
     async def set_price(
-        self, *, country: str, level: int, price: int, currency: str = "USD", account_id: int = 0, app_id: int = 0
+        self,
+        *,
+        country: str,
+        level: int,
+        price: int,
+        currency: str = "USD",
+        account_id: int = 0,
+        app_id: int = 0,
     ) -> Price:
-        return (await self.set_prices([(country, level, price)], currency=currency, account_id=account_id,
-                                      app_id=app_id))[0]
+        return (
+            await self.set_prices(
+                [(country, level, price)], currency=currency, account_id=account_id, app_id=app_id
+            )
+        )[0]
 
     async def set_prices(
-        self, table: list[tuple[str, int, int]], *, currency: str = "USD", account_id: int = 0, app_id: int = 0
+        self,
+        table: list[tuple[str, int, int]],
+        *,
+        currency: str = "USD",
+        account_id: int = 0,
+        app_id: int = 0,
     ) -> list[Price]:
         """Set several (country, level, price) entries of one scope in one transaction."""
         currency = parse_currency(currency)
         out: list[Price] = []
         async with self._engine.begin() as conn:
-            if account_id and (
-                await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))
-            ).first() is None:
+            if (
+                account_id
+                and (await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))).first()
+                is None
+            ):
                 raise NotFound(f"no account with id {account_id}")
             now = self._clock.time_ms()
             for country, level, price in table:
                 country = country.strip().upper()
                 if len(country) != 2 or not country.isalpha():
-                    raise InvalidParameter("country", f"country must be an ISO 3166 alpha-2 code, got {country!r}")
+                    raise InvalidParameter(
+                        "country", f"country must be an ISO 3166 alpha-2 code, got {country!r}"
+                    )
                 if level not in LEVELS:
-                    raise InvalidParameter("level", f"level must be 1 (Basic), 4 (Call) or 5 (HLR), got {level}")
+                    raise InvalidParameter(
+                        "level", f"level must be 1 (Basic), 4 (Call) or 5 (HLR), got {level}"
+                    )
                 scope = (
                     (prices.c.account_id == account_id)
                     & (prices.c.app_id == app_id)
@@ -102,8 +124,13 @@ class Ledger:
                 if not n:
                     await conn.execute(
                         prices.insert().values(
-                            account_id=account_id, app_id=app_id, country=country, level=level,
-                            currency=currency, price=price, updated_ms=now,
+                            account_id=account_id,
+                            app_id=app_id,
+                            country=country,
+                            level=level,
+                            currency=currency,
+                            price=price,
+                            updated_ms=now,
                         )
                     )
                 out.append(Price(country, level, currency, price, account_id, app_id))
@@ -118,7 +145,9 @@ class Ledger:
         return [Price(r.country, r.level, r.currency, r.price, r.account_id, r.app_id) for r in rows]
 
     @staticmethod
-    async def find_price(conn: AsyncConnection, account_id: int, app_id: int, country: str, level: int) -> Price:
+    async def find_price(
+        conn: AsyncConnection, account_id: int, app_id: int, country: str, level: int
+    ) -> Price:
         """The most specific price: the app's, else the account's, else numgate's default."""
         rows = (
             await conn.execute(
@@ -144,7 +173,9 @@ class Ledger:
 
     # entries -------------------------------------------------------------------------------
 
-    async def topup(self, account_id: int, amount: int, currency: str = "USD", note: str | None = None) -> Balance:
+    async def topup(
+        self, account_id: int, amount: int, currency: str = "USD", note: str | None = None
+    ) -> Balance:
         if amount <= 0:
             raise InvalidParameter("amount", "a top-up must be a positive amount")
         currency = parse_currency(currency)
@@ -155,13 +186,24 @@ class Ledger:
             return await self.balance_in(conn, account_id, currency)
 
     async def _append(
-        self, conn: AsyncConnection, account_id: int, currency: str, kind: str, amount: int,
-        batch_id: int | None, note: str | None = None,
+        self,
+        conn: AsyncConnection,
+        account_id: int,
+        currency: str,
+        kind: str,
+        amount: int,
+        batch_id: int | None,
+        note: str | None = None,
     ) -> None:
         await conn.execute(
             ledger_entries.insert().values(
-                account_id=account_id, currency=currency, kind=kind, amount=amount,
-                batch_id=batch_id, note=note, created_ms=self._clock.time_ms(),
+                account_id=account_id,
+                currency=currency,
+                kind=kind,
+                amount=amount,
+                batch_id=batch_id,
+                note=note,
+                created_ms=self._clock.time_ms(),
             )
         )
 
@@ -181,13 +223,17 @@ class Ledger:
             if (await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))).first() is None:
                 raise NotFound(f"no account with id {account_id}")
             currencies = (
-                await conn.execute(
-                    select(ledger_entries.c.currency)
-                    .where(ledger_entries.c.account_id == account_id)
-                    .distinct()
-                    .order_by(ledger_entries.c.currency)
+                (
+                    await conn.execute(
+                        select(ledger_entries.c.currency)
+                        .where(ledger_entries.c.account_id == account_id)
+                        .distinct()
+                        .order_by(ledger_entries.c.currency)
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             return [await self.balance_in(conn, account_id, c) for c in currencies]
 
     async def reserve(
@@ -209,7 +255,13 @@ class Ledger:
         await self._append(conn, account_id, currency, "reserve", amount, batch_id)
 
     async def settle(
-        self, conn: AsyncConnection, account_id: int, currency: str, batch_id: int, charged: int, released: int
+        self,
+        conn: AsyncConnection,
+        account_id: int,
+        currency: str,
+        batch_id: int,
+        charged: int,
+        released: int,
     ) -> None:
         """Turn part of a batch's reservation into a charge and return the rest."""
         if charged:

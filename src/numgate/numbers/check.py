@@ -44,7 +44,9 @@ async def check_live(first: CheckResult, level: Level, providers: Providers) -> 
         return CheckResult(Outcome.UPSTREAM_FAILED, first.basic)
 
 
-async def check_many(items: Sequence[str], level: Level, providers: Providers, concurrency: int = 64) -> list[CheckResult]:
+async def check_many(
+    items: Sequence[str], level: Level, providers: Providers, concurrency: int = 64
+) -> list[CheckResult]:
     """Check a chunk: classification in a thread (it is CPU work), live checks concurrently."""
     basics = await asyncio.to_thread(check_basic_many, items)
     if level is Level.BASIC:

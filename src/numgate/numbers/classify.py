@@ -92,7 +92,7 @@ def classify(item: str) -> Basic | None:
     return Basic(
         valid=phonenumbers.is_valid_number(num),
         region=region,
-        country_code=num.country_code,
+        country_code=num.country_code or 0,
         national_number=str(num.national_number),
         e164=f"+{num.country_code}{num.national_number}",
         kind=kind,

@@ -14,8 +14,23 @@ from numgate.numbers.providers import Providers
 from numgate.numbers.results import CheckResult, Level
 
 COLUMNS = [
-    "phone", "outcome", "valid", "region", "country_code", "national_number", "e164", "number_type", "carrier",
-    "validity", "reachable", "roaming", "ported", "network", "early", "answered", "response",
+    "phone",
+    "outcome",
+    "valid",
+    "region",
+    "country_code",
+    "national_number",
+    "e164",
+    "number_type",
+    "carrier",
+    "validity",
+    "reachable",
+    "roaming",
+    "ported",
+    "network",
+    "early",
+    "answered",
+    "response",
 ]
 PHONE_HEADERS = {"phone", "number", "msisdn", "mobile", "phone_number", "tel"}
 CHUNK = 2000
@@ -60,14 +75,22 @@ def read_items(path: Path) -> Iterator[str]:
 def row_of(item: str, r: CheckResult) -> dict[str, Any]:
     b, lv, d = r.basic, r.live, r.dial
     return {
-        "phone": item, "outcome": r.outcome.name.lower(),
-        "valid": (b.valid if b else ""), "region": b.region if b else "",
-        "country_code": b.country_code if b else "", "national_number": b.national_number if b else "",
-        "e164": b.e164 if b else "", "number_type": b.kind.value if b else "", "carrier": b.carrier if b else "",
-        "validity": lv.validity.value if lv else "", "reachable": lv.reachable.value if lv else "",
-        "roaming": lv.roaming.value if lv else "", "ported": lv.ported if lv else "",
+        "phone": item,
+        "outcome": r.outcome.name.lower(),
+        "valid": (b.valid if b else ""),
+        "region": b.region if b else "",
+        "country_code": b.country_code if b else "",
+        "national_number": b.national_number if b else "",
+        "e164": b.e164 if b else "",
+        "number_type": b.kind.value if b else "",
+        "carrier": b.carrier if b else "",
+        "validity": lv.validity.value if lv else "",
+        "reachable": lv.reachable.value if lv else "",
+        "roaming": lv.roaming.value if lv else "",
+        "ported": lv.ported if lv else "",
         "network": lv.network if lv else "",
-        "early": d.early.value if d else "", "answered": d.answered.value if d else "",
+        "early": d.early.value if d else "",
+        "answered": d.answered.value if d else "",
         "response": d.response.value if d else "",
     }
 

@@ -40,7 +40,15 @@ class CheckResult:
         out: dict[str, Any] = {"outcome": int(self.outcome)}
         if self.basic is not None:
             b = self.basic
-            out["basic"] = [b.valid, b.region, b.country_code, b.national_number, b.e164, b.kind.value, b.carrier]
+            out["basic"] = [
+                b.valid,
+                b.region,
+                b.country_code,
+                b.national_number,
+                b.e164,
+                b.kind.value,
+                b.carrier,
+            ]
         if self.live is not None:
             v = self.live
             out["live"] = [v.validity.value, v.reachable.value, v.roaming.value, v.ported, v.network]

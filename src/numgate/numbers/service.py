@@ -118,7 +118,9 @@ def batch_country(items: Sequence[str]) -> tuple[int, str]:
         raise UnknownCountry("no number in this request has a recognisable country code")
     if len(codes) > 1:
         listed = ", ".join(f"+{c}" for c in sorted(codes))
-        raise MixedCountries(f"all numbers of one request must belong to one country; this one mixes {listed}")
+        raise MixedCountries(
+            f"all numbers of one request must belong to one country; this one mixes {listed}"
+        )
     cc = codes.pop()
     region = main_region(cc)
     if region is None:
@@ -128,7 +130,12 @@ def batch_country(items: Sequence[str]) -> tuple[int, str]:
 
 class NumberCheckService:
     def __init__(
-        self, engine: AsyncEngine, clock: Clock, tenancy: TenancyService, ledger: Ledger, renderer: CallbackRenderer
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        tenancy: TenancyService,
+        ledger: Ledger,
+        renderer: CallbackRenderer,
     ) -> None:
         self._engine = engine
         self._clock = clock
@@ -165,9 +172,17 @@ class NumberCheckService:
                 await conn.execute(
                     batches.insert()
                     .values(
-                        message_id=message_id, account_id=account_id, app_id=app.id, batch_no=batch_no,
-                        check_level=int(lvl), country=region, currency=price.currency, unit_price=price.price,
-                        dr_url=dr_url or app.callback_url, total=len(items), created_ms=now,
+                        message_id=message_id,
+                        account_id=account_id,
+                        app_id=app.id,
+                        batch_no=batch_no,
+                        check_level=int(lvl),
+                        country=region,
+                        currency=price.currency,
+                        unit_price=price.price,
+                        dr_url=dr_url or app.callback_url,
+                        total=len(items),
+                        created_ms=now,
                     )
                     .returning(batches.c.id)
                 )
@@ -178,9 +193,13 @@ class NumberCheckService:
                 checks.insert(),
                 [
                     {
-                        "batch_id": batch_id, "account_id": account_id, "seq": i, "phone": item,
+                        "batch_id": batch_id,
+                        "account_id": account_id,
+                        "seq": i,
+                        "phone": item,
                         "message_id": message_id if single else f"{message_id}-{i:06d}",
-                        "status": STATUS_PENDING, "attempts": 0,
+                        "status": STATUS_PENDING,
+                        "attempts": 0,
                     }
                     for i, item in enumerate(items, 1)
                 ],
@@ -209,8 +228,9 @@ class NumberCheckService:
         today = self._clock.now().date()
         if not today - timedelta(days=QUERY_DAYS - 1) <= day <= today:
             raise InvalidParameter(
-                "date", f"date must be within the last {QUERY_DAYS} days ({today - timedelta(days=QUERY_DAYS - 1)} "
-                f"to {today}, UTC)"
+                "date",
+                f"date must be within the last {QUERY_DAYS} days ({today - timedelta(days=QUERY_DAYS - 1)} "
+                f"to {today}, UTC)",
             )
         start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
         conds = [
@@ -234,8 +254,13 @@ class NumberCheckService:
             rows = (
                 await conn.execute(
                     select(
-                        checks.c.message_id, checks.c.phone, checks.c.result, checks.c.cost,
-                        batches.c.batch_no, batches.c.check_level, batches.c.currency,
+                        checks.c.message_id,
+                        checks.c.phone,
+                        checks.c.result,
+                        checks.c.cost,
+                        batches.c.batch_no,
+                        batches.c.check_level,
+                        batches.c.currency,
                     )
                     .select_from(joined)
                     .where(where)
@@ -245,12 +270,18 @@ class NumberCheckService:
                 )
             ).all()
         return QueryPage(
-            page, page_size, total,
+            page,
+            page_size,
+            total,
             [
                 QueryRow(
-                    r.message_id, r.batch_no, r.phone, Level(r.check_level),
+                    r.message_id,
+                    r.batch_no,
+                    r.phone,
+                    Level(r.check_level),
                     CheckResult.from_json(orjson.loads(r.result)) if r.result else None,
-                    r.cost, r.currency,
+                    r.cost,
+                    r.currency,
                 )
                 for r in rows
             ],
@@ -288,9 +319,17 @@ class NumberCheckService:
                 await conn.execute(
                     batches.insert()
                     .values(
-                        message_id=message_id, account_id=account_id, app_id=app.id, batch_no=batch_no,
-                        check_level=1, country=region, currency=currency, unit_price=unit, dr_url=None,
-                        total=1, created_ms=now,
+                        message_id=message_id,
+                        account_id=account_id,
+                        app_id=app.id,
+                        batch_no=batch_no,
+                        check_level=1,
+                        country=region,
+                        currency=currency,
+                        unit_price=unit,
+                        dr_url=None,
+                        total=1,
+                        created_ms=now,
                     )
                     .returning(batches.c.id)
                 )
@@ -300,9 +339,17 @@ class NumberCheckService:
                 await self._ledger.settle(conn, account_id, currency, batch_id, cost, unit - cost)
             await conn.execute(
                 checks.insert().values(
-                    batch_id=batch_id, account_id=account_id, seq=1, phone=item, message_id=message_id,
-                    status=STATUS_DONE, attempts=1, outcome=int(result.outcome),
-                    result=orjson.dumps(result.to_json()).decode(), cost=cost, done_ms=now,
+                    batch_id=batch_id,
+                    account_id=account_id,
+                    seq=1,
+                    phone=item,
+                    message_id=message_id,
+                    status=STATUS_DONE,
+                    attempts=1,
+                    outcome=int(result.outcome),
+                    result=orjson.dumps(result.to_json()).decode(),
+                    cost=cost,
+                    done_ms=now,
                 )
             )
         return SyncCheck(message_id, batch_no, item, result, cost, currency)

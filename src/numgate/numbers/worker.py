@@ -57,7 +57,14 @@ class CheckWorker:
             async with self.core.engine.connect() as conn:
                 r = (await conn.execute(select(batches).where(batches.c.id == batch_id))).one()
             info = BatchInfo(
-                r.id, r.account_id, r.app_id, r.batch_no, Level(r.check_level), r.currency, r.unit_price, r.dr_url
+                r.id,
+                r.account_id,
+                r.app_id,
+                r.batch_no,
+                Level(r.check_level),
+                r.currency,
+                r.unit_price,
+                r.dr_url,
             )
             if len(self._batches) > 5000:
                 self._batches.clear()
@@ -85,11 +92,21 @@ class CheckWorker:
             share = max(self.chunk // len(accounts), MIN_SHARE)
             for acct in accounts:
                 rows += await claims.claim(
-                    conn, checks,
+                    conn,
+                    checks,
                     where=[checks.c.status == STATUS_PENDING, checks.c.account_id == acct],
-                    order_by=checks.c.id, limit=share, lease_until_ms=until, token=token,
-                    returning=[checks.c.id, checks.c.batch_id, checks.c.seq, checks.c.phone,
-                               checks.c.message_id, checks.c.attempts],
+                    order_by=checks.c.id,
+                    limit=share,
+                    lease_until_ms=until,
+                    token=token,
+                    returning=[
+                        checks.c.id,
+                        checks.c.batch_id,
+                        checks.c.seq,
+                        checks.c.phone,
+                        checks.c.message_id,
+                        checks.c.attempts,
+                    ],
                     extra_values={"attempts": checks.c.attempts + 1},
                 )
         return rows
@@ -144,26 +161,51 @@ class CheckWorker:
                 cost = info.unit_price if res.outcome.charged else 0
                 settle[r.batch_id][0 if cost else 1] += info.unit_price
                 updates.append(
-                    {"b_id": r.id, "b_outcome": int(res.outcome), "b_result": orjson.dumps(res.to_json()).decode(),
-                     "b_cost": cost}
+                    {
+                        "b_id": r.id,
+                        "b_outcome": int(res.outcome),
+                        "b_result": orjson.dumps(res.to_json()).decode(),
+                        "b_cost": cost,
+                    }
                 )
                 if info.dr_url:
                     body = renderer.callback(
-                        message_id=r.message_id, batch_no=info.batch_no, phone=r.phone, result=res,
-                        cost=cost, currency=info.currency,
+                        message_id=r.message_id,
+                        batch_no=info.batch_no,
+                        phone=r.phone,
+                        result=res,
+                        cost=cost,
+                        currency=info.currency,
                     )
                     outbox.append(
-                        {"uid": ids.new_message_id(), "check_id": r.id, "account_id": info.account_id,
-                         "app_id": info.app_id, "url": info.dr_url, "body": body.decode(), "status": 0,
-                         "attempts": 0, "next_ms": now, "deadline_ms": deadline, "created_ms": now,
-                         "updated_ms": now}
+                        {
+                            "uid": ids.new_message_id(),
+                            "check_id": r.id,
+                            "account_id": info.account_id,
+                            "app_id": info.app_id,
+                            "url": info.dr_url,
+                            "body": body.decode(),
+                            "status": 0,
+                            "attempts": 0,
+                            "next_ms": now,
+                            "deadline_ms": deadline,
+                            "created_ms": now,
+                            "updated_ms": now,
+                        }
                     )
             if updates:
                 await conn.execute(
                     update(checks)
                     .where(checks.c.id == bindparam("b_id"))
-                    .values(status=2, outcome=bindparam("b_outcome"), result=bindparam("b_result"),
-                            cost=bindparam("b_cost"), done_ms=now, lease_until_ms=None, lease_token=None),
+                    .values(
+                        status=2,
+                        outcome=bindparam("b_outcome"),
+                        result=bindparam("b_result"),
+                        cost=bindparam("b_cost"),
+                        done_ms=now,
+                        lease_until_ms=None,
+                        lease_token=None,
+                    ),
                     updates,
                 )
             if outbox:

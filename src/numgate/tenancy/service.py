@@ -128,7 +128,9 @@ class TenancyService:
         apps_n = select(func.count()).where(apps.c.account_id == accounts.c.id).scalar_subquery()
         async with self._engine.connect() as conn:
             rows = (
-                await conn.execute(select(accounts, keys_n.label("k"), apps_n.label("a")).order_by(accounts.c.id))
+                await conn.execute(
+                    select(accounts, keys_n.label("k"), apps_n.label("a")).order_by(accounts.c.id)
+                )
             ).all()
         return [(_account(r), r.k, r.a) for r in rows]
 

@@ -71,8 +71,10 @@ async def serve_endpoint(core: Core, ep: Endpoint, request: Request) -> Response
     ts = values["ts"]
     now_ms = core.clock.time_ms()
     if not ts.isdigit() or abs(now_ms - int(ts)) > WINDOW_MS:
-        what = "ts must be the client time in milliseconds" if not ts.isdigit() else (
-            f"ts differs from server time by {abs(now_ms - int(ts))} ms (allowed: {WINDOW_MS})"
+        what = (
+            "ts must be the client time in milliseconds"
+            if not ts.isdigit()
+            else (f"ts differs from server time by {abs(now_ms - int(ts))} ms (allowed: {WINDOW_MS})")
         )
         return _auth_failure(ep, codes.TIMESTAMP_EXPIRED, what, state)
 
@@ -80,13 +82,18 @@ async def serve_endpoint(core: Core, ep: Endpoint, request: Request) -> Response
     grant = await core.tenancy.grant(access_key)
     if grant is None or not grant.enabled:
         return _auth_failure(
-            ep, codes.INSUFFICIENT_PERMISSIONS,
-            "unknown access key" if grant is None else "this access key is disabled", state)
+            ep,
+            codes.INSUFFICIENT_PERMISSIONS,
+            "unknown access key" if grant is None else "this access key is disabled",
+            state,
+        )
     state["account"] = grant.account.id
 
     algorithm = headers.get("algorithm", "md5").strip().lower() or "md5"
     if algorithm not in ALGORITHMS:
-        return _auth_failure(ep, codes.PARAMETER_ERROR, f"unknown algorithm {algorithm!r}: use md5 or sha256", state)
+        return _auth_failure(
+            ep, codes.PARAMETER_ERROR, f"unknown algorithm {algorithm!r}: use md5 or sha256", state
+        )
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     expected = compute_sign(access_key, values["biztype"], values["action"], ts, raw, grant.secret, algorithm)
     sign = values["sign"].lower()
@@ -97,8 +104,8 @@ async def serve_endpoint(core: Core, ep: Endpoint, request: Request) -> Response
 
     if values["biztype"] != ep.biz_type or values["action"] != ep.action:
         return _auth_failure(
-            ep, codes.PARAMETER_ERROR,
-            f"{ep.path} takes bizType {ep.biz_type} and action {ep.action}", state)
+            ep, codes.PARAMETER_ERROR, f"{ep.path} takes bizType {ep.biz_type} and action {ep.action}", state
+        )
     try:
         body = orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError:

@@ -18,7 +18,9 @@ def text(body: dict[str, Any], name: str, *, required: bool = False) -> str | No
     return str(v).strip()
 
 
-def integer(body: dict[str, Any], name: str, *, required: bool = False, default: int | None = None) -> int | None:
+def integer(
+    body: dict[str, Any], name: str, *, required: bool = False, default: int | None = None
+) -> int | None:
     v = body.get(name)
     if v is None or v == "":
         if required:

@@ -27,8 +27,14 @@ OUTCOME_CODES: dict[Outcome, tuple[int, str]] = {
 }
 
 NUMBER_TYPE: dict[NumberKind, int] = {
-    NumberKind.OTHER: 0, NumberKind.FIXED_LINE: 1, NumberKind.MOBILE: 2, NumberKind.TOLL_FREE: 3,
-    NumberKind.VOIP: 4, NumberKind.UAN: 5, NumberKind.PERSONAL: 6, NumberKind.VOICEMAIL: 7,
+    NumberKind.OTHER: 0,
+    NumberKind.FIXED_LINE: 1,
+    NumberKind.MOBILE: 2,
+    NumberKind.TOLL_FREE: 3,
+    NumberKind.VOIP: 4,
+    NumberKind.UAN: 5,
+    NumberKind.PERSONAL: 6,
+    NumberKind.VOICEMAIL: 7,
     NumberKind.PREMIUM: 8,
 }
 
@@ -52,16 +58,29 @@ class NxCallbackRenderer:
         self, *, message_id: str, batch_no: str, phone: str, result: CheckResult, cost: int, currency: str
     ) -> bytes:
         code, msg = OUTCOME_CODES[result.outcome]
-        body: dict[str, Any] = {"messageId": message_id, "code": code, "msg": msg, "batchNo": batch_no, "phone": phone}
+        body: dict[str, Any] = {
+            "messageId": message_id,
+            "code": code,
+            "msg": msg,
+            "batchNo": batch_no,
+            "phone": phone,
+        }
         if result.outcome is Outcome.OK and result.basic is not None:
             data: dict[str, Any] = {"basic": basic_fields(result.basic)}
             if result.live is not None:
                 lv = result.live
-                data["live"] = {"validity": lv.validity.value, "reachable": lv.reachable.value,
-                                "roaming": lv.roaming.value}
+                data["live"] = {
+                    "validity": lv.validity.value,
+                    "reachable": lv.reachable.value,
+                    "roaming": lv.roaming.value,
+                }
             if result.dial is not None:
                 d = result.dial
-                data["dial"] = {"early": d.early.value, "answered": d.answered.value, "response": d.response.value}
+                data["dial"] = {
+                    "early": d.early.value,
+                    "answered": d.answered.value,
+                    "response": d.response.value,
+                }
             body["data"] = data
             body["cost"] = {"price": to_float(cost), "currency": currency}
         return orjson.dumps(body)
@@ -73,10 +92,13 @@ async def submit(core: Core, grant: KeyGrant, body: dict[str, Any]) -> Reply:
     assert appkey is not None
     level = _level(body)
     batch_no = body.get("batchNo")
-    if batch_no is not None and not isinstance(batch_no, str | int) or isinstance(batch_no, bool):
+    if (batch_no is not None and not isinstance(batch_no, str | int)) or isinstance(batch_no, bool):
         raise InvalidParameter("batchNo", "batchNo must be a string")
     sub = await core.numbers.submit(
-        grant.account.id, appkey=appkey, phone=phone, level=level,
+        grant.account.id,
+        appkey=appkey,
+        phone=phone,
+        level=level,
         batch_no=str(batch_no) if batch_no not in (None, "") else None,
         dr_url=fields.text(body, "drUrl"),
     )
@@ -96,22 +118,39 @@ def _query_row(row: Any) -> dict[str, Any]:
     r = row.result
     basic = basic_fields(r.basic) if r is not None and r.basic is not None else None
     out: dict[str, Any] = {
-        "messageId": row.message_id, "batchNo": row.batch_no, "phone": row.phone, "checkLevel": int(row.level),
+        "messageId": row.message_id,
+        "batchNo": row.batch_no,
+        "phone": row.phone,
+        "checkLevel": int(row.level),
     }
-    for k in ("preCheck", "regionCode", "countryCode", "nationalNumber", "standNumber", "numberType", "carrier"):
+    for k in (
+        "preCheck",
+        "regionCode",
+        "countryCode",
+        "nationalNumber",
+        "standNumber",
+        "numberType",
+        "carrier",
+    ):
         out[k] = basic[k] if basic is not None else ""
     out["price"] = to_float(row.cost) if row.cost is not None else ""
     out["currency"] = row.currency
     if row.level is Level.HLR:
         lv = r.live if r is not None else None
-        out.update(validity=lv.validity.value if lv else "", reachable=lv.reachable.value if lv else "",
-                   roaming=lv.roaming.value if lv else "")
+        out.update(
+            validity=lv.validity.value if lv else "",
+            reachable=lv.reachable.value if lv else "",
+            roaming=lv.roaming.value if lv else "",
+        )
     else:
         out.update(validity="", reachable="", roaming="")
     if row.level is Level.CALL:
         d = r.dial if r is not None else None
-        out.update(early=d.early.value if d else "", answered=d.answered.value if d else "",
-                   response=d.response.value if d else "")
+        out.update(
+            early=d.early.value if d else "",
+            answered=d.answered.value if d else "",
+            response=d.response.value if d else "",
+        )
     else:
         out.update(early="", answered="", response="")
     return out
@@ -130,14 +169,26 @@ async def query(core: Core, grant: KeyGrant, body: dict[str, Any]) -> Reply:
     page_size = fields.integer(body, "pageSize", required=True)
     assert page is not None and page_size is not None
     result = await core.numbers.query(
-        grant.account.id, day=day, page=page, page_size=page_size,
-        message_id=fields.text(body, "messageId"), batch_no=fields.text(body, "batchNo"),
-        phone=fields.text(body, "phone"), appkey=fields.text(body, "appkey"),
+        grant.account.id,
+        day=day,
+        page=page,
+        page_size=page_size,
+        message_id=fields.text(body, "messageId"),
+        batch_no=fields.text(body, "batchNo"),
+        phone=fields.text(body, "phone"),
+        appkey=fields.text(body, "appkey"),
     )
-    return Reply(0, "Request successful", {
-        "page": result.page, "pageSize": result.page_size, "totalPage": result.total_page,
-        "totalSize": result.total_size, "result": [_query_row(r) for r in result.rows],
-    })
+    return Reply(
+        0,
+        "Request successful",
+        {
+            "page": result.page,
+            "pageSize": result.page_size,
+            "totalPage": result.total_page,
+            "totalSize": result.total_size,
+            "result": [_query_row(r) for r in result.rows],
+        },
+    )
 
 
 V2_TYPE = {NumberKind.MOBILE: "mobile"}
@@ -148,7 +199,11 @@ async def check_get(core: Core, grant: KeyGrant, body: dict[str, Any]) -> Reply:
     appkey = fields.text(body, "appkey", required=True)
     assert appkey is not None
     res = await core.numbers.check_now(
-        grant.account.id, appkey=appkey, phone=phone, level=_level(body), batch_no=fields.text(body, "batchNo")
+        grant.account.id,
+        appkey=appkey,
+        phone=phone,
+        level=_level(body),
+        batch_no=fields.text(body, "batchNo"),
     )
     r = res.result
     b = r.basic
@@ -158,9 +213,19 @@ async def check_get(core: Core, grant: KeyGrant, body: dict[str, Any]) -> Reply:
         number_type, fail = "invalid", "Number is not valid for its numbering plan"
     else:
         number_type, fail = V2_TYPE.get(b.kind, "others"), ""
-    return Reply(0, "Success", {
-        "requestId": res.request_id, "batchNo": res.batch_no,
-        "basic": {"phone": res.phone, "country": b.region if b else "", "numberType": number_type,
-                  "operator": b.carrier if b else "", "failReason": fail},
-        "cost": {"price": to_float(res.cost), "currency": res.currency},
-    })
+    return Reply(
+        0,
+        "Success",
+        {
+            "requestId": res.request_id,
+            "batchNo": res.batch_no,
+            "basic": {
+                "phone": res.phone,
+                "country": b.region if b else "",
+                "numberType": number_type,
+                "operator": b.carrier if b else "",
+                "failReason": fail,
+            },
+            "cost": {"price": to_float(res.cost), "currency": res.currency},
+        },
+    )

@@ -18,17 +18,21 @@ INTEGRATOR_BASE = "/api/wa/integrator/embedded/register/"
 
 def endpoints() -> list[Endpoint]:
     eps = [
-        Endpoint("/api/number/check", "1", "numbercheck", Family.SUBMIT, numbercheck.submit, "numbercheck:submit"),
-        Endpoint("/api/number/check/get", "1", "numbercheck", Family.CHECK_GET, numbercheck.check_get,
-                 "numbercheck:get"),
-        Endpoint("/api/number/query", "1", "numbercheck", Family.QUERY, numbercheck.query, "numbercheck:query"),
+        Endpoint(
+            "/api/number/check", "1", "numbercheck", Family.SUBMIT, numbercheck.submit, "numbercheck:submit"
+        ),
+        Endpoint(
+            "/api/number/check/get",
+            "1",
+            "numbercheck",
+            Family.CHECK_GET,
+            numbercheck.check_get,
+            "numbercheck:get",
+        ),
+        Endpoint(
+            "/api/number/query", "1", "numbercheck", Family.QUERY, numbercheck.query, "numbercheck:query"
+        ),
     ]
-    try:
-        from numgate.dialects.nxcloud import integrator
-    except ImportError:  # pragma: no cover - the WhatsApp door is optional while it is built
-        return eps
-    for name, handler in integrator.HANDLERS.items():
-        eps.append(Endpoint(INTEGRATOR_BASE + name, "2", name, Family.INTEGRATOR, handler, f"wa:{name}"))
     return eps
 
 

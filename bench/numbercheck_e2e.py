@@ -1,0 +1,281 @@
+"""Number Check end to end: 100,000 numbers as 5,000-number batches to a running numgate.
+
+Prints numbers/s from the first submit to the last acknowledged callback, submit p50/p99, the
+peak RSS of numgate's processes, and — measured in the same run on the same machine — the rate of
+a bare ``phonenumbers`` classify loop and of a bare aiohttp POST loop to the same receiver, with
+the ratio of numgate's rate to the combined reference 1 / (1/classify + 1/post).
+
+    .venv/bin/python bench/numbercheck_e2e.py [--numbers 100000] [--postgres URL] [--workers N]
+
+``--workers N`` runs ``numgate serve --no-workers`` plus N ``numgate worker`` processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parents[1]
+NUMGATE = [sys.executable, "-m", "numgate"]
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# the receiver, in its own process ------------------------------------------------------------------
+
+
+def receiver_main(port: int, counter: Any, ready: Any) -> None:
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        with counter.get_lock():
+            counter.value += 1
+        return web.Response(text="ok")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+        ready.set()
+        await asyncio.Event().wait()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+
+
+# references -----------------------------------------------------------------------------------------
+
+
+def numbers(n: int, seed: int = 7) -> list[str]:
+    rnd = random.Random(seed)
+    return [f"2348{rnd.choice('01')}{rnd.randrange(10**8):08d}" for _ in range(n)]
+
+
+def classify_rate(n: int = 20_000) -> float:
+    import phonenumbers
+    from phonenumbers import carrier
+
+    items = numbers(n, seed=1)
+    for i in items[:100]:  # metadata loaded once, as in numgate
+        phonenumbers.parse("+" + i, None)
+    start = time.perf_counter()
+    for i in items:
+        num = phonenumbers.parse("+" + i, None)
+        phonenumbers.is_valid_number(num)
+        phonenumbers.number_type(num)
+        phonenumbers.region_code_for_number(num)
+        carrier.name_for_number(num, "en")
+    return n / (time.perf_counter() - start)
+
+
+async def post_rate(url: str, counter: Any, n: int = 20_000, concurrency: int = 64) -> float:
+    body = json.dumps({"messageId": "x" * 32, "code": 0, "msg": "success", "phone": "2348031234567"}).encode()
+    sem = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
+
+        async def one() -> None:
+            async with sem, s.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+                await r.read()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        return n / (time.perf_counter() - start)
+
+
+# numgate --------------------------------------------------------------------------------------------
+
+
+def rss_peak_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total / 1024
+
+
+def cli(env: dict[str, str], *args: str) -> Any:
+    p = subprocess.run([*NUMGATE, *args, "--json"], env=env, capture_output=True, text=True, check=True)
+    return json.loads(p.stdout)
+
+
+async def submit_all(
+    base: str, key: str, secret: str, appkey: str, dr_url: str, total: int, batch: int, parallel: int
+) -> list[float]:
+    from numgate.client import AsyncNxClient
+
+    latencies: list[float] = []
+    items = numbers(total)
+    batches = [items[i : i + batch] for i in range(0, total, batch)]
+    sem = asyncio.Semaphore(parallel)
+    async with AsyncNxClient(base, key, secret) as nx:
+
+        async def one(b: list[str]) -> None:
+            async with sem:
+                t0 = time.perf_counter()
+                reply = await nx.post(
+                    "/api/number/check",
+                    {"phone": ",".join(b), "appkey": appkey, "checkLevel": 1, "drUrl": dr_url},
+                )
+                latencies.append(time.perf_counter() - t0)
+                if reply["code"] != 0:
+                    raise RuntimeError(f"submit failed: {reply}")
+
+        await asyncio.gather(*(one(b) for b in batches))
+    return latencies
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--numbers", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--parallel", type=int, default=2, help="concurrent submits")
+    ap.add_argument(
+        "--postgres", metavar="URL", help="use this (scratch) PostgreSQL database instead of SQLite"
+    )
+    ap.add_argument(
+        "--workers", type=int, default=0, help="separate `numgate worker` processes (0: in-process)"
+    )
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="numgate-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMGATE_")}
+    env.update(
+        NUMGATE_DATA_DIR=str(tmp),
+        NUMGATE_CALLBACK_ALLOW="loopback",
+        NUMGATE_ACCESS_LOG="false",
+        NUMGATE_RATE_LIMIT="0",
+        NUMGATE_LOG_LEVEL="warning",
+    )
+    if args.postgres:
+        env["NUMGATE_DATABASE_URL"] = args.postgres
+    ctx = mp.get_context("fork")
+    counter, ready = ctx.Value("q", 0), ctx.Event()
+    rport = free_port()
+    rec = ctx.Process(target=receiver_main, args=(rport, counter, ready), daemon=True)
+    rec.start()
+    ready.wait(10)
+    rurl = f"http://127.0.0.1:{rport}/cb"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        subprocess.run([*NUMGATE, "migrate"], env=env, check=True, capture_output=True)
+        acct = cli(env, "admin", "account", "create", "bench")
+        aid = str(acct["account_id"])
+        app = cli(env, "admin", "app", "create", aid, "bench")
+        cli(env, "admin", "balance", "topup", aid, "1000000")
+        cli(
+            env,
+            "admin",
+            "price",
+            "set",
+            "--country",
+            "NG",
+            "--level",
+            "1",
+            "--price",
+            "0.001",
+            "--account",
+            aid,
+        )
+
+        port = free_port()
+        serve = [*NUMGATE, "serve", "--port", str(port)] + (["--no-workers"] if args.workers else [])
+        procs.append(subprocess.Popen(serve, env=env))
+        for _ in range(args.workers):
+            procs.append(subprocess.Popen([*NUMGATE, "worker"], env=env))
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                import urllib.request
+
+                urllib.request.urlopen(base + "/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+
+        start = time.perf_counter()
+        lat = asyncio.run(
+            submit_all(
+                base,
+                acct["access_key"],
+                acct["access_secret"],
+                app["appkey"],
+                rurl,
+                args.numbers,
+                args.batch,
+                args.parallel,
+            )
+        )
+        submitted = time.perf_counter() - start
+        while counter.value < args.numbers:
+            if time.perf_counter() - start > 900:
+                raise SystemExit(f"timed out: {counter.value} callbacks of {args.numbers}")
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - start
+        rss = rss_peak_mb([p.pid for p in procs])
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+
+    rate = args.numbers / elapsed
+    lat_ms = sorted(x * 1000 for x in lat)
+    p99 = lat_ms[min(len(lat_ms) - 1, round(0.99 * (len(lat_ms) - 1)))]
+    with counter.get_lock():
+        counter.value = 0
+    c_rate = classify_rate()
+    p_rate = asyncio.run(post_rate(rurl, counter))
+    rec.terminate()
+    ref = 1 / (1 / c_rate + 1 / p_rate)
+    db = "postgresql" if args.postgres else "sqlite"
+    mode = f"{args.workers} worker process(es)" if args.workers else "in-process workers"
+    print(
+        f"numgate Number Check e2e ({db}, {mode}, sandbox): {args.numbers} numbers in {args.numbers // args.batch} batches"
+    )
+    print(
+        f"  end to end          {rate:10,.0f} numbers/s  ({elapsed:.1f} s; all submits stored after {submitted:.1f} s)"
+    )
+    print(f"  submit latency      p50 {statistics.median(lat_ms):.0f} ms, p99 {p99:.0f} ms")
+    print(f"  numgate peak RSS    {rss:10.0f} MB (sum over its processes)")
+    print(f"  reference classify  {c_rate:10,.0f} numbers/s (bare phonenumbers loop)")
+    print(
+        f"  reference POST      {p_rate:10,.0f} posts/s   (bare aiohttp loop, concurrency 64, same receiver)"
+    )
+    print(f"  combined reference  {ref:10,.0f} numbers/s  1/(1/classify + 1/post)")
+    print(f"  ratio               {rate / ref:10.2f}        (target >= 0.8)")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
