@@ -136,3 +136,43 @@ def test_check_file_csv_and_jsonl(tmp_path: Path) -> None:
     plain.write_text("2348031234567\n\n+447700900123\n")
     assert len(list(csv.DictReader(io.StringIO(numgate(env, "check", str(plain)).stdout)))) == 2
     assert numgate(env, "check", str(plain), "--level", "3", ok=False).returncode == 1
+
+
+def test_serve_answers_then_shuts_down_gracefully_on_sigterm(env: dict[str, str], database_url: str) -> None:
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    numgate(env, "migrate")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    p = subprocess.Popen(
+        [sys.executable, "-m", "numgate", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    assert json.loads(r.read())["status"] == "ok"
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("numgate serve did not answer")
+        p.send_signal(signal.SIGTERM)
+        _, stderr = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    # uvicorn shuts down gracefully, then re-raises the signal it captured
+    assert p.returncode in (0, -signal.SIGTERM), stderr
+    assert "numgate stopped" in stderr
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert any(x.get("path") == "/healthz" and x.get("status") == 200 for x in lines)
+    assert not [x for x in lines if x["level"] == "error"]

@@ -208,3 +208,26 @@ def test_unknown_path_is_json_404(server: RunningServer) -> None:
 def test_healthz(server: RunningServer) -> None:
     r = httpx.get(server.base_url + "/healthz")
     assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+def test_access_log_has_account_code_latency_and_no_secrets(
+    make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    srv = make_server(access_log=True)
+    t = make_tenant(srv)
+    phones = "2348031234567,2348059876543"
+    with (
+        caplog.at_level(logging.INFO, logger="numgate.access"),
+        NxClient(srv.base_url, t.access_key, t.access_secret) as nx,
+    ):
+        reply = nx.post(CHECK, {"phone": phones, "appkey": t.appkey})
+        nx.post(CHECK, {"phone": phones, "appkey": t.appkey}, ts=1)
+    records = [r for r in caplog.records if r.name == "numgate.access"]
+    fields = [r.fields for r in records]  # type: ignore[attr-defined]
+    assert fields[0]["account"] == t.account_id and fields[0]["code"] == 0 and fields[0]["ms"] > 0
+    assert fields[1]["code"] == 1004
+    text = " ".join(str(f) for f in fields) + caplog.text
+    for secret in (t.access_secret, "2348031234567", reply["data"]["messageId"]):
+        assert secret not in text

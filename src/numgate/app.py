@@ -79,6 +79,7 @@ class NumgateApp:
             if workers is not None:
                 await workers.stop()
             await self.core.close()
+            log.info("numgate stopped: workers finished their step, database closed")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self._asgi(scope, receive, send)
