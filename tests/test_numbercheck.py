@@ -406,3 +406,27 @@ def test_killed_worker_loses_nothing_and_charges_once(
     assert len(receiver.accepted()) == 40
     bal = ledger_identity(srv, t.account_id)
     assert bal.charges + bal.released == 40 * 100 and bal.open_reservations == 0
+
+
+def test_concurrent_submits_never_overspend(server: RunningServer) -> None:
+    """Parallel submits on one account: no deadlock, no error, and never more reserved than paid in."""
+    import threading
+
+    t = make_tenant(server, name="busy", balance=100 * 25)  # room for 25 numbers at 100 each
+    replies: list[dict[str, Any]] = []
+
+    def one(i: int) -> None:
+        phones = ",".join(f"2348031{i:02d}{n:04d}" for n in range(5))
+        with nx(server, t) as c:
+            replies.append(c.post("/api/number/check", {"phone": phones, "appkey": t.appkey}))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    codes = sorted(r["code"] for r in replies)
+    assert codes == [0] * 5 + [211] * 3, replies
+    wait_done(server, 25)
+    bal = ledger_identity(server, t.account_id)
+    assert bal.balance >= 0 and bal.charges + bal.released == 25 * 100

@@ -236,16 +236,22 @@ class Ledger:
             )
             return [await self.balance_in(conn, account_id, c) for c in currencies]
 
+    @staticmethod
+    async def lock_account(conn: AsyncConnection, account_id: int) -> None:
+        """Serialise spending on one account for the rest of the caller's transaction.
+
+        Call it first in a transaction that will reserve: on PostgreSQL, inserting a row that
+        references the account takes a KEY SHARE lock, and two transactions that both upgrade
+        that to FOR UPDATE later deadlock. SQLite transactions begin IMMEDIATE: already serial.
+        """
+        if conn.dialect.name == "postgresql":
+            await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
+
     async def reserve(
         self, conn: AsyncConnection, account_id: int, currency: str, amount: int, batch_id: int
     ) -> None:
         """Hold ``amount`` for a batch inside the caller's transaction, or raise InsufficientBalance.
-
-        On PostgreSQL the account row is locked first, so two concurrent submits cannot both
-        spend the same money; SQLite transactions begin IMMEDIATE and are already serialised.
-        """
-        if conn.dialect.name == "postgresql":
-            await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
+        The caller has called :meth:`lock_account` at the start of its transaction."""
         bal = await self.balance_in(conn, account_id, currency)
         if bal.balance < amount:
             raise InsufficientBalance(

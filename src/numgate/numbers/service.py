@@ -167,6 +167,7 @@ class NumberCheckService:
         message_id = ids.new_message_id()
         now = self._clock.time_ms()
         async with self._engine.begin() as conn:
+            await self._ledger.lock_account(conn, account_id)
             price = await self._ledger.find_price(conn, account_id, app.id, region, int(lvl))
             batch_id = (
                 await conn.execute(
@@ -305,6 +306,7 @@ class NumberCheckService:
         message_id = ids.new_message_id()
         now = self._clock.time_ms()
         async with self._engine.begin() as conn:
+            await self._ledger.lock_account(conn, account_id)
             region = result.basic.region if result.basic is not None and result.basic.region else None
             if region is None:
                 cc = calling_code_of(item)
