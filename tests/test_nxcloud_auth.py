@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -224,10 +225,31 @@ def test_access_log_has_account_code_latency_and_no_secrets(
     ):
         reply = nx.post(CHECK, {"phone": phones, "appkey": t.appkey})
         nx.post(CHECK, {"phone": phones, "appkey": t.appkey}, ts=1)
-    records = [r for r in caplog.records if r.name == "numgate.access"]
+        # the line is written once the response has gone out: give the server thread a moment
+        for _ in range(200):
+            records = [r for r in caplog.records if r.name == "numgate.access"]
+            if len(records) >= 2:
+                break
+            time.sleep(0.01)
     fields = [r.fields for r in records]  # type: ignore[attr-defined]
     assert fields[0]["account"] == t.account_id and fields[0]["code"] == 0 and fields[0]["ms"] > 0
     assert fields[1]["code"] == 1004
     text = " ".join(str(f) for f in fields) + caplog.text
     for secret in (t.access_secret, "2348031234567", reply["data"]["messageId"]):
         assert secret not in text
+
+
+def test_async_client_signs_like_the_sync_one(server: RunningServer, tenant: Tenant) -> None:
+    import asyncio
+
+    from numgate.client import AsyncNxClient, NxError
+
+    async def main() -> None:
+        async with AsyncNxClient(server.base_url, tenant.access_key, tenant.access_secret, "sha256") as nx:
+            data = await nx.number_check("2348031234567", appkey=tenant.appkey, batch_no="async-1")
+            assert data["batchNo"] == "async-1" and len(data["messageId"]) == 32
+            with pytest.raises(NxError) as err:
+                await nx.number_check("2348031234567", appkey="nope")
+            assert err.value.code == 202
+
+    asyncio.run(main())
