@@ -123,6 +123,13 @@ def _submit_body(
     return body
 
 
+def _check_get_body(phone: str, appkey: str, batch_no: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"phone": phone, "appkey": appkey, "checkLevel": 1}
+    if batch_no is not None:
+        body["batchNo"] = batch_no
+    return body
+
+
 class NxClient(_Base):
     """Synchronous client. ``post`` returns the parsed reply whatever its code; the named methods
     raise :class:`NxError` unless ``code`` is 0."""
@@ -176,10 +183,7 @@ class NxClient(_Base):
         return _check(self.post("/api/number/query", body))
 
     def number_check_get(self, phone: str, *, appkey: str, batch_no: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"phone": phone, "appkey": appkey, "checkLevel": 1}
-        if batch_no is not None:
-            body["batchNo"] = batch_no
-        return _check(self.post("/api/number/check/get", body))
+        return _check(self.post("/api/number/check/get", _check_get_body(phone, appkey, batch_no)))
 
     def integrator(self, name: str, body: dict[str, Any] | None = None) -> Any:
         return _check(self.post(INTEGRATOR + name, body))
@@ -241,10 +245,7 @@ class AsyncNxClient(_Base):
     async def number_check_get(
         self, phone: str, *, appkey: str, batch_no: str | None = None
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"phone": phone, "appkey": appkey, "checkLevel": 1}
-        if batch_no is not None:
-            body["batchNo"] = batch_no
-        return _check(await self.post("/api/number/check/get", body))
+        return _check(await self.post("/api/number/check/get", _check_get_body(phone, appkey, batch_no)))
 
     async def integrator(self, name: str, body: dict[str, Any] | None = None) -> Any:
         return _check(await self.post(INTEGRATOR + name, body))
