@@ -16,7 +16,7 @@ from numgate.db.tables import deliveries
 from numgate.delivery.retry import next_attempt_ms
 from numgate.delivery.sender import CallbackSender, Outgoing
 from numgate.jobs import claims
-from numgate.jobs.runner import register
+from numgate.jobs.runner import register, wait_for_work
 
 log = logging.getLogger("numgate.delivery")
 
@@ -151,7 +151,4 @@ async def run_delivery_worker(core: Core, stop: asyncio.Event) -> None:
                 continue
             due = await worker.next_due_in()
             timeout = poll if due is None else min(max(due, 0.01), poll * 5)
-            waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            for w in waiters:
-                w.cancel()
+            await wait_for_work(wake, stop, timeout)

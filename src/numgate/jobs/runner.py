@@ -17,6 +17,14 @@ WorkerFactory = Callable[[Core, asyncio.Event], Awaitable[None]]
 REGISTRY: list[tuple[str, WorkerFactory]] = []
 
 
+async def wait_for_work(wake: asyncio.Event, stop: asyncio.Event, timeout: float) -> None:
+    """Sleep until new work is announced, the worker is stopped, or ``timeout`` passes."""
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+    await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for w in waiters:
+        w.cancel()
+
+
 def register(name: str) -> Callable[[WorkerFactory], WorkerFactory]:
     def deco(fn: WorkerFactory) -> WorkerFactory:
         REGISTRY.append((name, fn))

@@ -58,6 +58,12 @@ def _sum(kind: str) -> Any:
     return func.coalesce(func.sum(case((ledger_entries.c.kind == kind, ledger_entries.c.amount), else_=0)), 0)
 
 
+async def require_account(conn: AsyncConnection, account_id: int) -> None:
+    """Raise NotFound unless the account exists (inside the caller's transaction)."""
+    if (await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))).first() is None:
+        raise NotFound(f"no account with id {account_id}")
+
+
 class Ledger:
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         self._engine = engine
@@ -93,12 +99,8 @@ class Ledger:
         currency = parse_currency(currency)
         out: list[Price] = []
         async with self._engine.begin() as conn:
-            if (
-                account_id
-                and (await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))).first()
-                is None
-            ):
-                raise NotFound(f"no account with id {account_id}")
+            if account_id:
+                await require_account(conn, account_id)
             now = self._clock.time_ms()
             for country, level, price in table:
                 country = country.strip().upper()
@@ -180,8 +182,7 @@ class Ledger:
             raise InvalidParameter("amount", "a top-up must be a positive amount")
         currency = parse_currency(currency)
         async with self._engine.begin() as conn:
-            if (await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))).first() is None:
-                raise NotFound(f"no account with id {account_id}")
+            await require_account(conn, account_id)
             await self._append(conn, account_id, currency, "topup", amount, None, note)
             return await self.balance_in(conn, account_id, currency)
 
@@ -220,8 +221,7 @@ class Ledger:
 
     async def balances(self, account_id: int) -> list[Balance]:
         async with self._engine.connect() as conn:
-            if (await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))).first() is None:
-                raise NotFound(f"no account with id {account_id}")
+            await require_account(conn, account_id)
             currencies = (
                 (
                     await conn.execute(

@@ -18,7 +18,7 @@ from numgate import ids
 from numgate.core import Core
 from numgate.db.tables import batches, checks, deliveries
 from numgate.jobs import claims
-from numgate.jobs.runner import register
+from numgate.jobs.runner import register, wait_for_work
 from numgate.numbers.check import check_many
 from numgate.numbers.classify import warm_up
 from numgate.numbers.results import CheckResult, Level, Outcome
@@ -237,7 +237,4 @@ async def run_check_worker(core: Core, stop: asyncio.Event) -> None:
         wake.clear()
         if await worker.run_once():
             continue
-        waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
-        await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
-        for w in waiters:
-            w.cancel()
+        await wait_for_work(wake, stop, poll)

@@ -19,6 +19,7 @@ from numgate.errors import (
     InvalidParameter,
     NotFound,
 )
+from numgate.ledger.service import require_account
 from numgate.vault import Vault
 
 #: how long an access key's lookup is cached in a process (a disabled key stops working
@@ -237,8 +238,7 @@ class TenancyService:
         if not name:
             raise InvalidParameter("name", "an app needs a non-empty name")
         async with self._engine.begin() as conn:
-            if (await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))).first() is None:
-                raise NotFound(f"no account with id {account_id}")
+            await require_account(conn, account_id)
             count = (
                 await conn.execute(select(func.count()).where(apps.c.account_id == account_id))
             ).scalar_one()
