@@ -307,3 +307,49 @@ def receiver() -> Iterator[Receiver]:
     yield rec
     stop["loop"].call_soon_threadsafe(stop["done"].set)
     t.join(10)
+
+
+# WhatsApp ------------------------------------------------------------------------------------------
+
+
+def cams_client(srv: RunningServer, access_key: str, secret: str) -> Any:
+    """The official ``alibabacloud-cams20200606`` SDK, pointed at this numgate over plain HTTP."""
+    from alibabacloud_cams20200606.client import Client
+    from alibabacloud_tea_openapi import utils_models
+
+    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        os.environ.pop(var, None)  # the SDK would send even loopback calls through a proxy
+    config = utils_models.Config(
+        access_key_id=access_key,
+        access_key_secret=secret,
+        endpoint=f"127.0.0.1:{srv.port}",
+        protocol="http",
+        read_timeout=30_000,
+        connect_timeout=5_000,
+    )
+    return Client(config)
+
+
+def outbox_code(srv: RunningServer, phone: str) -> str:
+    """The code the sandbox upstream last "sent" to ``phone``."""
+    from numgate.waba.simulator import code_in, read_outbox
+
+    async def read(core: Core) -> str:
+        messages = await read_outbox(core.engine, phone, 1)
+        assert messages, f"nothing in the sandbox outbox for {phone}"
+        return code_in(messages[0])
+
+    return srv.call(read)
+
+
+def add_number(srv: RunningServer, appkey: str, phone: str, name: str = "Acme Support") -> None:
+    srv.call(lambda core: core.waba.add_number(None, appkey, phone, name))
+
+
+def new_space(srv: RunningServer, account_id: int, name: str = "space") -> str:
+    from numgate import ids
+
+    async def make(core: Core) -> str:
+        return (await core.tenancy.create_app(account_id, name, appkey=ids.new_space_id())).appkey
+
+    return srv.call(make)

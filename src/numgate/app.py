@@ -43,10 +43,14 @@ class NumgateApp:
         self._asgi = AccessLog(self._starlette, enabled=settings.access_log)
 
     def _routes(self) -> list[Route]:
+        from numgate.dialects.cams.door import cams_routes
         from numgate.dialects.nxcloud.routes import nxcloud_routes
+        from numgate.web.signup import signup_routes
 
         routes = [Route("/healthz", self._healthz, methods=["GET"])]
         routes += nxcloud_routes(self._require_core)
+        routes += signup_routes(self._require_core)
+        routes += cams_routes(self._require_core)
         return routes
 
     def _require_core(self) -> Core:

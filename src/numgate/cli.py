@@ -600,5 +600,9 @@ def deliveries_show(delivery_id: str, as_json: JsonOpt = False) -> None:
     emit(row, as_json, text="\n".join(f"{k:16} {v}" for k, v in row.items()))
 
 
+# the WhatsApp commands register themselves on ``admin`` and ``app``
+from numgate import cli_whatsapp  # noqa: E402,F401
+
+
 def main() -> None:
     app()

@@ -21,6 +21,9 @@ from numgate.vault import Vault, open_vault
 if TYPE_CHECKING:
     from numgate.numbers.providers import Providers
     from numgate.numbers.service import NumberCheckService
+    from numgate.waba.service import WabaService
+    from numgate.waba.signup import SignupTokens
+    from numgate.waba.upstream import WabaUpstream
 
 
 @dataclass
@@ -35,11 +38,14 @@ class Core:
     limits: CallLimits
     numbers: NumberCheckService
     providers: Providers
+    waba: WabaService
+    waba_signup: SignupTokens
     #: set when callbacks are queued, so the in-process delivery worker starts at once
     delivery_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
+        await self.waba.upstream.close()
         if isinstance(self.replay, RedisReplayGuard):
             await self.replay.close()
         await self.engine.dispose()
@@ -51,10 +57,13 @@ async def open_core(
     clock: Clock | None = None,
     check_schema: bool = True,
     providers: Providers | None = None,
+    waba_upstream: WabaUpstream | None = None,
 ) -> Core:
     from numgate.dialects.nxcloud.numbercheck import NxCallbackRenderer
     from numgate.numbers.providers import simulator
     from numgate.numbers.service import NumberCheckService
+    from numgate.waba.service import WabaService
+    from numgate.waba.signup import SignupTokens
 
     clock = clock or SystemClock()
     engine = create_engine(settings.resolved_database_url)
@@ -62,6 +71,7 @@ async def open_core(
         if check_schema:
             await ensure_current(engine)
         vault = await open_vault(settings, engine)
+        upstream = waba_upstream or _waba_upstream(settings, engine, clock)
     except BaseException:
         await engine.dispose()
         raise
@@ -79,4 +89,21 @@ async def open_core(
         limits=CallLimits(settings.rate_limit_per_second, settings.redis_url),
         numbers=NumberCheckService(engine, clock, tenancy, ledger, NxCallbackRenderer()),
         providers=providers or simulator(),
+        waba=WabaService(engine, clock, vault, tenancy, upstream),
+        waba_signup=SignupTokens(vault, clock),
     )
+
+
+def _waba_upstream(settings: Settings, engine: AsyncEngine, clock: Clock) -> WabaUpstream:
+    if settings.waba_upstream == "meta":
+        from numgate.waba.meta import MetaGraph
+
+        return MetaGraph(
+            settings.meta_base_url,
+            settings.meta_token,
+            settings.meta_waba_id,
+            backoff_s=settings.meta_backoff_s,
+        )
+    from numgate.waba.simulator import SimulatedWhatsApp
+
+    return SimulatedWhatsApp(engine, clock)

@@ -12,7 +12,8 @@ Hierarchy::
     │   ├── MixedCountries          a batch spans several calling regions
     │   ├── UnknownCountry          no number of the batch has a recognisable country
     │   ├── InvalidCheckLevel       checkLevel not in 1, 4, 5
-    │   └── BatchNoTooLong          batchNo longer than 64 characters
+    │   ├── BatchNoTooLong          batchNo longer than 64 characters
+    │   └── PhoneNumberTaken        the number is already attached to an app
     ├── NotFound
     │   ├── AppNotFound             no app with that appkey / CustSpaceId
     │   └── PhoneNumberNotFound     the number is on none of the caller's apps
@@ -20,6 +21,7 @@ Hierarchy::
     │   ├── AppNotOwned             the app belongs to another account
     │   ├── BusinessNotEnabled      the account lacks this business
     │   ├── NotIntegrator           integrator endpoint called by a direct customer
+    │   ├── PhoneNumberNotOwned     the number is on another account's app
     │   └── ActionNotAllowed        the access key's policy does not allow the action
     ├── Billing
     │   ├── PriceNotFound           no price for this level and country
@@ -90,6 +92,10 @@ class BatchNoTooLong(InvalidRequest):
     pass
 
 
+class PhoneNumberTaken(InvalidRequest):
+    pass
+
+
 class NotFound(NumgateError):
     pass
 
@@ -115,6 +121,10 @@ class BusinessNotEnabled(PermissionDenied):
 
 
 class NotIntegrator(PermissionDenied):
+    pass
+
+
+class PhoneNumberNotOwned(PermissionDenied):
     pass
 
 

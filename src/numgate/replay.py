@@ -2,7 +2,7 @@
 
 ``ReplayGuard.once(key, ttl, work)`` runs ``work`` the first time ``key`` is seen and stores its
 reply; any later (or concurrent) call with the same key inside ``ttl`` gets that same reply
-without running ``work`` again. ``NonceGuard.first_use(key, ttl)`` only answers whether a key is
+without running ``work`` again. ``first_use(key, ttl)`` only answers whether a key is
 new. The in-memory backends serve one server process; with several server processes set
 ``NUMGATE_REDIS_URL`` so that every process shares the same memory.
 """
@@ -16,11 +16,13 @@ from typing import Protocol
 
 
 class ReplayGuard(Protocol):
-    async def once(self, key: str, ttl_s: float, work: Callable[[], Awaitable[bytes]]) -> bytes: ...
+    async def once(self, key: str, ttl_s: float, work: Callable[[], Awaitable[bytes]]) -> bytes:
+        """Run ``work`` once per key within ``ttl_s``; repeats get the first result (NXCloud)."""
+        ...
 
-
-class NonceGuard(Protocol):
-    async def first_use(self, key: str, ttl_s: float) -> bool: ...
+    async def first_use(self, key: str, ttl_s: float) -> bool:
+        """True the first time a key is seen within ``ttl_s`` (CAMS signature nonces)."""
+        ...
 
 
 class MemoryReplayGuard:

@@ -87,6 +87,8 @@ class Settings:
     meta_base_url: str = "https://graph.facebook.com/v21.0"
     meta_token: str | None = None
     meta_waba_id: str | None = None
+    #: first wait before retrying a rate-limited Graph call (doubles each time, 4 tries)
+    meta_backoff_s: float = 1.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -149,4 +151,6 @@ class Settings:
             kw["meta_token"] = v
         if v := get("NUMGATE_META_WABA_ID"):
             kw["meta_waba_id"] = v
+        if v := get("NUMGATE_META_BACKOFF"):
+            kw["meta_backoff_s"] = _float("NUMGATE_META_BACKOFF", v)
         return cls(**kw)  # type: ignore[arg-type]

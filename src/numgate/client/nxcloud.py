@@ -4,6 +4,7 @@ used by numgate's own tests and shown in the docs."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -73,13 +74,22 @@ def headers_for(
 
 
 class _Base:
-    def __init__(self, base_url: str, access_key: str, access_secret: str, algorithm: str = "md5") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        access_key: str,
+        access_secret: str,
+        algorithm: str = "md5",
+        now_ms: Callable[[], int] | None = None,
+    ) -> None:
         if algorithm not in ("md5", "sha256"):
             raise ValueError("algorithm must be md5 or sha256")
         self.base_url = base_url.rstrip("/")
         self.access_key = access_key
         self.access_secret = access_secret
         self.algorithm = algorithm
+        #: where ``ts`` comes from (default: this machine's clock)
+        self.now_ms = now_ms
 
     def _prepare(
         self,
@@ -92,6 +102,8 @@ class _Base:
         if biz_type is None or action is None:
             biz_type, action = route_of(path)
         raw = encode_body(body)
+        if ts is None and self.now_ms is not None:
+            ts = self.now_ms()
         return (
             self.base_url + path,
             raw,
@@ -141,8 +153,9 @@ class NxClient(_Base):
         access_secret: str,
         algorithm: str = "md5",
         timeout: float = 30.0,
+        now_ms: Callable[[], int] | None = None,
     ) -> None:
-        super().__init__(base_url, access_key, access_secret, algorithm)
+        super().__init__(base_url, access_key, access_secret, algorithm, now_ms)
         self._http = httpx.Client(timeout=timeout)
 
     def close(self) -> None:
@@ -199,8 +212,9 @@ class AsyncNxClient(_Base):
         access_secret: str,
         algorithm: str = "md5",
         timeout: float = 30.0,
+        now_ms: Callable[[], int] | None = None,
     ) -> None:
-        super().__init__(base_url, access_key, access_secret, algorithm)
+        super().__init__(base_url, access_key, access_secret, algorithm, now_ms)
         self._http = httpx.AsyncClient(timeout=timeout)
 
     async def aclose(self) -> None:

@@ -174,3 +174,87 @@ deliveries = Table(
     Index("ix_deliveries_due", "status", "next_ms"),
     Index("ix_deliveries_account", "account_id", "created_ms"),
 )
+
+# WhatsApp onboarding ---------------------------------------------------------------------------
+# A WhatsApp Business phone number attached to one app (= CAMS space) of one account. ``phone``
+# is the digits with country code; a number can be on one app only. ``registration`` is the
+# core's word for the client/registration state (numgate.waba.model.Registration); ``status``,
+# ``quality``, ``tier`` and ``name_status`` mirror what the upstream reports.
+waba_numbers = Table(
+    "waba_numbers",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("app_id", Integer, ForeignKey("apps.id"), nullable=False, index=True),
+    Column("phone", String(32), nullable=False, unique=True),
+    Column("cc", String(4), nullable=False),
+    Column("verified_name", String(200), nullable=False),
+    Column("upstream_id", String(64), nullable=True),
+    Column("verified_ms", BigInteger, nullable=True),
+    Column("registration", String(20), nullable=False),
+    # an in-flight (de)registration holds the number until this time (a crash frees it)
+    Column("busy_until_ms", BigInteger, nullable=True),
+    Column("status", String(20), nullable=False),
+    Column("quality", String(10), nullable=False),
+    Column("tier", String(20), nullable=False),
+    Column("name_status", String(30), nullable=False),
+    # the two-step verification PIN, encrypted with the vault; never returned
+    Column("pin_enc", Text, nullable=True),
+    Column("profile", Text, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# each verification-code request. state: sending, sent, failed, used
+waba_code_requests = Table(
+    "waba_code_requests",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("number_id", BigInteger, ForeignKey("waba_numbers.id"), nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("locale", String(16), nullable=False),
+    Column("state", String(8), nullable=False),
+    Column("attempts", SmallInteger, nullable=False, default=0),
+    Column("requested_ms", BigInteger, nullable=False),
+    Index("ix_waba_code_requests_number", "number_id", "requested_ms"),
+)
+
+# each registration or deregistration attempt (the 72 h moving window counts these).
+# outcome: pending, ok, failed
+waba_register_events = Table(
+    "waba_register_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("number_id", BigInteger, ForeignKey("waba_numbers.id"), nullable=False),
+    Column("kind", String(12), nullable=False),
+    Column("outcome", String(8), nullable=False),
+    Column("detail", Text, nullable=True),
+    Column("at_ms", BigInteger, nullable=False),
+    Index("ix_waba_register_events_number", "number_id", "at_ms"),
+)
+
+# the sandbox simulator's own upstream state (what Meta would hold)
+sandbox_phones = Table(
+    "sandbox_phones",
+    metadata,
+    Column("id", String(20), primary_key=True),
+    Column("phone", String(32), nullable=False, unique=True),
+    Column("verified_name", String(200), nullable=False),
+    Column("code", String(6), nullable=True),
+    Column("verified", Boolean, nullable=False, default=False),
+    Column("pin_hash", String(64), nullable=True),
+    Column("registered", Boolean, nullable=False, default=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+# what the simulator "sent" instead of an SMS or a voice call
+sandbox_outbox = Table(
+    "sandbox_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("phone", String(32), nullable=False, index=True),
+    Column("channel", String(8), nullable=False),
+    Column("locale", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)

@@ -87,10 +87,10 @@ class SyncCheck:
     currency: str
 
 
-def validate_callback_url(url: str) -> str:
+def validate_callback_url(url: str, field: str = "drUrl") -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidParameter("drUrl", f"drUrl must be an http(s) URL, got {url!r}")
+        raise InvalidParameter(field, f"{field} must be an http(s) URL, got {url!r}")
     return url
 
 

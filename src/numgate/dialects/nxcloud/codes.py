@@ -48,6 +48,7 @@ class Code:
 
 
 SUBMIT_CODES: dict[type[BaseException], Code] = {
+    e.ActionNotAllowed: Code(1005, "Insufficient permissions", detail=True),
     e.InvalidRequest: Code(201, "Parameter error or empty", detail=True),
     e.UnknownCountry: Code(203, "Country operator information not recognized"),
     e.InvalidCheckLevel: Code(207, "Invalid check type"),
@@ -66,6 +67,7 @@ SUBMIT_CODES: dict[type[BaseException], Code] = {
 }
 
 QUERY_CODES: dict[type[BaseException], Code] = {
+    e.ActionNotAllowed: Code(1005, "Insufficient permissions", detail=True),
     e.InvalidRequest: Code(88, "Parameter error", detail=True),
     e.AppNotFound: SUBMIT_CODES[e.AppNotFound],
     e.AppNotOwned: SUBMIT_CODES[e.AppNotOwned],
@@ -84,6 +86,8 @@ INTEGRATOR_CODES: dict[type[BaseException], Code] = {
     e.AppNotOwned: Code(9010, "appkey belongs to another customer"),
     e.AppLimitReached: Code(9009, "More than 1000 customer apps"),
     e.PhoneNumberNotFound: Code(-1, "Request failed", detail=True),
+    e.PhoneNumberNotOwned: Code(-1, "Request failed", detail=True),
+    e.ActionNotAllowed: Code(1005, "Insufficient permissions", detail=True),
     e.Onboarding: Code(-1, "Request failed", detail=True),
     e.LimitExceeded: Code(-1, "Request failed", detail=True),
     e.UpstreamError: Code(9001, "System business error", detail=True),

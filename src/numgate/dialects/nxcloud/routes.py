@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from numgate.core import Core
-from numgate.dialects.nxcloud import numbercheck
+from numgate.dialects.nxcloud import integrator, numbercheck
 from numgate.dialects.nxcloud.codes import Family
 from numgate.dialects.nxcloud.door import Endpoint, serve_endpoint
 
@@ -32,6 +32,10 @@ def endpoints() -> list[Endpoint]:
         Endpoint(
             "/api/number/query", "1", "numbercheck", Family.QUERY, numbercheck.query, "numbercheck:query"
         ),
+    ]
+    eps += [
+        Endpoint(INTEGRATOR_BASE + name, "2", name, Family.INTEGRATOR, handler, f"wa:{name}")
+        for name, handler in integrator.HANDLERS.items()
     ]
     return eps
 

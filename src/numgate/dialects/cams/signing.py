@@ -1,0 +1,86 @@
+"""CAMS request signatures (spec cams.md §2): ACS3-HMAC-SHA256 and the legacy HMAC-SHA1 style."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote
+
+ACS3 = "ACS3-HMAC-SHA256"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def rfc3986(text: str) -> str:
+    """Percent-encode all but ``A-Za-z0-9-_.~`` (UTF-8, upper-case hex; space is %20)."""
+    return quote(text, safe="-_.~")
+
+
+def form_pairs(raw: str) -> list[tuple[str, str]]:
+    """Form-decode a query or ``x-www-form-urlencoded`` body (``+`` is a space)."""
+    return parse_qsl(raw, keep_blank_values=True)
+
+
+def canonical_query(raw_query: str) -> str:
+    pairs = sorted(form_pairs(raw_query))
+    return "&".join(f"{rfc3986(k)}={rfc3986(v)}" for k, v in pairs)
+
+
+@dataclass(frozen=True)
+class Authorization:
+    access_key_id: str
+    signed_headers: list[str]
+    signature: str
+
+
+class MalformedAuthorization(ValueError):
+    pass
+
+
+def parse_authorization(value: str) -> Authorization:
+    algorithm, _, rest = value.strip().partition(" ")
+    if algorithm != ACS3:
+        raise MalformedAuthorization(f"the Authorization header must start with {ACS3}")
+    parts: dict[str, str] = {}
+    for item in rest.split(","):
+        k, sep, v = item.strip().partition("=")
+        if sep:
+            parts[k.strip()] = v.strip()
+    missing = [k for k in ("Credential", "SignedHeaders", "Signature") if not parts.get(k)]
+    if missing:
+        raise MalformedAuthorization(f"the Authorization header lacks {', '.join(missing)}")
+    return Authorization(parts["Credential"], parts["SignedHeaders"].split(";"), parts["Signature"].lower())
+
+
+def acs3_string_to_sign(
+    method: str,
+    raw_query: str,
+    header_values: dict[str, list[str]],
+    signed_headers: Iterable[str],
+    body_sha256: str,
+) -> str:
+    signed = list(signed_headers)
+    block = "".join(
+        f"{name}:{','.join(sorted(v.strip() for v in header_values.get(name, [])))}\n" for name in signed
+    )
+    canonical = "\n".join(
+        [method.upper(), "/", canonical_query(raw_query), block, ";".join(signed), body_sha256]
+    )
+    return f"{ACS3}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+
+
+def acs3_signature(secret: str, string_to_sign: str) -> str:
+    return hmac.new(secret.encode(), string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def legacy_string_to_sign(method: str, params: Iterable[tuple[str, str]]) -> str:
+    pairs = sorted((k, v) for k, v in params if k != "Signature")
+    joined = "&".join(f"{rfc3986(k)}={rfc3986(v)}" for k, v in pairs)
+    return f"{method.upper()}&{rfc3986('/')}&{rfc3986(joined)}"
+
+
+def legacy_signature(secret: str, string_to_sign: str) -> str:
+    digest = hmac.new((secret + "&").encode(), string_to_sign.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()

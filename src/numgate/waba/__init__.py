@@ -1,0 +1,1 @@
+"""WhatsApp Business number onboarding: the lifecycle rules and the upstreams behind them."""

@@ -1,0 +1,1 @@
+"""numgate's own pages (not a vendor dialect)."""
