@@ -7,6 +7,7 @@ drops one); without it every PostgreSQL case is skipped and the summary says so 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -265,12 +266,41 @@ class Receiver:
         )
 
 
+@contextlib.contextmanager
+def aiohttp_server(app: web.Application) -> Iterator[str]:
+    """Serve an aiohttp app on a free loopback port in its own thread; yields its base URL."""
+    ready = threading.Event()
+    state: dict[str, Any] = {}
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        runner = web.AppRunner(app, access_log=None)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        done = asyncio.Event()
+        state.update(loop=loop, done=done, url=f"http://127.0.0.1:{port}")
+        ready.set()
+        loop.run_until_complete(done.wait())
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    ready.wait(10)
+    try:
+        yield str(state["url"])
+    finally:
+        state["loop"].call_soon_threadsafe(state["done"].set)
+        t.join(10)
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     rec = Receiver()
     counters: dict[str, int] = {}
-    ready = threading.Event()
-    stop: dict[str, Any] = {}
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
@@ -283,30 +313,11 @@ def receiver() -> Iterator[Receiver]:
             rec.received.append(Received(path, dict(request.headers), body))
         return web.Response(status=status, text="ok")
 
-    def run() -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        app = web.Application()
-        app.router.add_route("POST", "/{tail:.*}", handle)
-        runner = web.AppRunner(app, access_log=None)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        rec.base_url = f"http://127.0.0.1:{port}"
-        done = asyncio.Event()
-        stop["loop"], stop["done"] = loop, done
-        ready.set()
-        loop.run_until_complete(done.wait())
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    ready.wait(10)
-    yield rec
-    stop["loop"].call_soon_threadsafe(stop["done"].set)
-    t.join(10)
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", handle)
+    with aiohttp_server(app) as url:
+        rec.base_url = url
+        yield rec
 
 
 # WhatsApp ------------------------------------------------------------------------------------------

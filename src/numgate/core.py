@@ -46,6 +46,7 @@ class Core:
 
     async def close(self) -> None:
         await self.waba.upstream.close()
+        await self.limits.close()
         if isinstance(self.replay, RedisReplayGuard):
             await self.replay.close()
         await self.engine.dispose()

@@ -6,6 +6,8 @@ in Redis when ``NUMGATE_REDIS_URL`` is set, so that several server processes sha
 
 from __future__ import annotations
 
+from typing import Any
+
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -18,9 +20,14 @@ class CallLimits:
     def __init__(self, per_second: int, redis_url: str | None = None) -> None:
         self.per_second = per_second
         storage: Storage
+        self._pool: Any = None
         if redis_url:
-            uri = redis_url if redis_url.startswith("async+") else "async+" + redis_url
-            storage = RedisStorage(uri, implementation="redispy")
+            import redis.asyncio as redis_asyncio
+
+            plain = redis_url.removeprefix("async+")
+            # our own pool, so that close() can release its connections
+            self._pool = redis_asyncio.ConnectionPool.from_url(plain)
+            storage = RedisStorage("async+" + plain, implementation="redispy", connection_pool=self._pool)
         else:
             storage = MemoryStorage()
         self._storage = storage
@@ -42,3 +49,7 @@ class CallLimits:
 
     async def reset(self) -> None:
         await self._storage.reset()
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.disconnect()

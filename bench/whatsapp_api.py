@@ -1,0 +1,316 @@
+"""WhatsApp API throughput: signed requests per second and p50/p99 latency for NXCloud
+``checkCode`` (each one a real verification: code checked, number marked verified) and CAMS
+``GetPhoneNumberVerificationStatus``, next to bare signed echo endpoints on the same web stack
+(Starlette + uvicorn, one process each, access log off), measured in the same run.
+
+    .venv/bin/python bench/whatsapp_api.py [--numbers 3000] [--requests 10000] [--postgres URL]
+
+The call limits are lifted for the run (NUMGATE_RATE_LIMIT=0); the load generator (aiohttp,
+64 concurrent requests) runs on the same machine as the servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import orjson
+
+from numgate.client.nxcloud import headers_for
+from numgate.dialects.cams import signing
+
+NUMGATE = [sys.executable, "-m", "numgate"]
+INTEGRATOR = "/api/wa/integrator/embedded/register/"
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# the reference: bare signed echo endpoints on the same stack -----------------------------------------
+
+
+def echo_server(port: int, key: str, secret: str) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from numgate.dialects.nxcloud.signing import compute_sign
+
+    async def nx_echo(request: Request) -> Response:
+        h = request.headers
+        raw = await request.body()
+        sign = compute_sign(h["accessKey"], h["bizType"], h["action"], h["ts"], raw, secret, "md5")
+        if sign != h["sign"]:
+            return Response(b'{"code":1003}', media_type="application/json")
+        return Response(
+            orjson.dumps({"code": 0, "data": orjson.loads(raw), "message": "ok"}),
+            media_type="application/json",
+        )
+
+    async def cams_echo(request: Request) -> Response:
+        h = request.headers
+        auth = signing.parse_authorization(h["authorization"])
+        query = request.scope["query_string"].decode()
+        values = {n: h.getlist(n) for n in auth.signed_headers}
+        sts = signing.acs3_string_to_sign(
+            "POST", query, values, auth.signed_headers, h["x-acs-content-sha256"]
+        )
+        ok = signing.acs3_signature(secret, sts) == auth.signature
+        return Response(
+            orjson.dumps({"Code": "OK" if ok else "SignatureDoesNotMatch", "Echo": query}),
+            media_type="application/json",
+        )
+
+    app = Starlette(routes=[Route("/nx", nx_echo, methods=["POST"]), Route("/", cams_echo, methods=["POST"])])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# load ------------------------------------------------------------------------------------------------
+
+
+async def load(
+    url_and_request: Callable[[int], tuple[str, dict[str, str], bytes]],
+    n: int,
+    concurrency: int = 64,
+    check: Callable[[dict[str, Any]], bool] = lambda r: True,
+) -> tuple[float, float, float, int]:
+    """(requests/s, p50 ms, p99 ms, failures)."""
+    latencies: list[float] = []
+    failures = 0
+    todo = iter(range(n))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def worker() -> None:
+            nonlocal failures
+            for i in todo:
+                url, headers, body = url_and_request(i)
+                t0 = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as resp:
+                    reply = orjson.loads(await resp.read())
+                latencies.append((time.perf_counter() - t0) * 1000)
+                if not check(reply):
+                    failures += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    return n / elapsed, statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1], failures
+
+
+def nx_request(
+    base: str, key: str, secret: str, name: str, body: dict[str, Any]
+) -> tuple[str, dict[str, str], bytes]:
+    raw = orjson.dumps(body)
+    return base + INTEGRATOR + name, headers_for(key, secret, "2", name, raw), raw
+
+
+def cams_request(
+    base: str, key: str, secret: str, action: str, params: dict[str, str]
+) -> tuple[str, dict[str, str], bytes]:
+    query = urlencode(sorted(params.items()))
+    host = base.split("://", 1)[1]
+    h = {
+        "host": host,
+        "x-acs-version": "2020-06-06",
+        "x-acs-action": action,
+        "x-acs-date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "x-acs-signature-nonce": uuid.uuid4().hex,
+        "accept": "application/json",
+        "x-acs-content-sha256": signing.EMPTY_SHA256,
+    }
+    names = sorted(h)
+    sts = signing.acs3_string_to_sign("POST", query, {k: [h[k]] for k in names}, names, signing.EMPTY_SHA256)
+    h["Authorization"] = (
+        f"ACS3-HMAC-SHA256 Credential={key},SignedHeaders={';'.join(names)},"
+        f"Signature={signing.acs3_signature(secret, sts)}"
+    )
+    return f"{base}/?{query}", h, b""
+
+
+# setup -------------------------------------------------------------------------------------------------
+
+
+async def setup(env: dict[str, str], n: int) -> tuple[str, str, str, list[str]]:
+    """An integrator account with one space holding ``n`` numbers (not yet verified)."""
+    from numgate.core import open_core
+    from numgate.settings import Settings
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        core = await open_core(Settings.from_env())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        acct, creds = await core.tenancy.create_account("bench", integrator=True)
+        app = await core.tenancy.create_app(acct.id, "bench", appkey="cams-bench00000")
+        phones = [f"4477009{i:05d}" for i in range(n)]
+        for p in phones:
+            await core.waba.add_number(acct.id, app.appkey, p, "Bench")
+    finally:
+        await core.close()
+    return creds.access_key, creds.access_secret, app.appkey, phones
+
+
+async def outbox_codes(env: dict[str, str]) -> dict[str, str]:
+    from numgate.db.engine import create_engine
+    from numgate.settings import Settings
+    from numgate.waba.simulator import code_in, read_outbox
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        engine = create_engine(Settings.from_env().resolved_database_url)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    messages = await read_outbox(engine, None, 10**7)
+    await engine.dispose()
+    return {m.phone: code_in(m) for m in reversed(messages)}
+
+
+def wait_up(base: str) -> None:
+    import httpx
+
+    for _ in range(200):
+        try:
+            httpx.get(base + "/healthz", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{base} did not start")
+
+
+def report(name: str, r: tuple[float, float, float, int]) -> None:
+    print(f"  {name:44} {r[0]:8.0f} req/s   p50 {r[1]:6.1f} ms   p99 {r[2]:6.1f} ms   failures {r[3]}")
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--echo-server":
+        echo_server(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--numbers", type=int, default=3000, help="numbers verified by checkCode (one call each)")
+    ap.add_argument("--requests", type=int, default=10_000, help="requests for the status and echo runs")
+    ap.add_argument("--postgres", metavar="URL", help="a scratch PostgreSQL database instead of SQLite")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="numgate-wa-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMGATE_")}
+    env.update(
+        NUMGATE_DATA_DIR=str(tmp),
+        NUMGATE_ACCESS_LOG="false",
+        NUMGATE_RATE_LIMIT="0",
+        NUMGATE_LOG_LEVEL="warning",
+    )
+    if args.postgres:
+        env["NUMGATE_DATABASE_URL"] = args.postgres
+    subprocess.run([*NUMGATE, "migrate"], env=env, check=True, capture_output=True)
+    key, secret, space, phones = asyncio.run(setup(env, args.numbers))
+
+    port, echo_port = free_port(), free_port()
+    procs = [
+        subprocess.Popen([*NUMGATE, "serve", "--port", str(port)], env=env),
+        subprocess.Popen([sys.executable, __file__, "--echo-server", str(echo_port), key, secret]),
+    ]
+    base, echo = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{echo_port}"
+    try:
+        wait_up(base)
+        time.sleep(0.5)
+        print(
+            f"numgate {'PostgreSQL' if args.postgres else 'SQLite'}; {args.numbers} numbers, {args.requests} requests; 64 concurrent"
+        )
+        ok: Callable[[dict[str, Any]], bool] = lambda r: r.get("code") == 0
+        setup_run = asyncio.run(
+            load(
+                lambda i: nx_request(
+                    base, key, secret, "getCode", {"phone_number": phones[i], "method": "sms"}
+                ),
+                len(phones),
+                check=ok,
+            )
+        )
+        report("NXCloud getCode (setup: a code per number)", setup_run)
+        codes = asyncio.run(outbox_codes(env))
+        nx_ref = asyncio.run(
+            load(
+                lambda i: nx_request(
+                    echo,
+                    key,
+                    secret,
+                    "checkCode",
+                    {"phone_number": phones[i % len(phones)], "code": "123456"},
+                ),
+                args.requests,
+                check=ok,
+            )
+        )
+        nx_ref = (nx_ref[0], nx_ref[1], nx_ref[2], nx_ref[3])
+        nx_run = asyncio.run(
+            load(
+                lambda i: nx_request(
+                    base, key, secret, "checkCode", {"phone_number": phones[i], "code": codes[phones[i]]}
+                ),
+                len(phones),
+                check=ok,
+            )
+        )
+        params = lambda i: {"CustSpaceId": space, "PhoneNumber": phones[i % len(phones)]}  # noqa: E731
+        cams_ok: Callable[[dict[str, Any]], bool] = lambda r: r.get("Code") == "OK"
+        cams_ref = asyncio.run(
+            load(
+                lambda i: cams_request(echo, key, secret, "GetPhoneNumberVerificationStatus", params(i)),
+                args.requests,
+                check=cams_ok,
+            )
+        )
+        cams_run = asyncio.run(
+            load(
+                lambda i: cams_request(base, key, secret, "GetPhoneNumberVerificationStatus", params(i)),
+                args.requests,
+                check=cams_ok,
+            )
+        )
+        print("reference: bare signed echo on Starlette + uvicorn")
+        report("echo, NXCloud-signed", nx_ref)
+        report("echo, ACS3-signed", cams_ref)
+        print("numgate")
+        report("NXCloud checkCode (each verifies a number)", nx_run)
+        report("CAMS GetPhoneNumberVerificationStatus", cams_run)
+        print(f"ratio checkCode / echo:                        {nx_run[0] / nx_ref[0]:.2f}  (target >= 0.5)")
+        print(
+            f"ratio GetPhoneNumberVerificationStatus / echo: {cams_run[0] / cams_ref[0]:.2f}  (target >= 0.5)"
+        )
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+
+
+if __name__ == "__main__":
+    main()
