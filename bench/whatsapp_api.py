@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import socket
 import statistics
@@ -83,7 +82,12 @@ def echo_server(port: int, key: str, secret: str) -> None:
             media_type="application/json",
         )
 
-    app = Starlette(routes=[Route("/nx", nx_echo, methods=["POST"]), Route("/", cams_echo, methods=["POST"])])
+    app = Starlette(
+        routes=[
+            Route(INTEGRATOR + "{name}", nx_echo, methods=["POST"]),
+            Route("/", cams_echo, methods=["POST"]),
+        ]
+    )
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -244,7 +248,10 @@ def main() -> None:
         print(
             f"numgate {'PostgreSQL' if args.postgres else 'SQLite'}; {args.numbers} numbers, {args.requests} requests; 64 concurrent"
         )
-        ok: Callable[[dict[str, Any]], bool] = lambda r: r.get("code") == 0
+
+        def ok(r: dict[str, Any]) -> bool:
+            return r.get("code") == 0
+
         setup_run = asyncio.run(
             load(
                 lambda i: nx_request(
@@ -280,7 +287,10 @@ def main() -> None:
             )
         )
         params = lambda i: {"CustSpaceId": space, "PhoneNumber": phones[i % len(phones)]}  # noqa: E731
-        cams_ok: Callable[[dict[str, Any]], bool] = lambda r: r.get("Code") == "OK"
+
+        def cams_ok(r: dict[str, Any]) -> bool:
+            return r.get("Code") == "OK"
+
         cams_ref = asyncio.run(
             load(
                 lambda i: cams_request(echo, key, secret, "GetPhoneNumberVerificationStatus", params(i)),
@@ -288,6 +298,23 @@ def main() -> None:
                 check=cams_ok,
             )
         )
+        spy = None
+        if os.environ.get("BENCH_PROFILE"):
+            spy = subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "-r",
+                    "200",
+                    "-f",
+                    "raw",
+                    "-o",
+                    os.environ["BENCH_PROFILE"],
+                    "--pid",
+                    str(procs[0].pid),
+                ]
+            )
+            time.sleep(1)
         cams_run = asyncio.run(
             load(
                 lambda i: cams_request(base, key, secret, "GetPhoneNumberVerificationStatus", params(i)),
@@ -295,6 +322,9 @@ def main() -> None:
                 check=cams_ok,
             )
         )
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(30)
         print("reference: bare signed echo on Starlette + uvicorn")
         report("echo, NXCloud-signed", nx_ref)
         report("echo, ACS3-signed", cams_ref)

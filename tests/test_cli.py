@@ -176,3 +176,25 @@ def test_serve_answers_then_shuts_down_gracefully_on_sigterm(env: dict[str, str]
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert any(x.get("path") == "/healthz" and x.get("status") == 200 for x in lines)
     assert not [x for x in lines if x["level"] == "error"]
+
+
+def test_whatsapp_commands(env: dict[str, str]) -> None:
+    numgate(env, "migrate")
+    aid = str(js(env, "admin", "account", "create", "Kei", "--integrator")["account_id"])
+    space = js(env, "admin", "space", "create", aid, "kei shop")
+    assert space["cust_space_id"].startswith("cams-") and space["appkey"] == space["cust_space_id"]
+    assert "CustSpaceId cams-" in numgate(env, "admin", "space", "create", aid, "b").stdout
+    n = js(env, "admin", "number", "add", space["cust_space_id"], "+86 138 0000 1234", "--name", "Kei Shop")
+    assert (n["phone"], n["verified_name"], n["verification"], n["status"]) == (
+        "8613800001234",
+        "Kei Shop",
+        "not_verified",
+        "PENDING",
+    )
+    assert [r["phone"] for r in js(env, "admin", "number", "list", space["cust_space_id"])] == ["8613800001234"]
+    bad = numgate(env, "admin", "number", "add", space["cust_space_id"], "12", ok=False)
+    assert bad.returncode == 1 and "digits with country code" in bad.stderr
+    assert "no app or space" in numgate(env, "admin", "number", "add", "cams-none", "8613800001235", ok=False).stderr
+    assert js(env, "sandbox", "outbox") == []
+    usage = numgate(env, "admin", "space", "create", "--help").stdout
+    assert "ACCOUNT_ID" in usage and "NAME" in usage and "CustSpaceId" in usage

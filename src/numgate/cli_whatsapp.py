@@ -40,7 +40,11 @@ def number_json(n: PhoneNumber) -> dict[str, Any]:
 
 
 @space_cmd.command("create")
-def space_create(account_id: int, name: str, as_json: JsonOpt = False) -> None:
+def space_create(
+    account_id: Annotated[int, typer.Argument(metavar="ACCOUNT_ID")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A name for the space.")],
+    as_json: JsonOpt = False,
+) -> None:
     """Create a CAMS space for an account; prints its CustSpaceId (also usable as an appkey)."""
     a = run(lambda core: core.tenancy.create_app(account_id, name, appkey=ids.new_space_id()))
     data = {
@@ -56,8 +60,12 @@ def space_create(account_id: int, name: str, as_json: JsonOpt = False) -> None:
 @number_cmd.command("add")
 def number_add(
     space_or_appkey: Annotated[str, typer.Argument(metavar="SPACE_OR_APPKEY")],
-    phone: Annotated[str, typer.Argument(help="Digits with country code (a leading + is fine).")],
-    name: Annotated[str, typer.Option("--name", help="The display (verified) name.")] = "numgate",
+    phone: Annotated[
+        str, typer.Argument(metavar="PHONE", help="Digits with country code (a leading + is fine).")
+    ],
+    name: Annotated[
+        str, typer.Option("--name", metavar="VERIFIED_NAME", help="The display (verified) name.")
+    ] = "numgate",
     as_json: JsonOpt = False,
 ) -> None:
     """Attach a WhatsApp number to an app or space (as the sign-up page and AddChatappPhoneNumber do)."""

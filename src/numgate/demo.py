@@ -8,6 +8,7 @@ import phonenumbers
 from sqlalchemy import select
 
 from numgate.core import Core
+from numgate.db.engine import writing
 from numgate.db.tables import meta
 
 DEMO_KEY = "demo_account_id"
@@ -29,7 +30,7 @@ async def ensure_demo(core: Core) -> dict[str, Any]:
         ]
         await core.ledger.set_prices(table, account_id=acct.id)
         await core.ledger.topup(acct.id, DEMO_BALANCE, "USD", "demo starting balance")
-        async with core.engine.begin() as conn:
+        async with writing(core.engine) as conn:
             await conn.execute(meta.insert().values(key=DEMO_KEY, value=str(acct.id)))
         account_id = acct.id
     else:
@@ -63,4 +64,9 @@ Or from Python (.venv/bin/python):
   from numgate.client import NxClient
   nx = NxClient("{base_url}", "{k}", "{s}")
   print(nx.number_check("2348031234567", appkey="{a}"))
+
+WhatsApp onboarding: the appkey is also the CAMS CustSpaceId; the same keys open both doors.
+  .venv/bin/numgate admin number add {a} 8613800001234 --name "Demo Shop"
+  then getCode / checkCode / createClient (NXCloud) or the alibabacloud-cams20200606 SDK with
+  endpoint="{base_url.split("://", 1)[-1]}", protocol="http"; read codes with: .venv/bin/numgate sandbox outbox
 """

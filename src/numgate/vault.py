@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from numgate.db.engine import writing
 from numgate.db.tables import meta
 from numgate.errors import ConfigurationError
 from numgate.settings import Settings
@@ -66,7 +67,7 @@ def _read_keys(settings: Settings) -> list[bytes] | None:
 async def open_vault(settings: Settings, engine: AsyncEngine) -> Vault:
     """Load (or, the very first time, create) the master key and check it against the database."""
     keys = _read_keys(settings)
-    async with engine.begin() as conn:
+    async with writing(engine) as conn:
         check = (
             await conn.execute(select(meta.c.value).where(meta.c.key == _CHECK_KEY))
         ).scalar_one_or_none()

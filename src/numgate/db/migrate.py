@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from numgate.db.engine import writing
 from numgate.errors import SchemaOutOfDate
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -36,7 +37,7 @@ async def current_revisions(engine: AsyncEngine) -> set[str]:
 
 
 async def upgrade(engine: AsyncEngine, target: str = "head") -> None:
-    async with engine.begin() as conn:
+    async with writing(engine) as conn:
         await conn.run_sync(lambda c: command.upgrade(alembic_config(c), target))
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 
 from numgate.core import Core
+from numgate.db.engine import writing
 from numgate.db.tables import deliveries
 from numgate.delivery.retry import next_attempt_ms
 from numgate.delivery.sender import CallbackSender, Outgoing
@@ -36,11 +37,11 @@ class DeliveryWorker:
         now = core.clock.time_ms()
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + 5.0
-            async with core.engine.begin() as conn:
+            async with writing(core.engine) as conn:
                 await claims.release_expired(conn, deliveries, now)
         token = claims.new_lease_token()
         lease = int(max(core.settings.callback_timeout_s * 3, 30.0) * 1000)
-        async with core.engine.begin() as conn:
+        async with writing(core.engine) as conn:
             rows = await claims.claim(
                 conn,
                 deliveries,
@@ -91,7 +92,7 @@ class DeliveryWorker:
                     "b_latency": o.latency_ms,
                 }
             )
-        async with core.engine.begin() as conn:
+        async with writing(core.engine) as conn:
             await conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id == bindparam("b_id"), deliveries.c.lease_token == token)

@@ -20,6 +20,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from numgate.clock import Clock
+from numgate.db.engine import writing
 from numgate.db.tables import accounts, ledger_entries, prices
 from numgate.errors import InsufficientBalance, InvalidParameter, NotFound, PriceNotFound
 from numgate.ledger.money import parse_currency
@@ -98,7 +99,7 @@ class Ledger:
         """Set several (country, level, price) entries of one scope in one transaction."""
         currency = parse_currency(currency)
         out: list[Price] = []
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             if account_id:
                 await require_account(conn, account_id)
             now = self._clock.time_ms()
@@ -181,7 +182,7 @@ class Ledger:
         if amount <= 0:
             raise InvalidParameter("amount", "a top-up must be a positive amount")
         currency = parse_currency(currency)
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             await require_account(conn, account_id)
             await self._append(conn, account_id, currency, "topup", amount, None, note)
             return await self.balance_in(conn, account_id, currency)

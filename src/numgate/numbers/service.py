@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from numgate import ids
 from numgate.clock import Clock
+from numgate.db.engine import writing
 from numgate.db.tables import batches, checks
 from numgate.errors import (
     BatchNoTooLong,
@@ -166,7 +167,7 @@ class NumberCheckService:
         batch_no = batch_no or ids.new_batch_no()
         message_id = ids.new_message_id()
         now = self._clock.time_ms()
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             await self._ledger.lock_account(conn, account_id)
             price = await self._ledger.find_price(conn, account_id, app.id, region, int(lvl))
             batch_id = (
@@ -305,7 +306,7 @@ class NumberCheckService:
         batch_no = batch_no or ids.new_batch_no()
         message_id = ids.new_message_id()
         now = self._clock.time_ms()
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             await self._ledger.lock_account(conn, account_id)
             region = result.basic.region if result.basic is not None and result.basic.region else None
             if region is None:

@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, select, update
 
 from numgate import ids
 from numgate.core import Core
+from numgate.db.engine import writing
 from numgate.db.tables import batches, checks, deliveries
 from numgate.jobs import claims
 from numgate.jobs.runner import register, wait_for_work
@@ -76,7 +77,7 @@ class CheckWorker:
         if now < self._next_sweep:
             return
         self._next_sweep = now + 5.0
-        async with self.core.engine.begin() as conn:
+        async with writing(self.core.engine) as conn:
             n = await claims.release_expired(conn, checks, self.core.clock.time_ms())
         if n:
             log.warning("released %d numbers whose lease ran out (a worker stopped mid-check)", n)
@@ -85,7 +86,7 @@ class CheckWorker:
         now = self.core.clock.time_ms()
         until = now + int(self.core.settings.worker_lease_s * 1000)
         rows: list[Any] = []
-        async with self.core.engine.begin() as conn:
+        async with writing(self.core.engine) as conn:
             accounts = await claims.accounts_with_pending(conn, "checks")
             if not accounts:
                 return rows
@@ -137,7 +138,7 @@ class CheckWorker:
         except BaseException:
             # stopping or a bug: give the numbers back now rather than after the lease
             with contextlib.suppress(Exception):
-                async with self.core.engine.begin() as conn:
+                async with writing(self.core.engine) as conn:
                     await claims.release_token(conn, checks, token)
             raise
 
@@ -151,7 +152,7 @@ class CheckWorker:
         updates: list[dict[str, Any]] = []
         outbox: list[dict[str, Any]] = []
         settle: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-        async with core.engine.begin() as conn:
+        async with writing(core.engine) as conn:
             owned = await claims.owned_ids(conn, checks, [r.id for r in rows], token)
             for r in rows:
                 if r.id not in owned:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from numgate import ids
 from numgate.clock import Clock
+from numgate.db.engine import writing
 from numgate.db.tables import access_keys, accounts, apps
 from numgate.errors import (
     AppLimitReached,
@@ -95,7 +96,7 @@ class TenancyService:
         name = name.strip()
         if not name:
             raise InvalidParameter("name", "an account needs a non-empty name")
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             account_id = (
                 await conn.execute(
                     accounts.insert()
@@ -153,13 +154,13 @@ class TenancyService:
 
     async def create_key(self, account_id: int, allowed_actions: list[str] | None = None) -> Credentials:
         await self.get_account(account_id)
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             return await self._insert_key(conn, account_id, allowed_actions)
 
     async def import_key(self, account_id: int, access_key: str, secret: str) -> Credentials:
         """Store a key pair chosen by the operator (e.g. to keep a vendor's existing keys)."""
         await self.get_account(account_id)
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             await conn.execute(
                 access_keys.insert().values(
                     access_key=access_key,
@@ -172,7 +173,7 @@ class TenancyService:
         return Credentials(account_id, access_key, secret)
 
     async def disable_key(self, access_key: str) -> None:
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             n = (
                 await conn.execute(
                     update(access_keys).where(access_keys.c.access_key == access_key).values(enabled=False)
@@ -237,7 +238,7 @@ class TenancyService:
         name = name.strip()
         if not name:
             raise InvalidParameter("name", "an app needs a non-empty name")
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             await require_account(conn, account_id)
             count = (
                 await conn.execute(select(func.count()).where(apps.c.account_id == account_id))

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from numgate.clock import Clock
+from numgate.db.engine import writing
 from numgate.db.tables import apps, waba_code_requests, waba_numbers, waba_register_events
 from numgate.errors import (
     AlreadyRegistered,
@@ -228,7 +229,7 @@ class WabaService:
         upstream_id = await self._upstream(self.upstream.add_number(cc, national, name), "adding the number")
         now = self._clock.time_ms()
         try:
-            async with self._engine.begin() as conn:
+            async with writing(self._engine) as conn:
                 await conn.execute(
                     insert(waba_numbers).values(
                         account_id=app.account_id,
@@ -261,7 +262,7 @@ class WabaService:
     ) -> None:
         phone = normalise_phone(phone)
         r, now = self.rules, self._clock.time_ms()
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             number = await self._locate(conn, account_id, phone, appkey, lock=True)
             recent = (
                 (
@@ -312,7 +313,7 @@ class WabaService:
             )
             state = "sent"
         finally:
-            async with self._engine.begin() as conn:
+            async with writing(self._engine) as conn:
                 await conn.execute(
                     update(waba_code_requests)
                     .where(waba_code_requests.c.id == request_id)
@@ -325,7 +326,7 @@ class WabaService:
         if not code:
             raise MissingParameter("code", "the verification code is required")
         r, now = self.rules, self._clock.time_ms()
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             number = await self._locate(conn, account_id, phone, appkey, lock=True)
             req = (
                 await conn.execute(
@@ -369,14 +370,14 @@ class WabaService:
                 )
             ) from None
         except NumgateError:  # not the caller's fault: give the attempt back
-            async with self._engine.begin() as conn:
+            async with writing(self._engine) as conn:
                 await conn.execute(
                     update(waba_code_requests)
                     .where(waba_code_requests.c.id == req.id)
                     .values(attempts=waba_code_requests.c.attempts - 1)
                 )
             raise
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             await conn.execute(
                 update(waba_code_requests).where(waba_code_requests.c.id == req.id).values(state="used")
             )
@@ -431,7 +432,7 @@ class WabaService:
     ) -> None:
         detail = values.pop("_detail", None)
         values["updated_ms"] = self._clock.time_ms()
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             await conn.execute(update(waba_numbers).where(waba_numbers.c.id == number_id).values(**values))
             if event_id is not None and outcome is not None:
                 await conn.execute(
@@ -444,7 +445,7 @@ class WabaService:
         """Create the upstream client and register it with the number's PIN (3 → 4 → 5)."""
         phone = normalise_phone(phone)
         now = self._clock.time_ms()
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             number = await self._locate(conn, account_id, phone, appkey, lock=True)
             number = await self._free_stale(conn, number, now)
             if number.verification is Verification.EXPIRED:
@@ -509,7 +510,7 @@ class WabaService:
     async def deregister(self, account_id: int, phone: str, appkey: str | None = None) -> PhoneNumber:
         phone = normalise_phone(phone)
         now = self._clock.time_ms()
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             number = await self._locate(conn, account_id, phone, appkey, lock=True)
             number = await self._free_stale(conn, number, now)
             if number.registration is not Registration.REGISTERED:

@@ -29,6 +29,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from numgate.clock import Clock
+from numgate.db.engine import writing
 from numgate.db.tables import sandbox_outbox, sandbox_phones
 from numgate.errors import CodeMismatch, UpstreamError
 from numgate.waba.model import CodeMethod
@@ -104,7 +105,7 @@ class SimulatedWhatsApp:
     async def add_number(self, cc: str, national: str, verified_name: str) -> str:
         phone = cc + national
         self._fail("add", phone)
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             found = (
                 await conn.execute(select(sandbox_phones.c.id).where(sandbox_phones.c.phone == phone))
             ).scalar_one_or_none()
@@ -131,7 +132,7 @@ class SimulatedWhatsApp:
         spoken = " ".join(code[:3]) + ", " + " ".join(code[3:])
         lang = "zh" if locale.lower().startswith("zh") else "en"
         text = MESSAGES[(lang, method)].format(code=shown, spoken=spoken)
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             await conn.execute(
                 update(sandbox_phones).where(sandbox_phones.c.id == upstream_id).values(code=code)
             )
@@ -148,7 +149,7 @@ class SimulatedWhatsApp:
     async def verify_code(self, upstream_id: str, code: str) -> None:
         phone = await self._phone(upstream_id)
         self._fail("verify_code", phone)
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             expected = (
                 await conn.execute(select(sandbox_phones.c.code).where(sandbox_phones.c.id == upstream_id))
             ).scalar_one()
@@ -163,7 +164,7 @@ class SimulatedWhatsApp:
         phone = await self._phone(upstream_id)
         self._fail("register", phone)
         pin_hash = hashlib.sha256(pin.encode()).hexdigest()
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             row = (await conn.execute(select(sandbox_phones).where(sandbox_phones.c.id == upstream_id))).one()
             if not row.verified:
                 raise core_error(
@@ -182,7 +183,7 @@ class SimulatedWhatsApp:
     async def deregister(self, upstream_id: str) -> None:
         phone = await self._phone(upstream_id)
         self._fail("deregister", phone)
-        async with self._engine.begin() as conn:
+        async with writing(self._engine) as conn:
             await conn.execute(
                 update(sandbox_phones).where(sandbox_phones.c.id == upstream_id).values(registered=False)
             )
