@@ -191,10 +191,12 @@ def test_whatsapp_commands(env: dict[str, str]) -> None:
         "not_verified",
         "PENDING",
     )
-    assert [r["phone"] for r in js(env, "admin", "number", "list", space["cust_space_id"])] == ["8613800001234"]
+    listed = js(env, "admin", "number", "list", space["cust_space_id"])
+    assert [r["phone"] for r in listed] == ["8613800001234"]
     bad = numgate(env, "admin", "number", "add", space["cust_space_id"], "12", ok=False)
     assert bad.returncode == 1 and "digits with country code" in bad.stderr
-    assert "no app or space" in numgate(env, "admin", "number", "add", "cams-none", "8613800001235", ok=False).stderr
+    missing = numgate(env, "admin", "number", "add", "cams-none", "8613800001235", ok=False)
+    assert "no app or space" in missing.stderr
     assert js(env, "sandbox", "outbox") == []
     usage = numgate(env, "admin", "space", "create", "--help").stdout
     assert "ACCOUNT_ID" in usage and "NAME" in usage and "CustSpaceId" in usage
