@@ -253,3 +253,11 @@ def test_async_client_signs_like_the_sync_one(server: RunningServer, tenant: Ten
             assert err.value.code == 202
 
     asyncio.run(main())
+
+
+def test_1001_in_the_integrator_envelope(server: RunningServer, tenant: Tenant) -> None:
+    path = "/api/wa/integrator/embedded/register/phoneList"
+    r = httpx.post(
+        server.base_url + path, content=b'{"appkey":"x"}', headers={"Content-Type": "application/json"}
+    )
+    assert r.content == b'{"code":1001,"data":null,"message":"Missing parameters"}'

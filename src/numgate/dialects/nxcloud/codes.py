@@ -82,6 +82,7 @@ INTEGRATOR_CODES: dict[type[BaseException], Code] = {
     e.MissingParameter: Code(9000, "Parameter exception", detail=True),
     e.InvalidRequest: Code(-1, "Request failed", detail=True),
     e.NotIntegrator: Code(9007, "Non-integrator request"),
+    e.BusinessNotEnabled: Code(1005, "Insufficient permissions", detail=True),
     e.AppNotFound: Code(9008, "appkey does not exist"),
     e.AppNotOwned: Code(9010, "appkey belongs to another customer"),
     e.AppLimitReached: Code(9009, "More than 1000 customer apps"),
