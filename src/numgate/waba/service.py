@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import phonenumbers
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -109,6 +109,10 @@ class WabaService:
         self._tenancy = tenancy
         self.upstream = upstream
         self.rules = rules or OnboardingRules()
+        # the hot statements, built once (building a SQLAlchemy statement costs more than running it)
+        self._by_phone = self._select().where(waba_numbers.c.phone == bindparam("phone"))
+        self._by_phone_locked = self._by_phone.with_for_update(of=waba_numbers)
+        self._app_owner = select(apps.c.account_id).where(apps.c.appkey == bindparam("appkey"))
 
     # reading -------------------------------------------------------------------------------
 
@@ -157,23 +161,29 @@ class WabaService:
             raise AppNotFound(f"no app or space {appkey!r}")
         return app
 
+    async def _check_app(self, conn: AsyncConnection, account_id: int, appkey: str) -> None:
+        """On this connection: a second one could wait behind our own lock."""
+        app = (await conn.execute(self._app_owner, {"appkey": appkey})).first()
+        if app is None:
+            raise AppNotFound(f"no app or space {appkey!r}")
+        if app.account_id != account_id:
+            raise AppNotOwned(f"app or space {appkey!r} belongs to another customer")
+
     async def _locate(
         self, conn: AsyncConnection, account_id: int, phone: str, appkey: str | None, *, lock: bool
     ) -> PhoneNumber:
-        if appkey is not None:  # on this connection: a second one could wait behind our own lock
-            app = (await conn.execute(select(apps.c.account_id).where(apps.c.appkey == appkey))).first()
-            if app is None:
-                raise AppNotFound(f"no app or space {appkey!r}")
-            if app.account_id != account_id:
-                raise AppNotOwned(f"app or space {appkey!r} belongs to another customer")
-        q = self._select().where(waba_numbers.c.phone == phone)
-        if lock:
-            q = q.with_for_update(of=waba_numbers)
-        row = (await conn.execute(q)).first()
-        if row is None:
+        """The caller's number (one query on the usual path; the app is checked only when the
+        number is missing or elsewhere, to say which of app and number is wrong)."""
+        row = (
+            await conn.execute(self._by_phone_locked if lock else self._by_phone, {"phone": phone})
+        ).first()
+        number = self._record(row) if row is not None else None
+        fits = number is not None and number.account_id == account_id and appkey in (None, number.appkey)
+        if not fits and appkey is not None:
+            await self._check_app(conn, account_id, appkey)
+        if number is None:
             where = f"space/app {appkey}" if appkey else "any of your apps"
             raise PhoneNumberNotFound(f"{phone} is not on {where}: attach it first")
-        number = self._record(row)
         if number.account_id != account_id:
             raise PhoneNumberNotOwned(f"{phone} is not on any app of this account")
         if appkey is not None and number.appkey != appkey:
