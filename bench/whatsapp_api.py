@@ -6,7 +6,9 @@
     .venv/bin/python bench/whatsapp_api.py [--numbers 3000] [--requests 10000] [--postgres URL]
 
 The call limits are lifted for the run (NUMGATE_RATE_LIMIT=0); the load generator (aiohttp,
-64 concurrent requests) runs on the same machine as the servers.
+64 concurrent requests) runs on the same machine as the servers. ``BENCH_PROFILE=out.raw``
+records a py-spy profile (collapsed stacks) of numgate during the CAMS run, or the checkCode run
+with ``BENCH_PROFILE_PHASE=nx`` (py-spy on PATH).
 """
 
 from __future__ import annotations
@@ -209,6 +211,22 @@ def wait_up(base: str) -> None:
     raise RuntimeError(f"{base} did not start")
 
 
+def start_profile(pid: int, phase: str) -> subprocess.Popen[bytes] | None:
+    """py-spy on numgate during one phase (BENCH_PROFILE=file, BENCH_PROFILE_PHASE=nx|cams)."""
+    if not os.environ.get("BENCH_PROFILE") or os.environ.get("BENCH_PROFILE_PHASE", "cams") != phase:
+        return None
+    cmd = ["py-spy", "record", "-r", "200", "-f", "raw", "-o", os.environ["BENCH_PROFILE"], "--pid", str(pid)]
+    spy = subprocess.Popen(cmd)
+    time.sleep(1)
+    return spy
+
+
+def stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(2)
+        spy.wait(30)
+
+
 def report(name: str, r: tuple[float, float, float, int]) -> None:
     print(f"  {name:44} {r[0]:8.0f} req/s   p50 {r[1]:6.1f} ms   p99 {r[2]:6.1f} ms   failures {r[3]}")
 
@@ -277,6 +295,7 @@ def main() -> None:
             )
         )
         nx_ref = (nx_ref[0], nx_ref[1], nx_ref[2], nx_ref[3])
+        spy = start_profile(procs[0].pid, "nx")
         nx_run = asyncio.run(
             load(
                 lambda i: nx_request(
@@ -298,23 +317,8 @@ def main() -> None:
                 check=cams_ok,
             )
         )
-        spy = None
-        if os.environ.get("BENCH_PROFILE"):
-            spy = subprocess.Popen(
-                [
-                    "py-spy",
-                    "record",
-                    "-r",
-                    "200",
-                    "-f",
-                    "raw",
-                    "-o",
-                    os.environ["BENCH_PROFILE"],
-                    "--pid",
-                    str(procs[0].pid),
-                ]
-            )
-            time.sleep(1)
+        stop_profile(spy)
+        spy = start_profile(procs[0].pid, "cams")
         cams_run = asyncio.run(
             load(
                 lambda i: cams_request(base, key, secret, "GetPhoneNumberVerificationStatus", params(i)),
@@ -322,9 +326,7 @@ def main() -> None:
                 check=cams_ok,
             )
         )
-        if spy is not None:
-            spy.send_signal(2)
-            spy.wait(30)
+        stop_profile(spy)
         print("reference: bare signed echo on Starlette + uvicorn")
         report("echo, NXCloud-signed", nx_ref)
         report("echo, ACS3-signed", cams_ref)
