@@ -63,3 +63,12 @@ def test_onboarding_errors_keep_their_message(cls: type[e.NumgateError]) -> None
         "The resource does not belong to the current user.",
     )
     assert nx.code_for(nx.Family.INTEGRATOR, exc).message(exc) == "what is wrong"
+
+
+def test_database_outage_is_service_unavailable() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    exc = OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+    code = cams.code_for(exc)
+    assert (code.status, code.code) == (503, "ServiceUnavailable")
+    assert cams.code_for(RuntimeError("a bug")) is cams.INTERNAL

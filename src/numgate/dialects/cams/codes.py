@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from numgate import errors as e
 
 DOCS = "See numgate docs/whatsapp.md, section 'CAMS error codes'."
@@ -30,6 +32,9 @@ class CamsCode:
 
 UNOWNED = CamsCode(400, "Unknown.ResourceOwnerId", "The resource does not belong to the current user.")
 INTERNAL = CamsCode(500, "InternalError", "The request processing has failed due to some unknown error.")
+UNAVAILABLE = CamsCode(
+    503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server."
+)
 
 TABLE: dict[type[BaseException], CamsCode] = {
     e.MissingParameter: CamsCode(400, "Missing"),
@@ -59,6 +64,9 @@ TABLE: dict[type[BaseException], CamsCode] = {
     e.RegisterLimitExceeded: CamsCode(400, "PhoneNumber.RegisterLimitExceeded"),
     e.UpstreamError: CamsCode(502, "Upstream.Error"),
     e.NumgateError: INTERNAL,
+    # the database is unreachable or locked past its timeout: worth retrying
+    OperationalError: UNAVAILABLE,
+    InterfaceError: UNAVAILABLE,
     Exception: INTERNAL,
 }
 
