@@ -113,6 +113,22 @@ class WabaService:
         self._by_phone = self._select().where(waba_numbers.c.phone == bindparam("phone"))
         self._by_phone_locked = self._by_phone.with_for_update(of=waba_numbers)
         self._app_owner = select(apps.c.account_id).where(apps.c.appkey == bindparam("appkey"))
+        req = waba_code_requests.c
+        self._latest_request = (
+            select(waba_code_requests)
+            .where(req.number_id == bindparam("nid"), req.state != "failed")
+            .order_by(req.requested_ms.desc(), req.id.desc())
+            .limit(1)
+        )
+        self._set_attempts = (
+            update(waba_code_requests).where(req.id == bindparam("rid")).values(attempts=bindparam("n"))
+        )
+        self._mark_used = update(waba_code_requests).where(req.id == bindparam("rid")).values(state="used")
+        self._set_verified = (
+            update(waba_numbers)
+            .where(waba_numbers.c.id == bindparam("nid"))
+            .values(verified_ms=bindparam("at"), updated_ms=bindparam("at"))
+        )
 
     # reading -------------------------------------------------------------------------------
 
@@ -338,17 +354,7 @@ class WabaService:
         r, now = self.rules, self._clock.time_ms()
         async with writing(self._engine) as conn:
             number = await self._locate(conn, account_id, phone, appkey, lock=True)
-            req = (
-                await conn.execute(
-                    select(waba_code_requests)
-                    .where(
-                        waba_code_requests.c.number_id == number.id,
-                        waba_code_requests.c.state != "failed",
-                    )
-                    .order_by(waba_code_requests.c.requested_ms.desc(), waba_code_requests.c.id.desc())
-                    .limit(1)
-                )
-            ).first()
+            req = (await conn.execute(self._latest_request, {"nid": number.id})).first()
             if req is None or req.state == "used":
                 raise CodeExpired(f"no verification code is pending for {phone}: request a code first")
             if now >= req.requested_ms + r.code_lifetime_ms:
@@ -362,9 +368,7 @@ class WabaService:
                     "request a new one"
                 )
             attempts = req.attempts + 1
-            await conn.execute(
-                update(waba_code_requests).where(waba_code_requests.c.id == req.id).values(attempts=attempts)
-            )
+            await conn.execute(self._set_attempts, {"rid": req.id, "n": attempts})
         try:
             await self._upstream(
                 self.upstream.verify_code(self._upstream_id(number), code), "checking the code"
@@ -388,14 +392,8 @@ class WabaService:
                 )
             raise
         async with writing(self._engine) as conn:
-            await conn.execute(
-                update(waba_code_requests).where(waba_code_requests.c.id == req.id).values(state="used")
-            )
-            await conn.execute(
-                update(waba_numbers)
-                .where(waba_numbers.c.id == number.id)
-                .values(verified_ms=self._clock.time_ms(), updated_ms=self._clock.time_ms())
-            )
+            await conn.execute(self._mark_used, {"rid": req.id})
+            await conn.execute(self._set_verified, {"nid": number.id, "at": self._clock.time_ms()})
 
     # registration --------------------------------------------------------------------------
 

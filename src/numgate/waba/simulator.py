@@ -25,7 +25,7 @@ import hmac
 import random
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from numgate.clock import Clock
@@ -87,6 +87,9 @@ class SimulatedWhatsApp:
         self._engine = engine
         self._clock = clock
         self._rng = rng or random.SystemRandom()
+        p = sandbox_phones.c
+        self._phone_and_code = select(p.phone, p.code).where(p.id == bindparam("pid"))
+        self._set_verified = update(sandbox_phones).where(p.id == bindparam("pid")).values(verified=True)
 
     def _fail(self, call: str, phone: str) -> None:
         magic = MAGIC.get(phone[-4:])
@@ -147,18 +150,15 @@ class SimulatedWhatsApp:
             )
 
     async def verify_code(self, upstream_id: str, code: str) -> None:
-        phone = await self._phone(upstream_id)
-        self._fail("verify_code", phone)
         async with writing(self._engine) as conn:
-            expected = (
-                await conn.execute(select(sandbox_phones.c.code).where(sandbox_phones.c.id == upstream_id))
-            ).scalar_one()
+            row = (await conn.execute(self._phone_and_code, {"pid": upstream_id})).first()
+            if row is None:
+                raise core_error(GraphFailure(100, f"Unsupported request: no phone number {upstream_id}"), "")
+            self._fail("verify_code", row.phone)
             given = code.replace("-", "").strip()
-            if expected is None or not hmac.compare_digest(expected.encode(), given.encode()):
+            if row.code is None or not hmac.compare_digest(row.code.encode(), given.encode()):
                 raise CodeMismatch("the verification code is wrong")
-            await conn.execute(
-                update(sandbox_phones).where(sandbox_phones.c.id == upstream_id).values(verified=True)
-            )
+            await conn.execute(self._set_verified, {"pid": upstream_id})
 
     async def register(self, upstream_id: str, pin: str) -> None:
         phone = await self._phone(upstream_id)
