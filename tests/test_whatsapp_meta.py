@@ -27,6 +27,7 @@ class FakeGraph:
     numbers: dict[str, dict[str, Any]] = field(default_factory=dict)
     fail: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
+    page_size: int = 2
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def app(self) -> web.Application:
@@ -34,12 +35,36 @@ class FakeGraph:
             body = {"error": {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "Az"}}
             return web.json_response(body, status=status)
 
+        def info(pid: str, n: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "id": pid,
+                "verified_name": n["verified_name"],
+                "display_phone_number": f"+{n['cc']} {n['phone_number']}",
+                "code_verification_status": "VERIFIED" if n["verified"] else "NOT_VERIFIED",
+                "quality_rating": n.get("quality", "GREEN"),
+                "name_status": "APPROVED",
+                "status": "CONNECTED" if n["registered"] else "PENDING",
+                "messaging_limit_tier": "TIER_1K",
+            }
+
         async def handle(request: web.Request) -> web.Response:
             if request.headers.get("Authorization") != f"Bearer {TOKEN}":
                 return await error(190, "Invalid OAuth access token.", 401)
             parts = request.path.strip("/").split("/")[1:]  # drop the version
             body = await request.json() if request.can_read_body else {}
             with self.lock:
+                if parts == [WABA, "phone_numbers"] and request.method == "GET":  # paged listing
+                    self.calls.append((WABA, "list"))
+                    ids = sorted(self.numbers)
+                    start = ids.index(request.query["after"]) + 1 if "after" in request.query else 0
+                    limit = min(int(request.query.get("limit", "25")), self.page_size)
+                    page = ids[start : start + limit]
+                    out: dict[str, Any] = {"data": [info(pid, self.numbers[pid]) for pid in page]}
+                    if page:
+                        out["paging"] = {"cursors": {"before": page[0], "after": page[-1]}}
+                        if start + limit < len(ids):
+                            out["paging"]["next"] = f"{self.base_url}/{WABA}/phone_numbers?after={page[-1]}"
+                    return web.json_response(out)
                 if parts == [WABA, "phone_numbers"] and request.method == "POST":
                     pid = str(100000000000000 + len(self.numbers))
                     self.numbers[pid] = {
@@ -76,18 +101,7 @@ class FakeGraph:
                 elif call == "deregister":
                     n["registered"] = False
                 elif call == "read":
-                    return web.json_response(
-                        {
-                            "id": pid,
-                            "verified_name": n["verified_name"],
-                            "display_phone_number": f"+{n['cc']} {n['phone_number']}",
-                            "code_verification_status": "VERIFIED" if n["verified"] else "NOT_VERIFIED",
-                            "quality_rating": "GREEN",
-                            "name_status": "APPROVED",
-                            "status": "CONNECTED" if n["registered"] else "PENDING",
-                            "messaging_limit_tier": "TIER_1K",
-                        }
-                    )
+                    return web.json_response(info(pid, n))
                 return web.json_response({"success": True})
 
         app = web.Application()
@@ -180,3 +194,27 @@ def test_invalid_token_says_so(make_server: Any, graph: FakeGraph) -> None:
         return "added"
 
     assert srv.call(add).startswith("UpstreamError") and "NUMGATE_META_TOKEN" in srv.call(add)
+
+
+def test_sync_pages_through_the_waba_listing(make_server: Any, graph: FakeGraph) -> None:
+    from alibabacloud_cams20200606 import models as m
+
+    from conftest import cams_client
+
+    srv = meta_server(make_server, graph)
+    t = make_tenant(srv)
+    pids = [attach(srv, t.appkey, f"1415555020{i}") for i in range(5)]
+    graph.numbers[pids[1]]["registered"] = True  # changed on Meta's side
+    graph.numbers[pids[2]]["quality"] = "YELLOW"
+    del graph.numbers[pids[4]]  # removed from the WABA
+    sdk = cams_client(srv, t.access_key, t.access_secret)
+    r = sdk.chatapp_sync_phone_number(m.ChatappSyncPhoneNumberRequest(cust_space_id=t.appkey))
+    got = {p.phone_number: (p.status, p.quality_rating) for p in r.body.phone_numbers}
+    assert got == {
+        "14155550200": ("PENDING", "GREEN"),
+        "14155550201": ("CONNECTED", "GREEN"),
+        "14155550202": ("PENDING", "YELLOW"),
+        "14155550203": ("PENDING", "GREEN"),
+        "14155550204": ("DELETED", "UNKNOWN"),
+    }
+    assert graph.calls.count((WABA, "list")) == 2  # 4 numbers, pages of 2

@@ -15,6 +15,7 @@ from numgate.errors import ConfigurationError, UpstreamError
 from numgate.waba.model import CodeMethod
 from numgate.waba.upstream import RATE_LIMIT_CODES, GraphFailure, UpstreamPhone, core_error
 
+PAGE_SIZE = 100
 FIELDS = (
     "display_phone_number,verified_name,code_verification_status,quality_rating,name_status,"
     "status,messaging_limit_tier,throughput"
@@ -132,6 +133,28 @@ class MetaGraph:
 
     async def read(self, upstream_id: str) -> UpstreamPhone:
         d = await self._call("GET", f"/{upstream_id}", "reading the number", params={"fields": FIELDS})
+        return self._info(d, upstream_id)
+
+    async def list_all(self) -> dict[str, UpstreamPhone]:
+        """``GET /<WABA_ID>/phone_numbers``, following ``paging.cursors.after`` to the last page."""
+        found: dict[str, UpstreamPhone] = {}
+        params = {"fields": FIELDS, "limit": str(PAGE_SIZE)}
+        for _ in range(10_000):  # a bound, not a limit anyone reaches
+            page = await self._call(
+                "GET", f"/{self.waba_id}/phone_numbers", "listing the numbers", params=params
+            )
+            for d in page.get("data") or []:
+                info = self._info(d, str(d.get("id")))
+                found[info.upstream_id] = info
+            paging = page.get("paging") or {}
+            after = (paging.get("cursors") or {}).get("after")
+            if not paging.get("next") or not after:
+                break
+            params = {**params, "after": str(after)}
+        return found
+
+    @staticmethod
+    def _info(d: dict[str, Any], upstream_id: str) -> UpstreamPhone:
         return UpstreamPhone(
             upstream_id=str(d.get("id", upstream_id)),
             verified_name=str(d.get("verified_name", "")),

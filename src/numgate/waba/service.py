@@ -554,17 +554,18 @@ class WabaService:
     # upstream sync and profile -------------------------------------------------------------
 
     async def sync(self, account_id: int, appkey: str) -> list[PhoneNumber]:
-        """Refresh every number of a space from the upstream (a number it cannot read keeps its
-        last known state)."""
-        for number in await self.list_numbers(account_id, appkey):
+        """Refresh every number of a space from the upstream's listing of the WhatsApp Business
+        Account; a number the upstream no longer lists reads DELETED."""
+        numbers = await self.list_numbers(account_id, appkey)
+        listing = await self._upstream(self.upstream.list_all(), "listing the numbers")
+        for number in numbers:
             if number.upstream_id is None:
                 continue
-            try:
-                info = await self._upstream(self.upstream.read(number.upstream_id), "reading the number")
-            except NumgateError as exc:
-                log.warning("sync: could not read number %s: %s", number.id, exc)
-                continue
-            await self._set(number.id, **self._info_values(info))
+            info = listing.get(number.upstream_id)
+            if info is None:
+                await self._set(number.id, status="DELETED")
+            else:
+                await self._set(number.id, **self._info_values(info))
         return await self.list_numbers(account_id, appkey)
 
     async def set_profile(

@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -193,6 +194,16 @@ class SimulatedWhatsApp:
         self._fail("read", phone)
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(sandbox_phones).where(sandbox_phones.c.id == upstream_id))).one()
+        return self._info(row)
+
+    async def list_all(self) -> dict[str, UpstreamPhone]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(sandbox_phones))).all()
+        return {row.id: self._info(row) for row in rows}
+
+    @staticmethod
+    def _info(row: Any) -> UpstreamPhone:
+        upstream_id = row.id
         return UpstreamPhone(
             upstream_id=upstream_id,
             verified_name=row.verified_name,

@@ -45,6 +45,10 @@ class WabaUpstream(Protocol):
 
     async def read(self, upstream_id: str) -> UpstreamPhone: ...
 
+    async def list_all(self) -> dict[str, UpstreamPhone]:
+        """Every number on the WhatsApp Business Account, by upstream id (all pages)."""
+        ...
+
     async def close(self) -> None: ...
 
 
