@@ -19,7 +19,6 @@ import multiprocessing as mp
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,18 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from _support import free_port
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMGATE = [sys.executable, "-m", "numgate"]
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # the receiver, in its own process ------------------------------------------------------------------

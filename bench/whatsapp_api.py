@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,20 +30,13 @@ from urllib.parse import urlencode
 
 import aiohttp
 import orjson
+from _support import free_port
 
 from numgate.client.nxcloud import headers_for
 from numgate.dialects.cams import signing
 
 NUMGATE = [sys.executable, "-m", "numgate"]
 INTEGRATOR = "/api/wa/integrator/embedded/register/"
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # the reference: bare signed echo endpoints on the same stack -----------------------------------------

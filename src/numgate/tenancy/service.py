@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from numgate import ids
 from numgate.clock import Clock
@@ -271,14 +271,18 @@ class TenancyService:
             ).all()
         return [_app(r) for r in rows]
 
-    async def find_app(self, appkey: str) -> App | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(apps).where(apps.c.appkey == appkey))).first()
+    async def find_app(self, appkey: str, conn: AsyncConnection | None = None) -> App | None:
+        """The app with this appkey; on ``conn`` when given (a caller inside a transaction that
+        holds a lock must not wait for a second pooled connection)."""
+        if conn is None:
+            async with self._engine.connect() as own:
+                return await self.find_app(appkey, own)
+        row = (await conn.execute(select(apps).where(apps.c.appkey == appkey))).first()
         return _app(row) if row is not None else None
 
-    async def app_of(self, account_id: int, appkey: str) -> App:
+    async def app_of(self, account_id: int, appkey: str, conn: AsyncConnection | None = None) -> App:
         """The caller's app: AppNotFound if no such appkey, AppNotOwned if it is another's."""
-        app = await self.find_app(appkey)
+        app = await self.find_app(appkey, conn)
         if app is None:
             raise AppNotFound(f"no app with appkey {appkey!r}")
         if app.account_id != account_id:

@@ -100,6 +100,9 @@ class MetaGraph:
             raise UpstreamError(f"could not reach the Graph API while {during}: {exc!r}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def waba_id_for(self, app_id: int) -> str:
+        return self.waba_id
+
     async def add_number(self, cc: str, national: str, verified_name: str) -> str:
         data = await self._call(
             "POST",

@@ -7,9 +7,11 @@ Cloud API enumerations), which both doors share; each door maps them where its v
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
+
+from numgate.errors import InvalidParameter
 
 DAY_MS = 86_400_000
 
@@ -17,6 +19,16 @@ DAY_MS = 86_400_000
 class CodeMethod(Enum):
     SMS = "sms"
     VOICE = "voice"
+
+    @classmethod
+    def parse(cls, text: str, field: str = "method") -> CodeMethod:
+        """``sms`` or ``voice``, in any case."""
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            raise InvalidParameter(
+                field, f"{field} must be sms or voice, in any case ('sms' or 'voice'); got {text!r}"
+            ) from None
 
 
 class Verification(Enum):
@@ -106,8 +118,9 @@ class PhoneNumber:
     quality: str
     tier: str
     name_status: str
-    profile: Profile = field(default_factory=Profile)
+    #: the stored business profile, parsed only when asked for (not on every lookup)
+    profile_json: str | None = None
 
     @property
-    def national(self) -> str:
-        return self.phone[len(self.cc) :]
+    def profile(self) -> Profile:
+        return Profile.from_json(self.profile_json)

@@ -25,7 +25,7 @@ def split_phone(phone: str, cc: str | None = None, field: str = "phone_number") 
     if cc is not None:
         cc = cc.strip().lstrip("+")
         if not cc.isdigit() or phonenumbers.region_code_for_country_code(int(cc)) == "ZZ":
-            raise InvalidParameter("Cc", f"{cc!r} is not a country calling code (e.g. 86, 1, 44)")
+            raise InvalidParameter("cc", f"{cc!r} is not a country calling code (e.g. 86, 1, 44)")
         national = normalise_phone(phone, field)
         return cc, national
     digits = normalise_phone(phone, field)

@@ -25,7 +25,6 @@ from numgate.db.tables import apps, waba_code_requests, waba_numbers, waba_regis
 from numgate.errors import (
     AlreadyRegistered,
     AppNotFound,
-    AppNotOwned,
     CodeAttemptsExhausted,
     CodeExpired,
     CodeMismatch,
@@ -82,7 +81,6 @@ class WabaService:
         # the hot statements, built once (building a SQLAlchemy statement costs more than running it)
         self._by_phone = self._select().where(waba_numbers.c.phone == bindparam("phone"))
         self._by_phone_locked = self._by_phone.with_for_update(of=waba_numbers)
-        self._app_owner = select(apps.c.account_id).where(apps.c.appkey == bindparam("appkey"))
         req = waba_code_requests.c
         self._latest_request = (
             select(waba_code_requests)
@@ -130,7 +128,7 @@ class WabaService:
             quality=m[waba_numbers.c.quality],
             tier=m[waba_numbers.c.tier],
             name_status=m[waba_numbers.c.name_status],
-            profile=Profile.from_json(m[waba_numbers.c.profile]),
+            profile_json=m[waba_numbers.c.profile],
         )
 
     @staticmethod
@@ -147,14 +145,6 @@ class WabaService:
             raise AppNotFound(f"no app or space {appkey!r}")
         return app
 
-    async def _check_app(self, conn: AsyncConnection, account_id: int, appkey: str) -> None:
-        """On this connection: a second one could wait behind our own lock."""
-        app = (await conn.execute(self._app_owner, {"appkey": appkey})).first()
-        if app is None:
-            raise AppNotFound(f"no app or space {appkey!r}")
-        if app.account_id != account_id:
-            raise AppNotOwned(f"app or space {appkey!r} belongs to another customer")
-
     async def _locate(
         self, conn: AsyncConnection, account_id: int, phone: str, appkey: str | None, *, lock: bool
     ) -> PhoneNumber:
@@ -166,7 +156,7 @@ class WabaService:
         number = self._record(row) if row is not None else None
         fits = number is not None and number.account_id == account_id and appkey in (None, number.appkey)
         if not fits and appkey is not None:
-            await self._check_app(conn, account_id, appkey)
+            await self._tenancy.app_of(account_id, appkey, conn)
         if number is None:
             where = f"space/app {appkey}" if appkey else "any of your apps"
             raise PhoneNumberNotFound(f"{phone} is not on {where}: attach it first")
@@ -212,9 +202,9 @@ class WabaService:
         full = cc + national
         name = (verified_name or "").strip()
         if not name:
-            raise MissingParameter("VerifiedName", "a display (verified) name is required")
+            raise MissingParameter("verified_name", "a display (verified) name is required")
         if len(name) > 200:
-            raise InvalidParameter("VerifiedName", "the display name is longer than 200 characters")
+            raise InvalidParameter("verified_name", "the display name is longer than 200 characters")
         async with self._engine.connect() as conn:
             existing = (await conn.execute(self._select().where(waba_numbers.c.phone == full))).first()
         if existing is not None:
@@ -391,28 +381,49 @@ class WabaService:
                 f"{r.registrations_per_window}); the next is possible after {_iso(free_at)}"
             )
 
-    async def _begin_change(self, number: PhoneNumber, kind: str, conn: AsyncConnection, now: int) -> int:
+    async def _begin_change(
+        self,
+        conn: AsyncConnection,
+        number: PhoneNumber,
+        kind: str,
+        state: Registration,
+        now: int,
+        **values: Any,
+    ) -> int:
+        """Record a (de)registration attempt and hold the number in ``state`` while it runs."""
         if number.registration in IN_FLIGHT:
             raise AlreadyRegistered(f"a registration change for {number.phone} is in progress; retry shortly")
         await self._check_window(conn, number, now)
-        return int(
-            (
-                await conn.execute(
-                    insert(waba_register_events)
-                    .values(number_id=number.id, kind=kind, outcome="pending", at_ms=now)
-                    .returning(waba_register_events.c.id)
-                )
-            ).scalar_one()
+        event_id = (
+            await conn.execute(
+                insert(waba_register_events)
+                .values(number_id=number.id, kind=kind, outcome="pending", at_ms=now)
+                .returning(waba_register_events.c.id)
+            )
+        ).scalar_one()
+        await conn.execute(
+            update(waba_numbers)
+            .where(waba_numbers.c.id == number.id)
+            .values(
+                registration=state.value,
+                busy_until_ms=now + self.rules.busy_lease_ms,
+                updated_ms=now,
+                **values,
+            )
         )
+        return int(event_id)
 
-    async def _set(
-        self, number_id: int, event_id: int | None = None, outcome: str | None = None, **values: Any
+    async def _set(self, number_id: int, **values: Any) -> None:
+        await self._end_change(number_id, None, "", **values)
+
+    async def _end_change(
+        self, number_id: int, event_id: int | None, outcome: str, detail: str | None = None, **values: Any
     ) -> None:
-        detail = values.pop("_detail", None)
+        """Update the number and, when ``event_id`` is given, record how its change ended."""
         values["updated_ms"] = self._clock.time_ms()
         async with writing(self._engine) as conn:
             await conn.execute(update(waba_numbers).where(waba_numbers.c.id == number_id).values(**values))
-            if event_id is not None and outcome is not None:
+            if event_id is not None:
                 await conn.execute(
                     update(waba_register_events)
                     .where(waba_register_events.c.id == event_id)
@@ -435,27 +446,21 @@ class WabaService:
                 raise NotVerified(f"{phone} is not verified: request and check a code first")
             if number.registration is Registration.REGISTERED:
                 raise AlreadyRegistered(f"{phone} is already registered")
-            event_id = await self._begin_change(number, "register", conn, now)
             pin_enc = (
                 await conn.execute(select(waba_numbers.c.pin_enc).where(waba_numbers.c.id == number.id))
             ).scalar_one()
             if pin_enc is None:  # the two-step PIN: made once, kept encrypted, never returned
                 pin_enc = self._vault.encrypt(f"{secrets.randbelow(10**6):06d}")
-            await conn.execute(
-                update(waba_numbers)
-                .where(waba_numbers.c.id == number.id)
-                .values(
-                    registration=Registration.CREATING.value,
-                    busy_until_ms=now + self.rules.busy_lease_ms,
-                    pin_enc=pin_enc,
-                    updated_ms=now,
-                )
+            event_id = await self._begin_change(
+                conn, number, "register", Registration.CREATING, now, pin_enc=pin_enc
             )
         upstream_id = self._upstream_id(number)
         try:
             info = await self._upstream(self.upstream.read(upstream_id), "creating the client")
         except NumgateError as exc:
-            await self._set(number.id, event_id, "failed", registration="create_failed", _detail=str(exc))
+            await self._end_change(
+                number.id, event_id, "failed", registration=Registration.CREATE_FAILED.value, detail=str(exc)
+            )
             raise
         await self._set(number.id, registration=Registration.CREATED.value, **self._info_values(info))
         try:
@@ -463,14 +468,20 @@ class WabaService:
                 self.upstream.register(upstream_id, self._vault.decrypt(pin_enc)), "registering the number"
             )
         except NumgateError as exc:
-            await self._set(number.id, event_id, "failed", registration="register_failed", _detail=str(exc))
+            await self._end_change(
+                number.id,
+                event_id,
+                "failed",
+                registration=Registration.REGISTER_FAILED.value,
+                detail=str(exc),
+            )
             raise
         try:
             info = await self._upstream(self.upstream.read(upstream_id), "reading the registered number")
             extra = self._info_values(info)
         except NumgateError:
             extra = {"status": "CONNECTED"}
-        await self._set(
+        await self._end_change(
             number.id, event_id, "ok", registration=Registration.REGISTERED.value, busy_until_ms=None, **extra
         )
         return await self.number(account_id, phone)
@@ -493,31 +504,22 @@ class WabaService:
             number = await self._free_stale(conn, number, now)
             if number.registration is not Registration.REGISTERED:
                 raise NotRegistered(f"{phone} is not registered, so it cannot be deregistered")
-            event_id = await self._begin_change(number, "deregister", conn, now)
-            await conn.execute(
-                update(waba_numbers)
-                .where(waba_numbers.c.id == number.id)
-                .values(
-                    registration=Registration.DEREGISTERING.value,
-                    busy_until_ms=now + self.rules.busy_lease_ms,
-                    updated_ms=now,
-                )
-            )
+            event_id = await self._begin_change(conn, number, "deregister", Registration.DEREGISTERING, now)
         try:
             await self._upstream(
                 self.upstream.deregister(self._upstream_id(number)), "deregistering the number"
             )
         except NumgateError as exc:
-            await self._set(
+            await self._end_change(
                 number.id,
                 event_id,
                 "failed",
                 registration=Registration.REGISTERED.value,
                 busy_until_ms=None,
-                _detail=str(exc),
+                detail=str(exc),
             )
             raise
-        await self._set(
+        await self._end_change(
             number.id,
             event_id,
             "ok",
@@ -558,14 +560,18 @@ class WabaService:
         Account; a number the upstream no longer lists reads DELETED."""
         numbers = await self.list_numbers(account_id, appkey)
         listing = await self._upstream(self.upstream.list_all(), "listing the numbers")
-        for number in numbers:
-            if number.upstream_id is None:
-                continue
-            info = listing.get(number.upstream_id)
-            if info is None:
-                await self._set(number.id, status="DELETED")
-            else:
-                await self._set(number.id, **self._info_values(info))
+        now = self._clock.time_ms()
+        async with writing(self._engine) as conn:
+            for number in numbers:
+                if number.upstream_id is None:
+                    continue
+                info = listing.get(number.upstream_id)
+                values = self._info_values(info) if info is not None else {"status": "DELETED"}
+                await conn.execute(
+                    update(waba_numbers)
+                    .where(waba_numbers.c.id == number.id)
+                    .values(updated_ms=now, **values)
+                )
         return await self.list_numbers(account_id, appkey)
 
     async def set_profile(
@@ -576,6 +582,10 @@ class WabaService:
         merged["websites"] = tuple(merged.get("websites") or ())
         await self._set(number.id, profile=Profile(**merged).to_json())
         return await self.number(account_id, phone, appkey)
+
+    def waba_id(self, number: PhoneNumber) -> str:
+        """The WhatsApp Business Account the number is on, as the upstream names it."""
+        return self.upstream.waba_id_for(number.app_id)
 
     # helpers -------------------------------------------------------------------------------
 

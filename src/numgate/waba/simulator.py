@@ -92,6 +92,9 @@ class SimulatedWhatsApp:
         self._phone_and_code = select(p.phone, p.code).where(p.id == bindparam("pid"))
         self._set_verified = update(sandbox_phones).where(p.id == bindparam("pid")).values(verified=True)
 
+    def waba_id_for(self, app_id: int) -> str:
+        return f"sandbox-{app_id}"  # one simulated account per app
+
     def _fail(self, call: str, phone: str) -> None:
         magic = MAGIC.get(phone[-4:])
         if magic is not None and (magic[0] == call or (magic[0] == "*" and call != "add")):

@@ -29,6 +29,10 @@ class UpstreamPhone:
 class WabaUpstream(Protocol):
     name: str
 
+    def waba_id_for(self, app_id: int) -> str:
+        """The WhatsApp Business Account id the numbers of an app are on."""
+        ...
+
     async def add_number(self, cc: str, national: str, verified_name: str) -> str:
         """Attach the number to the WABA; returns its upstream id (PHONE_NUMBER_ID)."""
         ...

@@ -80,12 +80,8 @@ async def get_phone_number_verification_status(core: Core, grant: KeyGrant, p: P
 
 @action("CustSpaceId", "PhoneNumber", "Method", "Locale")
 async def get_chatapp_verify_code(core: Core, grant: KeyGrant, p: Params) -> Payload:
-    method = p["Method"].strip().lower()
-    if method not in ("sms", "voice"):
-        raise InvalidParameter("Method", f"Method must be sms or voice, got {p['Method']!r}")
-    await core.waba.request_code(
-        grant.account.id, p["PhoneNumber"], CodeMethod(method), p["Locale"], _space(p)
-    )
+    method = CodeMethod.parse(p["Method"], "Method")
+    await core.waba.request_code(grant.account.id, p["PhoneNumber"], method, p["Locale"], _space(p))
     return {"Success": True}
 
 

@@ -16,7 +16,7 @@ from numgate.core import Core
 from numgate.dialects.nxcloud import codes
 from numgate.dialects.nxcloud.codes import Family
 from numgate.dialects.nxcloud.signing import ALGORITHMS, compute_sign
-from numgate.errors import NumgateError
+from numgate.errors import NotIntegrator, NumgateError
 from numgate.tenancy.service import KeyGrant
 
 log = logging.getLogger("numgate.nxcloud")
@@ -45,6 +45,8 @@ class Endpoint:
     handler: Handler
     #: the RAM-style action name used by rate limits and key policies
     permission: str
+    #: only integrator accounts may call it (NXCloud 9007 otherwise)
+    integrators_only: bool = False
 
 
 def _json(body: bytes, detail: str | None = None) -> Response:
@@ -130,6 +132,8 @@ async def serve_endpoint(core: Core, ep: Endpoint, request: Request) -> Response
 async def _execute(core: Core, ep: Endpoint, grant: KeyGrant, body: dict[str, Any]) -> Reply:
     try:
         await core.limits.admit(grant, ep.permission)
+        if ep.integrators_only and not grant.account.integrator:
+            raise NotIntegrator("only integrator accounts may call the integrator endpoints")
         return await ep.handler(core, grant, body)
     except NumgateError as exc:
         c = codes.code_for(ep.family, exc)

@@ -34,7 +34,9 @@ def endpoints() -> list[Endpoint]:
         ),
     ]
     eps += [
-        Endpoint(INTEGRATOR_BASE + name, "2", name, Family.INTEGRATOR, handler, f"wa:{name}")
+        Endpoint(
+            INTEGRATOR_BASE + name, "2", name, Family.INTEGRATOR, handler, f"wa:{name}", integrators_only=True
+        )
         for name, handler in integrator.HANDLERS.items()
     ]
     return eps
