@@ -1,4 +1,4 @@
-"""numgate's one entry point: serve, worker, migrate, demo, check, admin …, deliveries …"""
+"""numgate's one entry point: serve, worker, migrate, demo, check, admin …, deliveries …, sandbox …"""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 admin = typer.Typer(
-    help="Manage tenants: accounts, access keys, apps, balances, prices.", no_args_is_help=True
+    help="Manage tenants: accounts, access keys, apps and CAMS spaces, WhatsApp numbers, balances, prices.",
+    no_args_is_help=True,
 )
 account_cmd = typer.Typer(help="Customer accounts.", no_args_is_help=True)
 key_cmd = typer.Typer(help="Access keys (an account may hold several).", no_args_is_help=True)
