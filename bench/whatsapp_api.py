@@ -175,6 +175,7 @@ async def setup(env: dict[str, str], n: int) -> tuple[str, str, str, list[str]]:
 
 
 async def outbox_codes(env: dict[str, str]) -> dict[str, str]:
+    from numgate.db.direct import open_database
     from numgate.db.engine import create_engine
     from numgate.settings import Settings
     from numgate.waba.simulator import code_in, read_outbox
@@ -186,7 +187,9 @@ async def outbox_codes(env: dict[str, str]) -> dict[str, str]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    messages = await read_outbox(engine, None, 10**7)
+    db = open_database(engine)
+    messages = await read_outbox(db, None, 10**7)
+    await db.close()
     await engine.dispose()
     return {m.phone: code_in(m) for m in reversed(messages)}
 

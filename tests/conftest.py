@@ -346,7 +346,7 @@ def outbox_code(srv: RunningServer, phone: str) -> str:
     from numgate.waba.simulator import code_in, read_outbox
 
     async def read(core: Core) -> str:
-        messages = await read_outbox(core.engine, phone, 1)
+        messages = await read_outbox(core.db, phone, 1)
         assert messages, f"nothing in the sandbox outbox for {phone}"
         return code_in(messages[0])
 

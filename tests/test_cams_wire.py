@@ -61,7 +61,7 @@ def test_captured_sdk_requests_verify(pinned: tuple[RunningServer, FixedClock]) 
     }
     r = send_vector(srv, acs3[1])
     assert (r.status_code, r.json()["Success"]) == (200, True)
-    [message] = srv.call(lambda core: read_outbox(core.engine, PHONE))
+    [message] = srv.call(lambda core: read_outbox(core.db, PHONE))
     assert message.locale == "zh_CN" and "WhatsApp" in message.text
     r = send_vector(srv, acs3[2])  # VerifyCode=123456
     if code_in(message) == "123456":  # one chance in a million

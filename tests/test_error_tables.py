@@ -15,6 +15,7 @@ NOT_ON_THE_WIRE = {
     e.NumgateError,
     e.ConfigurationError,
     e.SchemaOutOfDate,
+    e.Conflict,  # services turn it into the domain error that names what collided
     e.InvalidRequest,
     e.NotFound,
     e.PermissionDenied,

@@ -62,8 +62,8 @@ class NumgateApp:
         core = self._require_core()
         from sqlalchemy import text
 
-        async with core.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with core.db.read() as tx:
+            await tx.scalar(text("SELECT 1"))
         return JSONResponse({"status": "ok", "version": __version__, "sandbox": self.settings.sandbox})
 
     @contextlib.asynccontextmanager

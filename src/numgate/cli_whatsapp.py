@@ -99,7 +99,7 @@ def sandbox_outbox(
     from numgate.waba.simulator import read_outbox
 
     async def read(core: Core) -> list[Any]:
-        return await read_outbox(core.engine, phone, limit)
+        return await read_outbox(core.db, phone, limit)
 
     messages = run(read)
     rows = [

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from numgate.clock import Clock, SystemClock
+from numgate.db.direct import Database, open_database
 from numgate.db.engine import create_engine
 from numgate.db.migrate import ensure_current
 from numgate.ledger.service import Ledger
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 class Core:
     settings: Settings
     clock: Clock
+    #: what the services run their statements on (``db/direct.py``)
+    db: Database
+    #: SQLAlchemy's engine on the same database: migrations and the schema check
     engine: AsyncEngine
     vault: Vault
     tenancy: TenancyService
@@ -49,6 +53,7 @@ class Core:
         await self.limits.close()
         if isinstance(self.replay, RedisReplayGuard):
             await self.replay.close()
+        await self.db.close()
         await self.engine.dispose()
 
 
@@ -68,34 +73,37 @@ async def open_core(
 
     clock = clock or SystemClock()
     engine = create_engine(settings.resolved_database_url)
+    db = open_database(engine)
     try:
         if check_schema:
             await ensure_current(engine)
-        vault = await open_vault(settings, engine)
-        upstream = waba_upstream or _waba_upstream(settings, engine, clock)
+        vault = await open_vault(settings, db)
+        upstream = waba_upstream or _waba_upstream(settings, db, clock)
     except BaseException:
+        await db.close()
         await engine.dispose()
         raise
     replay: ReplayGuard = RedisReplayGuard(settings.redis_url) if settings.redis_url else MemoryReplayGuard()
-    tenancy = TenancyService(engine, vault, clock)
-    ledger = Ledger(engine, clock)
+    tenancy = TenancyService(db, vault, clock)
+    ledger = Ledger(db, clock)
     return Core(
         settings=settings,
         clock=clock,
+        db=db,
         engine=engine,
         vault=vault,
         tenancy=tenancy,
         ledger=ledger,
         replay=replay,
         limits=CallLimits(settings.rate_limit_per_second, settings.redis_url),
-        numbers=NumberCheckService(engine, clock, tenancy, ledger, NxCallbackRenderer()),
+        numbers=NumberCheckService(db, clock, tenancy, ledger, NxCallbackRenderer()),
         providers=providers or simulator(),
-        waba=WabaService(engine, clock, vault, tenancy, upstream),
+        waba=WabaService(db, clock, vault, tenancy, upstream),
         waba_signup=SignupTokens(vault, clock),
     )
 
 
-def _waba_upstream(settings: Settings, engine: AsyncEngine, clock: Clock) -> WabaUpstream:
+def _waba_upstream(settings: Settings, db: Database, clock: Clock) -> WabaUpstream:
     if settings.waba_upstream == "meta":
         from numgate.waba.meta import MetaGraph
 
@@ -107,4 +115,4 @@ def _waba_upstream(settings: Settings, engine: AsyncEngine, clock: Clock) -> Wab
         )
     from numgate.waba.simulator import SimulatedWhatsApp
 
-    return SimulatedWhatsApp(engine, clock)
+    return SimulatedWhatsApp(db, clock)

@@ -8,7 +8,6 @@ import phonenumbers
 from sqlalchemy import select
 
 from numgate.core import Core
-from numgate.db.engine import writing
 from numgate.db.tables import meta
 
 DEMO_KEY = "demo_account_id"
@@ -18,10 +17,8 @@ DEMO_BALANCE = 100 * 10_000
 
 async def ensure_demo(core: Core) -> dict[str, Any]:
     """Create (once) an integrator account with both businesses, an app, prices and a balance."""
-    async with core.engine.connect() as conn:
-        existing = (
-            await conn.execute(select(meta.c.value).where(meta.c.key == DEMO_KEY))
-        ).scalar_one_or_none()
+    async with core.db.read() as tx:
+        existing = await tx.scalar(select(meta.c.value).where(meta.c.key == DEMO_KEY))
     if existing is None:
         acct, _ = await core.tenancy.create_account("demo", integrator=True, number_check=True, whatsapp=True)
         await core.tenancy.create_app(acct.id, "demo app")
@@ -30,8 +27,8 @@ async def ensure_demo(core: Core) -> dict[str, Any]:
         ]
         await core.ledger.set_prices(table, account_id=acct.id)
         await core.ledger.topup(acct.id, DEMO_BALANCE, "USD", "demo starting balance")
-        async with writing(core.engine) as conn:
-            await conn.execute(meta.insert().values(key=DEMO_KEY, value=str(acct.id)))
+        async with core.db.write() as tx:
+            await tx.run(meta.insert().values(key=DEMO_KEY, value=str(acct.id)))
         account_id = acct.id
     else:
         account_id = int(existing)

@@ -5,6 +5,8 @@ Hierarchy::
     NumgateError
     ├── ConfigurationError          bad setting, missing/mismatched master key
     ├── SchemaOutOfDate             database not migrated to the code's head
+    ├── StorageUnavailable          the database cannot be reached, or stayed locked
+    ├── Conflict                    a write broke a uniqueness rule (the caller says which)
     ├── InvalidRequest              the caller sent something unusable
     │   ├── MissingParameter        a required field is absent or empty
     │   ├── InvalidParameter        a field has the wrong type or value
@@ -54,6 +56,15 @@ class ConfigurationError(NumgateError):
 
 class SchemaOutOfDate(NumgateError):
     pass
+
+
+class StorageUnavailable(NumgateError):
+    """Worth retrying: the database is down, unreachable, or locked past its timeout."""
+
+
+class Conflict(NumgateError):
+    """A write hit a unique or foreign-key constraint (raised by ``db.direct`` only; services
+    turn it into the domain error that says what collided)."""
 
 
 class InvalidRequest(NumgateError):

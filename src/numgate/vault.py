@@ -15,9 +15,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from numgate.db.engine import writing
+from numgate.db.direct import Database
 from numgate.db.tables import meta
 from numgate.errors import ConfigurationError
 from numgate.settings import Settings
@@ -64,13 +63,11 @@ def _read_keys(settings: Settings) -> list[bytes] | None:
     return None
 
 
-async def open_vault(settings: Settings, engine: AsyncEngine) -> Vault:
+async def open_vault(settings: Settings, db: Database) -> Vault:
     """Load (or, the very first time, create) the master key and check it against the database."""
     keys = _read_keys(settings)
-    async with writing(engine) as conn:
-        check = (
-            await conn.execute(select(meta.c.value).where(meta.c.key == _CHECK_KEY))
-        ).scalar_one_or_none()
+    async with db.write() as tx:
+        check = await tx.scalar(select(meta.c.value).where(meta.c.key == _CHECK_KEY))
         if keys is None:
             if check is not None:
                 raise ConfigurationError(
@@ -81,7 +78,7 @@ async def open_vault(settings: Settings, engine: AsyncEngine) -> Vault:
             keys = [_generate_key_file(settings)]
         vault = Vault(keys)
         if check is None:
-            await conn.execute(meta.insert().values(key=_CHECK_KEY, value=vault.encrypt(_CHECK_PLAIN)))
+            await tx.run(meta.insert().values(key=_CHECK_KEY, value=vault.encrypt(_CHECK_PLAIN)))
         else:
             try:
                 ok = vault.decrypt(check) == _CHECK_PLAIN

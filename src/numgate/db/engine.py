@@ -114,6 +114,22 @@ def create_engine(raw_url: str, **kw: Any) -> AsyncEngine:
 #: one in-process queue of writers per SQLite engine (see ``writing``)
 _write_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
 
+#: run on every new SQLite connection, SQLAlchemy's and the direct layer's (``direct.py``)
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+def write_lock(engine: AsyncEngine) -> asyncio.Lock:
+    """The queue this process's writers of one SQLite database wait in (see ``writing``)."""
+    lock = _write_locks.get(engine.sync_engine)
+    if lock is None:
+        lock = _write_locks[engine.sync_engine] = asyncio.Lock()
+    return lock
+
 
 @asynccontextmanager
 async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
@@ -126,10 +142,7 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         async with engine.begin() as conn:
             yield conn
         return
-    lock = _write_locks.get(engine.sync_engine)
-    if lock is None:
-        lock = _write_locks[engine.sync_engine] = asyncio.Lock()
-    async with lock, engine.connect() as conn:
+    async with write_lock(engine), engine.connect() as conn:
         await conn.execution_options(numgate_write=True)
         async with conn.begin():
             yield conn
@@ -148,10 +161,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

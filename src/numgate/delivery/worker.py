@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 
 from numgate.core import Core
-from numgate.db.engine import writing
+from numgate.db.direct import Statement
 from numgate.db.tables import deliveries
 from numgate.delivery.retry import next_attempt_ms
 from numgate.delivery.sender import CallbackSender, Outgoing
-from numgate.jobs import claims
+from numgate.jobs.claims import Leases, new_lease_token
 from numgate.jobs.runner import register, wait_for_work
 
 log = logging.getLogger("numgate.delivery")
@@ -24,6 +24,30 @@ log = logging.getLogger("numgate.delivery")
 PENDING, IN_FLIGHT, DELIVERED, FAILED = 0, 1, 2, 3
 STATUS_NAMES = {PENDING: "pending", IN_FLIGHT: "in flight", DELIVERED: "delivered", FAILED: "failed"}
 CLAIM = 500
+
+d = deliveries.c
+LEASES = Leases(deliveries)
+CLAIM_DUE = LEASES.claim_statement(
+    where=[d.status == PENDING, d.next_ms <= bindparam("now")],
+    order_by=d.next_ms,
+    returning=[d.id, d.uid, d.url, d.body, d.attempts, d.app_id, d.deadline_ms],
+)
+RECORD_ATTEMPT = Statement(
+    update(deliveries)
+    .where(d.id == bindparam("b_id"), d.lease_token == bindparam("b_token"))
+    .values(
+        status=bindparam("b_status"),
+        attempts=d.attempts + 1,
+        next_ms=bindparam("b_next"),
+        last_status=bindparam("b_last_status"),
+        last_error=bindparam("b_error"),
+        last_latency_ms=bindparam("b_latency"),
+        lease_until_ms=None,
+        lease_token=None,
+        updated_ms=bindparam("b_done"),
+    )
+)
+NEXT_DUE = Statement(select(func.min(d.next_ms)).where(d.status == PENDING))
 
 
 class DeliveryWorker:
@@ -37,35 +61,20 @@ class DeliveryWorker:
         now = core.clock.time_ms()
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + 5.0
-            async with writing(core.engine) as conn:
-                await claims.release_expired(conn, deliveries, now)
-        token = claims.new_lease_token()
+            async with core.db.write() as tx:
+                await LEASES.release_expired(tx, now)
+        token = new_lease_token()
         lease = int(max(core.settings.callback_timeout_s * 3, 30.0) * 1000)
-        async with writing(core.engine) as conn:
-            rows = await claims.claim(
-                conn,
-                deliveries,
-                where=[deliveries.c.status == PENDING, deliveries.c.next_ms <= now],
-                order_by=deliveries.c.next_ms,
-                limit=CLAIM,
-                lease_until_ms=now + lease,
-                token=token,
-                returning=[
-                    deliveries.c.id,
-                    deliveries.c.uid,
-                    deliveries.c.url,
-                    deliveries.c.body,
-                    deliveries.c.attempts,
-                    deliveries.c.app_id,
-                    deliveries.c.deadline_ms,
-                ],
-            )
+        async with core.db.write() as tx:
+            rows = await LEASES.claim(tx, CLAIM_DUE, now=now, limit=CLAIM, until=now + lease, token=token)
         if not rows:
             return 0
-        secrets = {app_id: await core.tenancy.app_secret(app_id) for app_id in {r.app_id for r in rows}}
+        secrets = {app_id: await core.tenancy.app_secret(app_id) for app_id in {r["app_id"] for r in rows}}
         outcomes = await asyncio.gather(
             *(
-                self.sender.send(Outgoing(r.uid, r.url, r.body.encode(), secrets[r.app_id], r.attempts + 1))
+                self.sender.send(
+                    Outgoing(r["uid"], r["url"], r["body"].encode(), secrets[r["app_id"]], r["attempts"] + 1)
+                )
                 for r in rows
             )
         )
@@ -74,50 +83,36 @@ class DeliveryWorker:
         updates: list[dict[str, Any]] = []
         for r, o in zip(rows, outcomes, strict=True):
             if o.ok:
-                status, nxt = DELIVERED, r.attempts
+                status, nxt = DELIVERED, done
             else:
-                retry_at = None if o.permanent else next_attempt_ms(done, r.deadline_ms, interval)
-                status, nxt = (PENDING, retry_at) if retry_at is not None else (FAILED, r.attempts)
+                retry_at = None if o.permanent else next_attempt_ms(done, r["deadline_ms"], interval)
+                status, nxt = (PENDING, retry_at) if retry_at is not None else (FAILED, done)
                 if status == FAILED:
                     log.warning(
-                        "callback %s failed for good after %d attempt(s): %s", r.uid, r.attempts + 1, o.error
+                        "callback %s failed for good after %d attempt(s): %s",
+                        r["uid"],
+                        r["attempts"] + 1,
+                        o.error,
                     )
             updates.append(
                 {
-                    "b_id": r.id,
+                    "b_id": r["id"],
+                    "b_token": token,
+                    "b_done": done,
                     "b_status": status,
-                    "b_next": nxt if status == PENDING else done,
+                    "b_next": nxt,
                     "b_last_status": o.status,
                     "b_error": o.error,
                     "b_latency": o.latency_ms,
                 }
             )
-        async with writing(core.engine) as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == bindparam("b_id"), deliveries.c.lease_token == token)
-                .values(
-                    status=bindparam("b_status"),
-                    attempts=deliveries.c.attempts + 1,
-                    next_ms=bindparam("b_next"),
-                    last_status=bindparam("b_last_status"),
-                    last_error=bindparam("b_error"),
-                    last_latency_ms=bindparam("b_latency"),
-                    lease_until_ms=None,
-                    lease_token=None,
-                    updated_ms=done,
-                ),
-                updates,
-            )
+        async with core.db.write() as tx:
+            await tx.many(RECORD_ATTEMPT, updates)
         return len(rows)
 
     async def next_due_in(self) -> float | None:
-        async with self.core.engine.connect() as conn:
-            nxt = (
-                await conn.execute(
-                    select(func.min(deliveries.c.next_ms)).where(deliveries.c.status == PENDING)
-                )
-            ).scalar_one_or_none()
+        async with self.core.db.read() as tx:
+            nxt = await tx.scalar(NEXT_DUE)
         if nxt is None:
             return None
         return max((int(nxt) - self.core.clock.time_ms()) / 1000, 0.0)

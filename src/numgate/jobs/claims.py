@@ -1,88 +1,102 @@
 """The claim / lease / release statements, together and by name. PostgreSQL claims with
 ``FOR UPDATE SKIP LOCKED`` so several worker processes never take the same row; SQLite (one
-writer, transactions begin IMMEDIATE) runs the same statement without it."""
+writer, transactions begin IMMEDIATE) runs the same statement without it.
+
+Every leased table has ``status`` (0 pending, 1 leased, then the table's own final states),
+``lease_until_ms`` and ``lease_token``. The statements are built once per table
+(:class:`Leases`) and run on a :class:`~numgate.db.direct.Tx`.
+"""
 
 from __future__ import annotations
 
 import secrets
 from typing import Any
 
-from sqlalchemy import Table, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Table, bindparam, select, text, update
+
+from numgate.db.direct import Row, Statement, Tx
+
+PENDING, LEASED = 0, 1
 
 
 def new_lease_token() -> int:
     return secrets.randbits(62)
 
 
-def _is_pg(conn: AsyncConnection) -> bool:
-    return conn.dialect.name == "postgresql"
+class Leases:
+    """Claiming and releasing rows of one table."""
 
-
-async def claim(
-    conn: AsyncConnection,
-    table: Table,
-    *,
-    where: list[Any],
-    order_by: Any,
-    limit: int,
-    lease_until_ms: int,
-    token: int,
-    returning: list[Any],
-    extra_values: dict[str, Any] | None = None,
-) -> list[Any]:
-    """Lease up to ``limit`` rows matching ``where`` (status 1, lease until, token) and return them."""
-    sub = select(table.c.id).where(*where).order_by(order_by).limit(limit)
-    if _is_pg(conn):
-        sub = sub.with_for_update(skip_locked=True)
-    stmt = (
-        update(table)
-        .where(table.c.id.in_(sub.scalar_subquery()))
-        .values(status=1, lease_until_ms=lease_until_ms, lease_token=token, **(extra_values or {}))
-        .returning(*returning)
-    )
-    return list((await conn.execute(stmt)).all())
-
-
-async def owned_ids(conn: AsyncConnection, table: Table, ids: list[int], token: int) -> set[int]:
-    """The rows of ``ids`` still leased by ``token`` (a lease that ran out may have moved on)."""
-    q = select(table.c.id).where(table.c.id.in_(ids), table.c.lease_token == token, table.c.status == 1)
-    if _is_pg(conn):
-        q = q.with_for_update()
-    return set((await conn.execute(q)).scalars())
-
-
-async def release_expired(conn: AsyncConnection, table: Table, now_ms: int) -> int:
-    """Put rows whose lease ran out (their worker died) back to pending."""
-    res = await conn.execute(
-        update(table)
-        .where(table.c.status == 1, table.c.lease_until_ms < now_ms)
-        .values(status=0, lease_until_ms=None, lease_token=None)
-    )
-    return res.rowcount or 0
-
-
-async def release_token(conn: AsyncConnection, table: Table, token: int) -> int:
-    """Give back rows a stopping worker leased but did not finish."""
-    res = await conn.execute(
-        update(table)
-        .where(table.c.status == 1, table.c.lease_token == token)
-        .values(status=0, lease_until_ms=None, lease_token=None)
-    )
-    return res.rowcount or 0
-
-
-async def accounts_with_pending(conn: AsyncConnection, table_name: str) -> list[int]:
-    """Distinct accounts that have pending rows, by a loose index scan (cheap with many rows)."""
-    sql = text(
-        f"""
-        WITH RECURSIVE a(acct) AS (
-          SELECT MIN(account_id) FROM {table_name} WHERE status = 0
-          UNION ALL
-          SELECT (SELECT MIN(account_id) FROM {table_name} WHERE status = 0 AND account_id > a.acct)
-          FROM a WHERE a.acct IS NOT NULL
+    def __init__(self, table: Table) -> None:
+        c = table.c
+        self.table = table
+        self._owned = Statement(
+            select(c.id).where(c.lease_token == bindparam("token"), c.status == LEASED).with_for_update()
         )
-        SELECT acct FROM a WHERE acct IS NOT NULL
-        """
-    )
-    return [int(r[0]) for r in (await conn.execute(sql)).all()]
+        self._release_expired = Statement(
+            update(table)
+            .where(c.status == LEASED, c.lease_until_ms < bindparam("now"))
+            .values(status=PENDING, lease_until_ms=None, lease_token=None)
+        )
+        self._release_token = Statement(
+            update(table)
+            .where(c.status == LEASED, c.lease_token == bindparam("token"))
+            .values(status=PENDING, lease_until_ms=None, lease_token=None)
+        )
+        self._pending_accounts = Statement(
+            text(
+                f"""
+                WITH RECURSIVE a(acct) AS (
+                  SELECT MIN(account_id) FROM {table.name} WHERE status = {PENDING}
+                  UNION ALL
+                  SELECT (SELECT MIN(account_id) FROM {table.name}
+                          WHERE status = {PENDING} AND account_id > a.acct)
+                  FROM a WHERE a.acct IS NOT NULL
+                )
+                SELECT acct FROM a WHERE acct IS NOT NULL
+                """
+            )
+        )
+
+    def claim_statement(
+        self,
+        *,
+        where: list[Any],
+        order_by: Any,
+        returning: list[Any],
+        extra_values: dict[str, Any] | None = None,
+    ) -> Statement:
+        """``UPDATE … SET status=1, lease … WHERE id IN (the first :limit rows matching where)
+        RETURNING …``; run it with ``limit``, ``until`` and ``token`` (and where's own binds)."""
+        t = self.table
+        sub = select(t.c.id).where(*where).order_by(order_by).limit(bindparam("limit"))
+        sub = sub.with_for_update(skip_locked=True)  # rendered on PostgreSQL only
+        return Statement(
+            update(t)
+            .where(t.c.id.in_(sub.scalar_subquery()))
+            .values(
+                status=LEASED,
+                lease_until_ms=bindparam("until"),
+                lease_token=bindparam("token"),
+                **(extra_values or {}),
+            )
+            .returning(*returning)
+        )
+
+    async def claim(self, tx: Tx, stmt: Statement, **params: Any) -> list[Row]:
+        return await tx.all(stmt, **params)
+
+    async def owned_ids(self, tx: Tx, token: int) -> set[int]:
+        """The rows still leased by ``token`` (a lease that ran out may have moved on), locked."""
+        return {r[0] for r in await tx.all(self._owned, token=token)}
+
+    async def release_expired(self, tx: Tx, now_ms: int) -> int:
+        """Put rows whose lease ran out (their worker died) back to pending."""
+        return await tx.run(self._release_expired, now=now_ms)
+
+    async def release_token(self, tx: Tx, token: int) -> int:
+        """Give back rows a stopping worker leased but did not finish."""
+        return await tx.run(self._release_token, token=token)
+
+    async def accounts_with_pending(self, tx: Tx) -> list[int]:
+        """Distinct accounts that have pending rows, by a loose index scan (cheap with many rows)."""
+        return [int(r[0]) for r in await tx.all(self._pending_accounts)]

@@ -16,11 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import bindparam, case, func, or_, select, update
 
 from numgate.clock import Clock
-from numgate.db.engine import writing
+from numgate.db.direct import Database, Statement, Tx
 from numgate.db.tables import accounts, ledger_entries, prices
 from numgate.errors import InsufficientBalance, InvalidParameter, NotFound, PriceNotFound
 from numgate.ledger.money import parse_currency
@@ -59,15 +58,45 @@ def _sum(kind: str) -> Any:
     return func.coalesce(func.sum(case((ledger_entries.c.kind == kind, ledger_entries.c.amount), else_=0)), 0)
 
 
-async def require_account(conn: AsyncConnection, account_id: int) -> None:
+def _price(r: Any) -> Price:
+    return Price(r["country"], r["level"], r["currency"], r["price"], r["account_id"], r["app_id"])
+
+
+_ACCOUNT = Statement(select(accounts.c.id).where(accounts.c.id == bindparam("id")))
+_LOCK_ACCOUNT = Statement(select(accounts.c.id).where(accounts.c.id == bindparam("id")).with_for_update())
+_PRICES_FOR = Statement(
+    select(prices).where(
+        prices.c.country == bindparam("country"),
+        prices.c.level == bindparam("level"),
+        or_(prices.c.account_id == 0, prices.c.account_id == bindparam("account_id")),
+        or_(prices.c.app_id == 0, prices.c.app_id == bindparam("app_id")),
+    )
+)
+_BALANCE = Statement(
+    select(_sum("topup"), _sum("charge"), _sum("reserve"), _sum("release")).where(
+        ledger_entries.c.account_id == bindparam("account_id"),
+        ledger_entries.c.currency == bindparam("currency"),
+    )
+)
+_APPEND = Statement(
+    ledger_entries.insert().values(
+        {
+            c: bindparam(c)
+            for c in ("account_id", "currency", "kind", "amount", "batch_id", "note", "created_ms")
+        }
+    )
+)
+
+
+async def require_account(tx: Tx, account_id: int) -> None:
     """Raise NotFound unless the account exists (inside the caller's transaction)."""
-    if (await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))).first() is None:
+    if await tx.one(_ACCOUNT, id=account_id) is None:
         raise NotFound(f"no account with id {account_id}")
 
 
 class Ledger:
-    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
         self._clock = clock
 
     # prices --------------------------------------------------------------------------------
@@ -99,9 +128,9 @@ class Ledger:
         """Set several (country, level, price) entries of one scope in one transaction."""
         currency = parse_currency(currency)
         out: list[Price] = []
-        async with writing(self._engine) as conn:
+        async with self._db.write() as tx:
             if account_id:
-                await require_account(conn, account_id)
+                await require_account(tx, account_id)
             now = self._clock.time_ms()
             for country, level, price in table:
                 country = country.strip().upper()
@@ -119,13 +148,11 @@ class Ledger:
                     & (prices.c.country == country)
                     & (prices.c.level == level)
                 )
-                n = (
-                    await conn.execute(
-                        update(prices).where(scope).values(price=price, currency=currency, updated_ms=now)
-                    )
-                ).rowcount
+                n = await tx.run(
+                    update(prices).where(scope).values(price=price, currency=currency, updated_ms=now)
+                )
                 if not n:
-                    await conn.execute(
+                    await tx.run(
                         prices.insert().values(
                             account_id=account_id,
                             app_id=app_id,
@@ -143,36 +170,24 @@ class Ledger:
         q = select(prices).order_by(prices.c.account_id, prices.c.app_id, prices.c.country, prices.c.level)
         if account_id is not None:
             q = q.where(prices.c.account_id.in_([0, account_id]))
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(q)).all()
-        return [Price(r.country, r.level, r.currency, r.price, r.account_id, r.app_id) for r in rows]
+        async with self._db.read() as tx:
+            rows = await tx.all(q)
+        return [_price(r) for r in rows]
 
     @staticmethod
-    async def find_price(
-        conn: AsyncConnection, account_id: int, app_id: int, country: str, level: int
-    ) -> Price:
+    async def find_price(tx: Tx, account_id: int, app_id: int, country: str, level: int) -> Price:
         """The most specific price: the app's, else the account's, else numgate's default."""
-        rows = (
-            await conn.execute(
-                select(prices).where(
-                    prices.c.country == country,
-                    prices.c.level == level,
-                    prices.c.account_id.in_([0, account_id]),
-                    prices.c.app_id.in_([0, app_id]),
-                )
-            )
-        ).all()
+        rows = await tx.all(_PRICES_FOR, country=country, level=level, account_id=account_id, app_id=app_id)
         best = None
         for r in rows:
-            if r.app_id and r.account_id != account_id:
+            if r["app_id"] and r["account_id"] != account_id:
                 continue
-            rank = (r.account_id != 0, r.app_id != 0)
+            rank = (r["account_id"] != 0, r["app_id"] != 0)
             if best is None or rank > best[0]:
                 best = (rank, r)
         if best is None:
             raise PriceNotFound(f"no price for level {level} in {country}")
-        r = best[1]
-        return Price(r.country, r.level, r.currency, r.price, r.account_id, r.app_id)
+        return _price(best[1])
 
     # entries -------------------------------------------------------------------------------
 
@@ -182,14 +197,14 @@ class Ledger:
         if amount <= 0:
             raise InvalidParameter("amount", "a top-up must be a positive amount")
         currency = parse_currency(currency)
-        async with writing(self._engine) as conn:
-            await require_account(conn, account_id)
-            await self._append(conn, account_id, currency, "topup", amount, None, note)
-            return await self.balance_in(conn, account_id, currency)
+        async with self._db.write() as tx:
+            await require_account(tx, account_id)
+            await self._append(tx, account_id, currency, "topup", amount, None, note)
+            return await self.balance_in(tx, account_id, currency)
 
     async def _append(
         self,
-        conn: AsyncConnection,
+        tx: Tx,
         account_id: int,
         currency: str,
         kind: str,
@@ -197,73 +212,59 @@ class Ledger:
         batch_id: int | None,
         note: str | None = None,
     ) -> None:
-        await conn.execute(
-            ledger_entries.insert().values(
-                account_id=account_id,
-                currency=currency,
-                kind=kind,
-                amount=amount,
-                batch_id=batch_id,
-                note=note,
-                created_ms=self._clock.time_ms(),
-            )
+        await tx.run(
+            _APPEND,
+            account_id=account_id,
+            currency=currency,
+            kind=kind,
+            amount=amount,
+            batch_id=batch_id,
+            note=note,
+            created_ms=self._clock.time_ms(),
         )
 
     @staticmethod
-    async def balance_in(conn: AsyncConnection, account_id: int, currency: str) -> Balance:
-        row = (
-            await conn.execute(
-                select(_sum("topup"), _sum("charge"), _sum("reserve"), _sum("release")).where(
-                    ledger_entries.c.account_id == account_id, ledger_entries.c.currency == currency
-                )
-            )
-        ).one()
+    async def balance_in(tx: Tx, account_id: int, currency: str) -> Balance:
+        row = await tx.one(_BALANCE, account_id=account_id, currency=currency)
+        assert row is not None  # an aggregate always has a row
         return Balance(currency, int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
     async def balances(self, account_id: int) -> list[Balance]:
-        async with self._engine.connect() as conn:
-            await require_account(conn, account_id)
-            currencies = (
-                (
-                    await conn.execute(
-                        select(ledger_entries.c.currency)
-                        .where(ledger_entries.c.account_id == account_id)
-                        .distinct()
-                        .order_by(ledger_entries.c.currency)
-                    )
-                )
-                .scalars()
-                .all()
+        async with self._db.read() as tx:
+            await require_account(tx, account_id)
+            currencies = await tx.all(
+                select(ledger_entries.c.currency)
+                .where(ledger_entries.c.account_id == account_id)
+                .distinct()
+                .order_by(ledger_entries.c.currency)
             )
-            return [await self.balance_in(conn, account_id, c) for c in currencies]
+            return [await self.balance_in(tx, account_id, c[0]) for c in currencies]
 
     @staticmethod
-    async def lock_account(conn: AsyncConnection, account_id: int) -> None:
+    async def lock_account(tx: Tx, account_id: int) -> None:
         """Serialise spending on one account for the rest of the caller's transaction.
 
         Call it first in a transaction that will reserve: on PostgreSQL, inserting a row that
         references the account takes a KEY SHARE lock, and two transactions that both upgrade
         that to FOR UPDATE later deadlock. SQLite transactions begin IMMEDIATE: already serial.
         """
-        if conn.dialect.name == "postgresql":
-            await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
+        if tx.is_postgres:
+            await tx.one(_LOCK_ACCOUNT, id=account_id)
 
-    async def reserve(
-        self, conn: AsyncConnection, account_id: int, currency: str, amount: int, batch_id: int
-    ) -> None:
+    async def reserve(self, tx: Tx, account_id: int, currency: str, amount: int, batch_id: int) -> None:
         """Hold ``amount`` for a batch inside the caller's transaction, or raise InsufficientBalance.
         The caller has called :meth:`lock_account` at the start of its transaction."""
-        bal = await self.balance_in(conn, account_id, currency)
+        bal = await self.balance_in(tx, account_id, currency)
         if bal.balance < amount:
             raise InsufficientBalance(
                 f"the batch costs {amount / 10000:.4f} {currency} but the balance is "
                 f"{bal.balance / 10000:.4f} {currency}"
             )
-        await self._append(conn, account_id, currency, "reserve", amount, batch_id)
+        await self._append(tx, account_id, currency, "reserve", amount, batch_id)
 
     async def settle(
         self,
-        conn: AsyncConnection,
+        tx: Tx,
         account_id: int,
         currency: str,
         batch_id: int,
@@ -272,6 +273,6 @@ class Ledger:
     ) -> None:
         """Turn part of a batch's reservation into a charge and return the rest."""
         if charged:
-            await self._append(conn, account_id, currency, "charge", charged, batch_id)
+            await self._append(tx, account_id, currency, "charge", charged, batch_id)
         if released:
-            await self._append(conn, account_id, currency, "release", released, batch_id)
+            await self._append(tx, account_id, currency, "release", released, batch_id)

@@ -11,12 +11,11 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import orjson
-from sqlalchemy import and_, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import and_, bindparam, func, or_, select
 
 from numgate import ids
 from numgate.clock import Clock
-from numgate.db.engine import writing
+from numgate.db.direct import Database, Statement
 from numgate.db.tables import batches, checks
 from numgate.errors import (
     BatchNoTooLong,
@@ -38,6 +37,30 @@ MAX_BATCH_NO = 64
 QUERY_DAYS = 14
 
 STATUS_PENDING, STATUS_LEASED, STATUS_DONE = 0, 1, 2
+
+_BATCH_COLUMNS = (
+    "message_id",
+    "account_id",
+    "app_id",
+    "batch_no",
+    "check_level",
+    "country",
+    "currency",
+    "unit_price",
+    "dr_url",
+    "total",
+    "created_ms",
+)
+INSERT_BATCH = Statement(
+    batches.insert().values({c: bindparam(c) for c in _BATCH_COLUMNS}).returning(batches.c.id)
+)
+_CHECK_COLUMNS = ("batch_id", "account_id", "seq", "phone", "message_id", "status", "attempts")
+INSERT_CHECK = Statement(checks.insert().values({c: bindparam(c) for c in _CHECK_COLUMNS}))
+INSERT_DONE_CHECK = Statement(
+    checks.insert().values(
+        {c: bindparam(c) for c in (*_CHECK_COLUMNS, "outcome", "result", "cost", "done_ms")}
+    )
+)
 
 
 class CallbackRenderer(Protocol):
@@ -132,13 +155,13 @@ def batch_country(items: Sequence[str]) -> tuple[int, str]:
 class NumberCheckService:
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: Database,
         clock: Clock,
         tenancy: TenancyService,
         ledger: Ledger,
         renderer: CallbackRenderer,
     ) -> None:
-        self._engine = engine
+        self._db = db
         self._clock = clock
         self._tenancy = tenancy
         self._ledger = ledger
@@ -167,32 +190,27 @@ class NumberCheckService:
         batch_no = batch_no or ids.new_batch_no()
         message_id = ids.new_message_id()
         now = self._clock.time_ms()
-        async with writing(self._engine) as conn:
-            await self._ledger.lock_account(conn, account_id)
-            price = await self._ledger.find_price(conn, account_id, app.id, region, int(lvl))
-            batch_id = (
-                await conn.execute(
-                    batches.insert()
-                    .values(
-                        message_id=message_id,
-                        account_id=account_id,
-                        app_id=app.id,
-                        batch_no=batch_no,
-                        check_level=int(lvl),
-                        country=region,
-                        currency=price.currency,
-                        unit_price=price.price,
-                        dr_url=dr_url or app.callback_url,
-                        total=len(items),
-                        created_ms=now,
-                    )
-                    .returning(batches.c.id)
-                )
-            ).scalar_one()
-            await self._ledger.reserve(conn, account_id, price.currency, price.price * len(items), batch_id)
-            single = len(items) == 1
-            await conn.execute(
-                checks.insert(),
+        single = len(items) == 1
+        async with self._db.write() as tx:
+            await self._ledger.lock_account(tx, account_id)
+            price = await self._ledger.find_price(tx, account_id, app.id, region, int(lvl))
+            batch_id = await tx.scalar(
+                INSERT_BATCH,
+                message_id=message_id,
+                account_id=account_id,
+                app_id=app.id,
+                batch_no=batch_no,
+                check_level=int(lvl),
+                country=region,
+                currency=price.currency,
+                unit_price=price.price,
+                dr_url=dr_url or app.callback_url,
+                total=len(items),
+                created_ms=now,
+            )
+            await self._ledger.reserve(tx, account_id, price.currency, price.price * len(items), batch_id)
+            await tx.many(
+                INSERT_CHECK,
                 [
                     {
                         "batch_id": batch_id,
@@ -251,39 +269,37 @@ class NumberCheckService:
             conds.append(batches.c.app_id == app.id)
         where = and_(*conds)
         joined = checks.join(batches, batches.c.id == checks.c.batch_id)
-        async with self._engine.connect() as conn:
-            total = (await conn.execute(select(func.count()).select_from(joined).where(where))).scalar_one()
-            rows = (
-                await conn.execute(
-                    select(
-                        checks.c.message_id,
-                        checks.c.phone,
-                        checks.c.result,
-                        checks.c.cost,
-                        batches.c.batch_no,
-                        batches.c.check_level,
-                        batches.c.currency,
-                    )
-                    .select_from(joined)
-                    .where(where)
-                    .order_by(checks.c.batch_id, checks.c.seq)
-                    .limit(page_size)
-                    .offset((page - 1) * page_size)
+        async with self._db.read() as tx:
+            total = await tx.scalar(select(func.count()).select_from(joined).where(where))
+            rows = await tx.all(
+                select(
+                    checks.c.message_id,
+                    checks.c.phone,
+                    checks.c.result,
+                    checks.c.cost,
+                    batches.c.batch_no,
+                    batches.c.check_level,
+                    batches.c.currency,
                 )
-            ).all()
+                .select_from(joined)
+                .where(where)
+                .order_by(checks.c.batch_id, checks.c.seq)
+                .limit(page_size)
+                .offset((page - 1) * page_size)
+            )
         return QueryPage(
             page,
             page_size,
             total,
             [
                 QueryRow(
-                    r.message_id,
-                    r.batch_no,
-                    r.phone,
-                    Level(r.check_level),
-                    CheckResult.from_json(orjson.loads(r.result)) if r.result else None,
-                    r.cost,
-                    r.currency,
+                    r["message_id"],
+                    r["batch_no"],
+                    r["phone"],
+                    Level(r["check_level"]),
+                    CheckResult.from_json(orjson.loads(r["result"])) if r["result"] else None,
+                    r["cost"],
+                    r["currency"],
                 )
                 for r in rows
             ],
@@ -306,53 +322,47 @@ class NumberCheckService:
         batch_no = batch_no or ids.new_batch_no()
         message_id = ids.new_message_id()
         now = self._clock.time_ms()
-        async with writing(self._engine) as conn:
-            await self._ledger.lock_account(conn, account_id)
+        async with self._db.write() as tx:
+            await self._ledger.lock_account(tx, account_id)
             region = result.basic.region if result.basic is not None and result.basic.region else None
             if region is None:
                 cc = calling_code_of(item)
                 region = main_region(cc) if cc is not None else None
             if region is not None:
-                price = await self._ledger.find_price(conn, account_id, app.id, region, 1)
+                price = await self._ledger.find_price(tx, account_id, app.id, region, 1)
                 unit, currency = price.price, price.currency
             else:
                 unit, currency = 0, "USD"
             cost = unit if result.outcome.charged else 0
-            batch_id = (
-                await conn.execute(
-                    batches.insert()
-                    .values(
-                        message_id=message_id,
-                        account_id=account_id,
-                        app_id=app.id,
-                        batch_no=batch_no,
-                        check_level=1,
-                        country=region,
-                        currency=currency,
-                        unit_price=unit,
-                        dr_url=None,
-                        total=1,
-                        created_ms=now,
-                    )
-                    .returning(batches.c.id)
-                )
-            ).scalar_one()
+            batch_id = await tx.scalar(
+                INSERT_BATCH,
+                message_id=message_id,
+                account_id=account_id,
+                app_id=app.id,
+                batch_no=batch_no,
+                check_level=1,
+                country=region,
+                currency=currency,
+                unit_price=unit,
+                dr_url=None,
+                total=1,
+                created_ms=now,
+            )
             if unit:
-                await self._ledger.reserve(conn, account_id, currency, unit, batch_id)
-                await self._ledger.settle(conn, account_id, currency, batch_id, cost, unit - cost)
-            await conn.execute(
-                checks.insert().values(
-                    batch_id=batch_id,
-                    account_id=account_id,
-                    seq=1,
-                    phone=item,
-                    message_id=message_id,
-                    status=STATUS_DONE,
-                    attempts=1,
-                    outcome=int(result.outcome),
-                    result=orjson.dumps(result.to_json()).decode(),
-                    cost=cost,
-                    done_ms=now,
-                )
+                await self._ledger.reserve(tx, account_id, currency, unit, batch_id)
+                await self._ledger.settle(tx, account_id, currency, batch_id, cost, unit - cost)
+            await tx.run(
+                INSERT_DONE_CHECK,
+                batch_id=batch_id,
+                account_id=account_id,
+                seq=1,
+                phone=item,
+                message_id=message_id,
+                status=STATUS_DONE,
+                attempts=1,
+                outcome=int(result.outcome),
+                result=orjson.dumps(result.to_json()).decode(),
+                cost=cost,
+                done_ms=now,
             )
         return SyncCheck(message_id, batch_no, item, result, cost, currency)

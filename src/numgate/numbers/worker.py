@@ -16,9 +16,9 @@ from sqlalchemy import bindparam, select, update
 
 from numgate import ids
 from numgate.core import Core
-from numgate.db.engine import writing
+from numgate.db.direct import Row, Statement
 from numgate.db.tables import batches, checks, deliveries
-from numgate.jobs import claims
+from numgate.jobs.claims import Leases, new_lease_token
 from numgate.jobs.runner import register, wait_for_work
 from numgate.numbers.check import check_many
 from numgate.numbers.classify import warm_up
@@ -31,6 +31,57 @@ log = logging.getLogger("numgate.numbers.worker")
 MAX_ATTEMPTS = 5
 #: fewest numbers one account gets per cycle, however many accounts are waiting
 MIN_SHARE = 25
+
+
+LEASES = Leases(checks)
+CLAIM = LEASES.claim_statement(
+    where=[checks.c.status == STATUS_PENDING, checks.c.account_id == bindparam("account_id")],
+    order_by=checks.c.id,
+    returning=[
+        checks.c.id,
+        checks.c.batch_id,
+        checks.c.seq,
+        checks.c.phone,
+        checks.c.message_id,
+        checks.c.attempts,
+    ],
+    extra_values={"attempts": checks.c.attempts + 1},
+)
+BATCH = Statement(select(batches).where(batches.c.id == bindparam("id")))
+FINISH = Statement(
+    update(checks)
+    .where(checks.c.id == bindparam("b_id"))
+    .values(
+        status=2,
+        outcome=bindparam("b_outcome"),
+        result=bindparam("b_result"),
+        cost=bindparam("b_cost"),
+        done_ms=bindparam("b_now"),
+        lease_until_ms=None,
+        lease_token=None,
+    )
+)
+QUEUE_CALLBACK = Statement(
+    deliveries.insert().values(
+        {
+            c: bindparam(c)
+            for c in (
+                "uid",
+                "check_id",
+                "account_id",
+                "app_id",
+                "url",
+                "body",
+                "status",
+                "attempts",
+                "next_ms",
+                "deadline_ms",
+                "created_ms",
+                "updated_ms",
+            )
+        }
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -55,17 +106,18 @@ class CheckWorker:
     async def _batch(self, batch_id: int) -> BatchInfo:
         info = self._batches.get(batch_id)
         if info is None:
-            async with self.core.engine.connect() as conn:
-                r = (await conn.execute(select(batches).where(batches.c.id == batch_id))).one()
+            async with self.core.db.read() as tx:
+                r = await tx.one(BATCH, id=batch_id)
+            assert r is not None, f"batch {batch_id} of a leased check is gone"
             info = BatchInfo(
-                r.id,
-                r.account_id,
-                r.app_id,
-                r.batch_no,
-                Level(r.check_level),
-                r.currency,
-                r.unit_price,
-                r.dr_url,
+                r["id"],
+                r["account_id"],
+                r["app_id"],
+                r["batch_no"],
+                Level(r["check_level"]),
+                r["currency"],
+                r["unit_price"],
+                r["dr_url"],
             )
             if len(self._batches) > 5000:
                 self._batches.clear()
@@ -77,73 +129,56 @@ class CheckWorker:
         if now < self._next_sweep:
             return
         self._next_sweep = now + 5.0
-        async with writing(self.core.engine) as conn:
-            n = await claims.release_expired(conn, checks, self.core.clock.time_ms())
+        async with self.core.db.write() as tx:
+            n = await LEASES.release_expired(tx, self.core.clock.time_ms())
         if n:
             log.warning("released %d numbers whose lease ran out (a worker stopped mid-check)", n)
 
-    async def claim(self, token: int) -> list[Any]:
+    async def claim(self, token: int) -> list[Row]:
         now = self.core.clock.time_ms()
         until = now + int(self.core.settings.worker_lease_s * 1000)
-        rows: list[Any] = []
-        async with writing(self.core.engine) as conn:
-            accounts = await claims.accounts_with_pending(conn, "checks")
+        rows: list[Row] = []
+        async with self.core.db.write() as tx:
+            accounts = await LEASES.accounts_with_pending(tx)
             if not accounts:
                 return rows
             share = max(self.chunk // len(accounts), MIN_SHARE)
             for acct in accounts:
-                rows += await claims.claim(
-                    conn,
-                    checks,
-                    where=[checks.c.status == STATUS_PENDING, checks.c.account_id == acct],
-                    order_by=checks.c.id,
-                    limit=share,
-                    lease_until_ms=until,
-                    token=token,
-                    returning=[
-                        checks.c.id,
-                        checks.c.batch_id,
-                        checks.c.seq,
-                        checks.c.phone,
-                        checks.c.message_id,
-                        checks.c.attempts,
-                    ],
-                    extra_values={"attempts": checks.c.attempts + 1},
-                )
+                rows += await LEASES.claim(tx, CLAIM, account_id=acct, limit=share, until=until, token=token)
         return rows
 
     async def run_once(self) -> int:
         """Claim, check and finish one chunk; the number of numbers finished."""
         await self.sweep()
-        token = claims.new_lease_token()
+        token = new_lease_token()
         rows = await self.claim(token)
         if not rows:
             return 0
         try:
-            by_batch: dict[int, list[Any]] = defaultdict(list)
+            by_batch: dict[int, list[Row]] = defaultdict(list)
             for r in rows:
-                by_batch[r.batch_id].append(r)
+                by_batch[r["batch_id"]].append(r)
             results: dict[int, CheckResult] = {}
             infos: dict[int, BatchInfo] = {}
             providers = self.core.providers
             for batch_id, group in by_batch.items():
                 info = infos[batch_id] = await self._batch(batch_id)
-                todo = [r for r in group if r.attempts <= MAX_ATTEMPTS]
+                todo = [r for r in group if r["attempts"] <= MAX_ATTEMPTS]
                 for r in group:
-                    if r.attempts > MAX_ATTEMPTS:
-                        results[r.id] = CheckResult(Outcome.INTERNAL)
-                checked = await check_many([r.phone for r in todo], info.level, providers)
-                results.update({r.id: res for r, res in zip(todo, checked, strict=True)})
+                    if r["attempts"] > MAX_ATTEMPTS:
+                        results[r["id"]] = CheckResult(Outcome.INTERNAL)
+                checked = await check_many([r["phone"] for r in todo], info.level, providers)
+                results.update({r["id"]: res for r, res in zip(todo, checked, strict=True)})
             return await self.finish(token, rows, infos, results)
         except BaseException:
             # stopping or a bug: give the numbers back now rather than after the lease
             with contextlib.suppress(Exception):
-                async with writing(self.core.engine) as conn:
-                    await claims.release_token(conn, checks, token)
+                async with self.core.db.write() as tx:
+                    await LEASES.release_token(tx, token)
             raise
 
     async def finish(
-        self, token: int, rows: list[Any], infos: dict[int, BatchInfo], results: dict[int, CheckResult]
+        self, token: int, rows: list[Row], infos: dict[int, BatchInfo], results: dict[int, CheckResult]
     ) -> int:
         core = self.core
         now = core.clock.time_ms()
@@ -152,28 +187,30 @@ class CheckWorker:
         updates: list[dict[str, Any]] = []
         outbox: list[dict[str, Any]] = []
         settle: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-        async with writing(core.engine) as conn:
-            owned = await claims.owned_ids(conn, checks, [r.id for r in rows], token)
+        async with core.db.write() as tx:
+            owned = await LEASES.owned_ids(tx, token)
             for r in rows:
-                if r.id not in owned:
+                check_id, batch_id = r["id"], r["batch_id"]
+                if check_id not in owned:
                     continue  # its lease ran out and another worker owns it now
-                info = infos[r.batch_id]
-                res = results[r.id]
+                info = infos[batch_id]
+                res = results[check_id]
                 cost = info.unit_price if res.outcome.charged else 0
-                settle[r.batch_id][0 if cost else 1] += info.unit_price
+                settle[batch_id][0 if cost else 1] += info.unit_price
                 updates.append(
                     {
-                        "b_id": r.id,
+                        "b_id": check_id,
                         "b_outcome": int(res.outcome),
                         "b_result": orjson.dumps(res.to_json()).decode(),
                         "b_cost": cost,
+                        "b_now": now,
                     }
                 )
                 if info.dr_url:
                     body = renderer.callback(
-                        message_id=r.message_id,
+                        message_id=r["message_id"],
                         batch_no=info.batch_no,
-                        phone=r.phone,
+                        phone=r["phone"],
                         result=res,
                         cost=cost,
                         currency=info.currency,
@@ -181,7 +218,7 @@ class CheckWorker:
                     outbox.append(
                         {
                             "uid": ids.new_message_id(),
-                            "check_id": r.id,
+                            "check_id": check_id,
                             "account_id": info.account_id,
                             "app_id": info.app_id,
                             "url": info.dr_url,
@@ -194,26 +231,11 @@ class CheckWorker:
                             "updated_ms": now,
                         }
                     )
-            if updates:
-                await conn.execute(
-                    update(checks)
-                    .where(checks.c.id == bindparam("b_id"))
-                    .values(
-                        status=2,
-                        outcome=bindparam("b_outcome"),
-                        result=bindparam("b_result"),
-                        cost=bindparam("b_cost"),
-                        done_ms=now,
-                        lease_until_ms=None,
-                        lease_token=None,
-                    ),
-                    updates,
-                )
-            if outbox:
-                await conn.execute(deliveries.insert(), outbox)
+            await tx.many(FINISH, updates)
+            await tx.many(QUEUE_CALLBACK, outbox)
             for batch_id, (charged, released) in settle.items():
                 info = infos[batch_id]
-                await core.ledger.settle(conn, info.account_id, info.currency, batch_id, charged, released)
+                await core.ledger.settle(tx, info.account_id, info.currency, batch_id, charged, released)
         if outbox:
             core.delivery_wakeup.set()
         return len(updates)

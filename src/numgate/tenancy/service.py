@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import bindparam, func, select, update
 
 from numgate import ids
 from numgate.clock import Clock
-from numgate.db.engine import writing
+from numgate.db.direct import Database, Statement, Tx
 from numgate.db.tables import access_keys, accounts, apps
 from numgate.errors import (
     AppLimitReached,
     AppNotFound,
     AppNotOwned,
+    Conflict,
     InvalidParameter,
     NotFound,
 )
@@ -70,19 +71,43 @@ class App:
         return self.appkey
 
 
-def _account(row: object) -> Account:
-    r = row._mapping  # type: ignore[attr-defined]
-    return Account(r["id"], r["name"], r["integrator"], r["number_check"], r["whatsapp"])
+def _account(r: Any) -> Account:
+    return Account(r["id"], r["name"], bool(r["integrator"]), bool(r["number_check"]), bool(r["whatsapp"]))
 
 
-def _app(row: object) -> App:
-    r = row._mapping  # type: ignore[attr-defined]
+def _app(r: Any) -> App:
     return App(r["id"], r["account_id"], r["appkey"], r["name"], r["callback_url"])
 
 
+_GRANT = Statement(
+    select(
+        access_keys.c.secret_enc,
+        access_keys.c.enabled,
+        access_keys.c.allowed_actions,
+        accounts.c.id,
+        accounts.c.name,
+        accounts.c.integrator,
+        accounts.c.number_check,
+        accounts.c.whatsapp,
+    )
+    .join(accounts, accounts.c.id == access_keys.c.account_id)
+    .where(access_keys.c.access_key == bindparam("key"))
+)
+_APP_BY_KEY = Statement(select(apps).where(apps.c.appkey == bindparam("appkey")))
+_APP_SECRET = Statement(select(apps.c.secret_enc).where(apps.c.id == bindparam("id")))
+_INSERT_KEY = Statement(
+    access_keys.insert().values(
+        {
+            c: bindparam(c)
+            for c in ("access_key", "account_id", "secret_enc", "enabled", "allowed_actions", "created_ms")
+        }
+    )
+)
+
+
 class TenancyService:
-    def __init__(self, engine: AsyncEngine, vault: Vault, clock: Clock) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, vault: Vault, clock: Clock) -> None:
+        self._db = db
         self._vault = vault
         self._clock = clock
         self._key_cache: dict[str, tuple[float, KeyGrant | None]] = {}
@@ -96,26 +121,24 @@ class TenancyService:
         name = name.strip()
         if not name:
             raise InvalidParameter("name", "an account needs a non-empty name")
-        async with writing(self._engine) as conn:
-            account_id = (
-                await conn.execute(
-                    accounts.insert()
-                    .values(
-                        name=name,
-                        integrator=integrator,
-                        number_check=number_check,
-                        whatsapp=whatsapp,
-                        created_ms=self._clock.time_ms(),
-                    )
-                    .returning(accounts.c.id)
+        async with self._db.write() as tx:
+            account_id = await tx.scalar(
+                accounts.insert()
+                .values(
+                    name=name,
+                    integrator=integrator,
+                    number_check=number_check,
+                    whatsapp=whatsapp,
+                    created_ms=self._clock.time_ms(),
                 )
-            ).scalar_one()
-            creds = await self._insert_key(conn, account_id, None)
+                .returning(accounts.c.id)
+            )
+            creds = await self._insert_key(tx, account_id, None)
         return Account(account_id, name, integrator, number_check, whatsapp), creds
 
     async def get_account(self, account_id: int) -> Account:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(accounts).where(accounts.c.id == account_id))).first()
+        async with self._db.read() as tx:
+            row = await tx.one(select(accounts).where(accounts.c.id == account_id))
         if row is None:
             raise NotFound(f"no account with id {account_id}")
         return _account(row)
@@ -128,20 +151,26 @@ class TenancyService:
             .scalar_subquery()
         )
         apps_n = select(func.count()).where(apps.c.account_id == accounts.c.id).scalar_subquery()
-        async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(accounts, keys_n.label("k"), apps_n.label("a")).order_by(accounts.c.id)
-                )
-            ).all()
-        return [(_account(r), r.k, r.a) for r in rows]
+        async with self._db.read() as tx:
+            rows = await tx.all(
+                select(accounts, keys_n.label("k"), apps_n.label("a")).order_by(accounts.c.id)
+            )
+        return [(_account(r), r["k"], r["a"]) for r in rows]
 
     # access keys ---------------------------------------------------------------------------
 
-    async def _insert_key(self, conn: object, account_id: int, allowed: list[str] | None) -> Credentials:
-        key, secret = ids.new_access_key(), ids.new_secret()
-        await conn.execute(  # type: ignore[attr-defined]
-            access_keys.insert().values(
+    async def _insert_key(
+        self,
+        tx: Tx,
+        account_id: int,
+        allowed: list[str] | None,
+        key: str | None = None,
+        secret: str | None = None,
+    ) -> Credentials:
+        key, secret = key or ids.new_access_key(), secret or ids.new_secret()
+        try:
+            await tx.run(
+                _INSERT_KEY,
                 access_key=key,
                 account_id=account_id,
                 secret_enc=self._vault.encrypt(secret),
@@ -149,50 +178,38 @@ class TenancyService:
                 allowed_actions=json.dumps(sorted(allowed)) if allowed is not None else None,
                 created_ms=self._clock.time_ms(),
             )
-        )
+        except Conflict:
+            raise InvalidParameter("access_key", f"the access key {key!r} exists already") from None
         return Credentials(account_id, key, secret)
 
     async def create_key(self, account_id: int, allowed_actions: list[str] | None = None) -> Credentials:
-        await self.get_account(account_id)
-        async with writing(self._engine) as conn:
-            return await self._insert_key(conn, account_id, allowed_actions)
+        async with self._db.write() as tx:
+            await require_account(tx, account_id)
+            return await self._insert_key(tx, account_id, allowed_actions)
 
     async def import_key(self, account_id: int, access_key: str, secret: str) -> Credentials:
         """Store a key pair chosen by the operator (e.g. to keep a vendor's existing keys)."""
-        await self.get_account(account_id)
-        async with writing(self._engine) as conn:
-            await conn.execute(
-                access_keys.insert().values(
-                    access_key=access_key,
-                    account_id=account_id,
-                    secret_enc=self._vault.encrypt(secret),
-                    enabled=True,
-                    created_ms=self._clock.time_ms(),
-                )
-            )
-        return Credentials(account_id, access_key, secret)
+        async with self._db.write() as tx:
+            await require_account(tx, account_id)
+            return await self._insert_key(tx, account_id, None, access_key, secret)
 
     async def disable_key(self, access_key: str) -> None:
-        async with writing(self._engine) as conn:
-            n = (
-                await conn.execute(
-                    update(access_keys).where(access_keys.c.access_key == access_key).values(enabled=False)
-                )
-            ).rowcount
+        async with self._db.write() as tx:
+            n = await tx.run(
+                update(access_keys).where(access_keys.c.access_key == access_key).values(enabled=False)
+            )
         if not n:
             raise NotFound(f"no access key {access_key!r}")
         self._key_cache.pop(access_key, None)
 
     async def credentials(self, account_id: int) -> list[Credentials]:
-        async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(access_keys.c.access_key, access_keys.c.secret_enc)
-                    .where(access_keys.c.account_id == account_id, access_keys.c.enabled.is_(True))
-                    .order_by(access_keys.c.created_ms)
-                )
-            ).all()
-        return [Credentials(account_id, r.access_key, self._vault.decrypt(r.secret_enc)) for r in rows]
+        async with self._db.read() as tx:
+            rows = await tx.all(
+                select(access_keys.c.access_key, access_keys.c.secret_enc)
+                .where(access_keys.c.account_id == account_id, access_keys.c.enabled.is_(True))
+                .order_by(access_keys.c.created_ms)
+            )
+        return [Credentials(account_id, r["access_key"], self._vault.decrypt(r["secret_enc"])) for r in rows]
 
     async def grant(self, access_key: str) -> KeyGrant | None:
         """The key's grant, or None if unknown. Cached briefly: this is on every request."""
@@ -200,29 +217,16 @@ class TenancyService:
         hit = self._key_cache.get(access_key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(access_keys, accounts)
-                    .join(accounts, accounts.c.id == access_keys.c.account_id)
-                    .where(access_keys.c.access_key == access_key)
-                )
-            ).first()
+        async with self._db.read() as tx:
+            r = await tx.one(_GRANT, key=access_key)
         grant = None
-        if row is not None:
-            m = row._mapping
-            allowed = m[access_keys.c.allowed_actions]
+        if r is not None:
+            allowed = r["allowed_actions"]
             grant = KeyGrant(
                 access_key=access_key,
-                secret=self._vault.decrypt(m[access_keys.c.secret_enc]),
-                enabled=m[access_keys.c.enabled],
-                account=Account(
-                    m[accounts.c.id],
-                    m[accounts.c.name],
-                    m[accounts.c.integrator],
-                    m[accounts.c.number_check],
-                    m[accounts.c.whatsapp],
-                ),
+                secret=self._vault.decrypt(r["secret_enc"]),
+                enabled=bool(r["enabled"]),
+                account=_account(r),
                 allowed_actions=frozenset(json.loads(allowed)) if allowed is not None else None,
             )
         if len(self._key_cache) > 10_000:
@@ -238,18 +242,16 @@ class TenancyService:
         name = name.strip()
         if not name:
             raise InvalidParameter("name", "an app needs a non-empty name")
-        async with writing(self._engine) as conn:
-            await require_account(conn, account_id)
-            count = (
-                await conn.execute(select(func.count()).where(apps.c.account_id == account_id))
-            ).scalar_one()
+        async with self._db.write() as tx:
+            await require_account(tx, account_id)
+            count = await tx.scalar(select(func.count()).where(apps.c.account_id == account_id))
             if count >= MAX_APPS_PER_ACCOUNT:
                 raise AppLimitReached(
                     f"account {account_id} already has {count} apps (the limit is {MAX_APPS_PER_ACCOUNT})"
                 )
             key = appkey or ids.new_appkey()
-            app_id = (
-                await conn.execute(
+            try:
+                app_id = await tx.scalar(
                     apps.insert()
                     .values(
                         account_id=account_id,
@@ -261,28 +263,26 @@ class TenancyService:
                     )
                     .returning(apps.c.id)
                 )
-            ).scalar_one()
+            except Conflict:
+                raise InvalidParameter("appkey", f"the appkey {key!r} is taken") from None
         return App(app_id, account_id, key, name, callback_url or None)
 
     async def list_apps(self, account_id: int) -> list[App]:
-        async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(select(apps).where(apps.c.account_id == account_id).order_by(apps.c.id))
-            ).all()
+        async with self._db.read() as tx:
+            rows = await tx.all(select(apps).where(apps.c.account_id == account_id).order_by(apps.c.id))
         return [_app(r) for r in rows]
 
-    async def find_app(self, appkey: str, conn: AsyncConnection | None = None) -> App | None:
-        """The app with this appkey; on ``conn`` when given (a caller inside a transaction that
-        holds a lock must not wait for a second pooled connection)."""
-        if conn is None:
-            async with self._engine.connect() as own:
+    async def find_app(self, appkey: str, tx: Tx | None = None) -> App | None:
+        """The app with this appkey; in ``tx`` when given."""
+        if tx is None:
+            async with self._db.read() as own:
                 return await self.find_app(appkey, own)
-        row = (await conn.execute(select(apps).where(apps.c.appkey == appkey))).first()
+        row = await tx.one(_APP_BY_KEY, appkey=appkey)
         return _app(row) if row is not None else None
 
-    async def app_of(self, account_id: int, appkey: str, conn: AsyncConnection | None = None) -> App:
+    async def app_of(self, account_id: int, appkey: str, tx: Tx | None = None) -> App:
         """The caller's app: AppNotFound if no such appkey, AppNotOwned if it is another's."""
-        app = await self.find_app(appkey, conn)
+        app = await self.find_app(appkey, tx)
         if app is None:
             raise AppNotFound(f"no app with appkey {appkey!r}")
         if app.account_id != account_id:
@@ -293,8 +293,10 @@ class TenancyService:
         cached = self._app_secret_cache.get(app_id)
         if cached is not None:
             return cached
-        async with self._engine.connect() as conn:
-            enc = (await conn.execute(select(apps.c.secret_enc).where(apps.c.id == app_id))).scalar_one()
+        async with self._db.read() as tx:
+            enc = await tx.scalar(_APP_SECRET, id=app_id)
+        if enc is None:
+            raise NotFound(f"no app with id {app_id}")
         secret = self._vault.decrypt(enc)
         self._app_secret_cache[app_id] = secret
         return secret

@@ -120,6 +120,8 @@ class PhoneNumber:
     name_status: str
     #: the stored business profile, parsed only when asked for (not on every lookup)
     profile_json: str | None = None
+    #: while a (de)registration is in flight, until when it holds the number
+    busy_until_ms: int | None = None
 
     @property
     def profile(self) -> Profile:

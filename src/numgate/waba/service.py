@@ -15,12 +15,10 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import bindparam, insert, select, update
 
 from numgate.clock import Clock
-from numgate.db.engine import writing
+from numgate.db.direct import Database, Row, Statement, Tx
 from numgate.db.tables import apps, waba_code_requests, waba_numbers, waba_register_events
 from numgate.errors import (
     AlreadyRegistered,
@@ -29,6 +27,7 @@ from numgate.errors import (
     CodeExpired,
     CodeMismatch,
     CodeRequestTooFrequent,
+    Conflict,
     InvalidParameter,
     MissingParameter,
     NotRegistered,
@@ -62,47 +61,106 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+wn, cr, ev = waba_numbers.c, waba_code_requests.c, waba_register_events.c
+
+#: a number as the service reads it: everything but the PIN, with its app's names
+_SELECT = select(
+    wn.id,
+    wn.account_id,
+    wn.app_id,
+    wn.phone,
+    wn.cc,
+    wn.verified_name,
+    wn.upstream_id,
+    wn.verified_ms,
+    wn.registration,
+    wn.busy_until_ms,
+    wn.status,
+    wn.quality,
+    wn.tier,
+    wn.name_status,
+    wn.profile,
+    apps.c.appkey,
+    apps.c.name.label("app_name"),
+    apps.c.callback_url,
+).join(apps, apps.c.id == wn.app_id)
+BY_PHONE = Statement(_SELECT.where(wn.phone == bindparam("phone")))
+BY_PHONE_LOCKED = Statement(_SELECT.where(wn.phone == bindparam("phone")).with_for_update(of=waba_numbers))
+LATEST_REQUEST = Statement(
+    select(waba_code_requests)
+    .where(cr.number_id == bindparam("nid"), cr.state != "failed")
+    .order_by(cr.requested_ms.desc(), cr.id.desc())
+    .limit(1)
+)
+RECENT_REQUESTS = Statement(
+    select(cr.requested_ms)
+    .where(cr.number_id == bindparam("nid"), cr.state != "failed", cr.requested_ms > bindparam("since"))
+    .order_by(cr.requested_ms.desc())
+)
+INSERT_REQUEST = Statement(
+    insert(waba_code_requests)
+    .values({c: bindparam(c) for c in ("number_id", "method", "locale", "state", "attempts", "requested_ms")})
+    .returning(cr.id)
+)
+SET_REQUEST_STATE = Statement(
+    update(waba_code_requests).where(cr.id == bindparam("rid")).values(state=bindparam("state"))
+)
+SET_ATTEMPTS = Statement(
+    update(waba_code_requests).where(cr.id == bindparam("rid")).values(attempts=bindparam("n"))
+)
+GIVE_ATTEMPT_BACK = Statement(
+    update(waba_code_requests).where(cr.id == bindparam("rid")).values(attempts=cr.attempts - 1)
+)
+MARK_USED = Statement(update(waba_code_requests).where(cr.id == bindparam("rid")).values(state="used"))
+SET_VERIFIED = Statement(
+    update(waba_numbers)
+    .where(wn.id == bindparam("nid"))
+    .values(verified_ms=bindparam("at"), updated_ms=bindparam("at"))
+)
+PIN_OF = Statement(select(wn.pin_enc).where(wn.id == bindparam("nid")))
+RECENT_CHANGES = Statement(
+    select(ev.at_ms)
+    .where(ev.number_id == bindparam("nid"), ev.at_ms > bindparam("since"))
+    .order_by(ev.at_ms.desc())
+)
+INSERT_CHANGE = Statement(
+    insert(waba_register_events)
+    .values({c: bindparam(c) for c in ("number_id", "kind", "outcome", "at_ms")})
+    .returning(ev.id)
+)
+END_CHANGE = Statement(
+    update(waba_register_events)
+    .where(ev.id == bindparam("eid"))
+    .values(outcome=bindparam("outcome"), detail=bindparam("detail"))
+)
+ABANDON_CHANGES = Statement(
+    update(waba_register_events)
+    .where(ev.number_id == bindparam("nid"), ev.outcome == "pending")
+    .values(outcome="failed", detail="abandoned: the process handling it stopped")
+)
+
+
 class WabaService:
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: Database,
         clock: Clock,
         vault: Vault,
         tenancy: TenancyService,
         upstream: WabaUpstream,
         rules: OnboardingRules | None = None,
     ) -> None:
-        self._engine = engine
+        self._db = db
         self._clock = clock
         self._vault = vault
         self._tenancy = tenancy
         self.upstream = upstream
         self.rules = rules or OnboardingRules()
-        # the hot statements, built once (building a SQLAlchemy statement costs more than running it)
-        self._by_phone = self._select().where(waba_numbers.c.phone == bindparam("phone"))
-        self._by_phone_locked = self._by_phone.with_for_update(of=waba_numbers)
-        req = waba_code_requests.c
-        self._latest_request = (
-            select(waba_code_requests)
-            .where(req.number_id == bindparam("nid"), req.state != "failed")
-            .order_by(req.requested_ms.desc(), req.id.desc())
-            .limit(1)
-        )
-        self._set_attempts = (
-            update(waba_code_requests).where(req.id == bindparam("rid")).values(attempts=bindparam("n"))
-        )
-        self._mark_used = update(waba_code_requests).where(req.id == bindparam("rid")).values(state="used")
-        self._set_verified = (
-            update(waba_numbers)
-            .where(waba_numbers.c.id == bindparam("nid"))
-            .values(verified_ms=bindparam("at"), updated_ms=bindparam("at"))
-        )
 
     # reading -------------------------------------------------------------------------------
 
-    def _record(self, row: Row[Any]) -> PhoneNumber:
-        m = row._mapping
-        verified_ms = m[waba_numbers.c.verified_ms]
+    def _record(self, m: Row) -> PhoneNumber:
+        verified_ms = m["verified_ms"]
         until = verified_ms + self.rules.verification_valid_ms if verified_ms is not None else None
         if until is None:
             verification = Verification.NOT_VERIFIED
@@ -111,30 +169,25 @@ class WabaService:
         else:
             verification = Verification.EXPIRED
         return PhoneNumber(
-            id=m[waba_numbers.c.id],
-            account_id=m[waba_numbers.c.account_id],
-            app_id=m[waba_numbers.c.app_id],
-            appkey=m[apps.c.appkey],
-            app_name=m[apps.c.name],
-            callback_url=m[apps.c.callback_url],
-            phone=m[waba_numbers.c.phone],
-            cc=m[waba_numbers.c.cc],
-            verified_name=m[waba_numbers.c.verified_name],
-            upstream_id=m[waba_numbers.c.upstream_id],
+            id=m["id"],
+            account_id=m["account_id"],
+            app_id=m["app_id"],
+            appkey=m["appkey"],
+            app_name=m["app_name"],
+            callback_url=m["callback_url"],
+            phone=m["phone"],
+            cc=m["cc"],
+            verified_name=m["verified_name"],
+            upstream_id=m["upstream_id"],
             verification=verification,
             verified_until_ms=until,
-            registration=Registration(m[waba_numbers.c.registration]),
-            status=m[waba_numbers.c.status],
-            quality=m[waba_numbers.c.quality],
-            tier=m[waba_numbers.c.tier],
-            name_status=m[waba_numbers.c.name_status],
-            profile_json=m[waba_numbers.c.profile],
-        )
-
-    @staticmethod
-    def _select() -> Any:
-        return select(waba_numbers, apps.c.appkey, apps.c.name, apps.c.callback_url).join(
-            apps, apps.c.id == waba_numbers.c.app_id
+            registration=Registration(m["registration"]),
+            status=m["status"],
+            quality=m["quality"],
+            tier=m["tier"],
+            name_status=m["name_status"],
+            profile_json=m["profile"],
+            busy_until_ms=m["busy_until_ms"],
         )
 
     async def _app(self, account_id: int | None, appkey: str) -> App:
@@ -146,17 +199,15 @@ class WabaService:
         return app
 
     async def _locate(
-        self, conn: AsyncConnection, account_id: int, phone: str, appkey: str | None, *, lock: bool
+        self, tx: Tx, account_id: int, phone: str, appkey: str | None, *, lock: bool
     ) -> PhoneNumber:
         """The caller's number (one query on the usual path; the app is checked only when the
         number is missing or elsewhere, to say which of app and number is wrong)."""
-        row = (
-            await conn.execute(self._by_phone_locked if lock else self._by_phone, {"phone": phone})
-        ).first()
+        row = await tx.one(BY_PHONE_LOCKED if lock else BY_PHONE, phone=phone)
         number = self._record(row) if row is not None else None
         fits = number is not None and number.account_id == account_id and appkey in (None, number.appkey)
         if not fits and appkey is not None:
-            await self._tenancy.app_of(account_id, appkey, conn)
+            await self._tenancy.app_of(account_id, appkey, tx)
         if number is None:
             where = f"space/app {appkey}" if appkey else "any of your apps"
             raise PhoneNumberNotFound(f"{phone} is not on {where}: attach it first")
@@ -168,13 +219,13 @@ class WabaService:
 
     async def number(self, account_id: int, phone: str, appkey: str | None = None) -> PhoneNumber:
         phone = normalise_phone(phone)
-        async with self._engine.connect() as conn:
-            return await self._locate(conn, account_id, phone, appkey, lock=False)
+        async with self._db.read() as tx:
+            return await self._locate(tx, account_id, phone, appkey, lock=False)
 
     async def list_numbers(
         self, account_id: int | None, appkey: str | None = None, status: str | None = None
     ) -> list[PhoneNumber]:
-        q = self._select().order_by(waba_numbers.c.id)
+        q = _SELECT.order_by(waba_numbers.c.id)
         if appkey is not None:
             app = await self._app(account_id, appkey)
             q = q.where(waba_numbers.c.app_id == app.id)
@@ -182,8 +233,8 @@ class WabaService:
             q = q.where(waba_numbers.c.account_id == account_id)
         if status:
             q = q.where(waba_numbers.c.status == status.upper())
-        async with self._engine.connect() as conn:
-            return [self._record(r) for r in (await conn.execute(q)).all()]
+        async with self._db.read() as tx:
+            return [self._record(r) for r in await tx.all(q)]
 
     # attaching -----------------------------------------------------------------------------
 
@@ -205,8 +256,8 @@ class WabaService:
             raise MissingParameter("verified_name", "a display (verified) name is required")
         if len(name) > 200:
             raise InvalidParameter("verified_name", "the display name is longer than 200 characters")
-        async with self._engine.connect() as conn:
-            existing = (await conn.execute(self._select().where(waba_numbers.c.phone == full))).first()
+        async with self._db.read() as tx:
+            existing = await tx.one(BY_PHONE, phone=full)
         if existing is not None:
             number = self._record(existing)
             if number.app_id == app.id:
@@ -215,8 +266,8 @@ class WabaService:
         upstream_id = await self._upstream(self.upstream.add_number(cc, national, name), "adding the number")
         now = self._clock.time_ms()
         try:
-            async with writing(self._engine) as conn:
-                await conn.execute(
+            async with self._db.write() as tx:
+                await tx.run(
                     insert(waba_numbers).values(
                         account_id=app.account_id,
                         app_id=app.id,
@@ -233,13 +284,11 @@ class WabaService:
                         updated_ms=now,
                     )
                 )
-        except IntegrityError:
+        except Conflict:
             raise PhoneNumberTaken(f"{full} was attached to an app at the same moment; retry") from None
         log.info("number attached", extra={"account": app.account_id, "app": app.id})
-        async with self._engine.connect() as conn:
-            return self._record(
-                (await conn.execute(self._select().where(waba_numbers.c.phone == full))).one()
-            )
+        async with self._db.read() as tx:
+            return self._record(await tx.one(BY_PHONE, phone=full))
 
     # verification codes --------------------------------------------------------------------
 
@@ -248,23 +297,11 @@ class WabaService:
     ) -> None:
         phone = normalise_phone(phone)
         r, now = self.rules, self._clock.time_ms()
-        async with writing(self._engine) as conn:
-            number = await self._locate(conn, account_id, phone, appkey, lock=True)
-            recent = (
-                (
-                    await conn.execute(
-                        select(waba_code_requests.c.requested_ms)
-                        .where(
-                            waba_code_requests.c.number_id == number.id,
-                            waba_code_requests.c.state != "failed",
-                            waba_code_requests.c.requested_ms > now - r.code_window_ms,
-                        )
-                        .order_by(waba_code_requests.c.requested_ms.desc())
-                    )
-                )
-                .scalars()
-                .all()
-            )
+        async with self._db.write() as tx:
+            number = await self._locate(tx, account_id, phone, appkey, lock=True)
+            recent = [
+                row[0] for row in await tx.all(RECENT_REQUESTS, nid=number.id, since=now - r.code_window_ms)
+            ]
             if recent and now - recent[0] < r.code_cooldown_ms:
                 wait_s = -(-(recent[0] + r.code_cooldown_ms - now) // 1000)
                 raise CodeRequestTooFrequent(
@@ -278,20 +315,15 @@ class WabaService:
                     f"{r.code_window_ms // 60_000} minutes (the limit is {r.code_requests_per_window}); "
                     f"the next can be requested after {_iso(free_at)}"
                 )
-            request_id = (
-                await conn.execute(
-                    insert(waba_code_requests)
-                    .values(
-                        number_id=number.id,
-                        method=method.value,
-                        locale=locale,
-                        state="sending",
-                        attempts=0,
-                        requested_ms=now,
-                    )
-                    .returning(waba_code_requests.c.id)
-                )
-            ).scalar_one()
+            request_id = await tx.scalar(
+                INSERT_REQUEST,
+                number_id=number.id,
+                method=method.value,
+                locale=locale,
+                state="sending",
+                attempts=0,
+                requested_ms=now,
+            )
         state = "failed"
         try:
             await self._upstream(
@@ -299,12 +331,8 @@ class WabaService:
             )
             state = "sent"
         finally:
-            async with writing(self._engine) as conn:
-                await conn.execute(
-                    update(waba_code_requests)
-                    .where(waba_code_requests.c.id == request_id)
-                    .values(state=state)
-                )
+            async with self._db.write() as tx:
+                await tx.run(SET_REQUEST_STATE, rid=request_id, state=state)
 
     async def verify_code(self, account_id: int, phone: str, code: str, appkey: str | None = None) -> None:
         phone = normalise_phone(phone)
@@ -312,23 +340,23 @@ class WabaService:
         if not code:
             raise MissingParameter("code", "the verification code is required")
         r, now = self.rules, self._clock.time_ms()
-        async with writing(self._engine) as conn:
-            number = await self._locate(conn, account_id, phone, appkey, lock=True)
-            req = (await conn.execute(self._latest_request, {"nid": number.id})).first()
-            if req is None or req.state == "used":
+        async with self._db.write() as tx:
+            number = await self._locate(tx, account_id, phone, appkey, lock=True)
+            req = await tx.one(LATEST_REQUEST, nid=number.id)
+            if req is None or req["state"] == "used":
                 raise CodeExpired(f"no verification code is pending for {phone}: request a code first")
-            if now >= req.requested_ms + r.code_lifetime_ms:
+            if now >= req["requested_ms"] + r.code_lifetime_ms:
                 raise CodeExpired(
-                    f"the code sent to {phone} at {_iso(req.requested_ms)} has expired (codes last "
+                    f"the code sent to {phone} at {_iso(req['requested_ms'])} has expired (codes last "
                     f"{r.code_lifetime_ms // 60_000} minutes): request a new one"
                 )
-            if req.attempts >= r.code_max_attempts:
+            if req["attempts"] >= r.code_max_attempts:
                 raise CodeAttemptsExhausted(
-                    f"{req.attempts} wrong codes were entered for the last code sent to {phone}: "
+                    f"{req['attempts']} wrong codes were entered for the last code sent to {phone}: "
                     "request a new one"
                 )
-            attempts = req.attempts + 1
-            await conn.execute(self._set_attempts, {"rid": req.id, "n": attempts})
+            request_id, attempts = req["id"], req["attempts"] + 1
+            await tx.run(SET_ATTEMPTS, rid=request_id, n=attempts)
         try:
             await self._upstream(
                 self.upstream.verify_code(self._upstream_id(number), code), "checking the code"
@@ -344,35 +372,21 @@ class WabaService:
                 )
             ) from None
         except NumgateError:  # not the caller's fault: give the attempt back
-            async with writing(self._engine) as conn:
-                await conn.execute(
-                    update(waba_code_requests)
-                    .where(waba_code_requests.c.id == req.id)
-                    .values(attempts=waba_code_requests.c.attempts - 1)
-                )
+            async with self._db.write() as tx:
+                await tx.run(GIVE_ATTEMPT_BACK, rid=request_id)
             raise
-        async with writing(self._engine) as conn:
-            await conn.execute(self._mark_used, {"rid": req.id})
-            await conn.execute(self._set_verified, {"nid": number.id, "at": self._clock.time_ms()})
+        async with self._db.write() as tx:
+            await tx.run(MARK_USED, rid=request_id)
+            await tx.run(SET_VERIFIED, nid=number.id, at=self._clock.time_ms())
 
     # registration --------------------------------------------------------------------------
 
-    async def _check_window(self, conn: AsyncConnection, number: PhoneNumber, now: int) -> None:
+    async def _check_window(self, tx: Tx, number: PhoneNumber, now: int) -> None:
         r = self.rules
-        times = (
-            (
-                await conn.execute(
-                    select(waba_register_events.c.at_ms)
-                    .where(
-                        waba_register_events.c.number_id == number.id,
-                        waba_register_events.c.at_ms > now - r.registration_window_ms,
-                    )
-                    .order_by(waba_register_events.c.at_ms.desc())
-                )
-            )
-            .scalars()
-            .all()
-        )
+        times = [
+            row[0]
+            for row in await tx.all(RECENT_CHANGES, nid=number.id, since=now - r.registration_window_ms)
+        ]
         if len(times) >= r.registrations_per_window:
             free_at = times[r.registrations_per_window - 1] + r.registration_window_ms
             raise RegisterLimitExceeded(
@@ -383,7 +397,7 @@ class WabaService:
 
     async def _begin_change(
         self,
-        conn: AsyncConnection,
+        tx: Tx,
         number: PhoneNumber,
         kind: str,
         state: Registration,
@@ -393,15 +407,11 @@ class WabaService:
         """Record a (de)registration attempt and hold the number in ``state`` while it runs."""
         if number.registration in IN_FLIGHT:
             raise AlreadyRegistered(f"a registration change for {number.phone} is in progress; retry shortly")
-        await self._check_window(conn, number, now)
-        event_id = (
-            await conn.execute(
-                insert(waba_register_events)
-                .values(number_id=number.id, kind=kind, outcome="pending", at_ms=now)
-                .returning(waba_register_events.c.id)
-            )
-        ).scalar_one()
-        await conn.execute(
+        await self._check_window(tx, number, now)
+        event_id = await tx.scalar(
+            INSERT_CHANGE, number_id=number.id, kind=kind, outcome="pending", at_ms=now
+        )
+        await tx.run(
             update(waba_numbers)
             .where(waba_numbers.c.id == number.id)
             .values(
@@ -421,22 +431,18 @@ class WabaService:
     ) -> None:
         """Update the number and, when ``event_id`` is given, record how its change ended."""
         values["updated_ms"] = self._clock.time_ms()
-        async with writing(self._engine) as conn:
-            await conn.execute(update(waba_numbers).where(waba_numbers.c.id == number_id).values(**values))
+        async with self._db.write() as tx:
+            await tx.run(update(waba_numbers).where(waba_numbers.c.id == number_id).values(**values))
             if event_id is not None:
-                await conn.execute(
-                    update(waba_register_events)
-                    .where(waba_register_events.c.id == event_id)
-                    .values(outcome=outcome, detail=detail)
-                )
+                await tx.run(END_CHANGE, eid=event_id, outcome=outcome, detail=detail)
 
     async def register(self, account_id: int, phone: str, appkey: str | None = None) -> PhoneNumber:
         """Create the upstream client and register it with the number's PIN (3 → 4 → 5)."""
         phone = normalise_phone(phone)
         now = self._clock.time_ms()
-        async with writing(self._engine) as conn:
-            number = await self._locate(conn, account_id, phone, appkey, lock=True)
-            number = await self._free_stale(conn, number, now)
+        async with self._db.write() as tx:
+            number = await self._locate(tx, account_id, phone, appkey, lock=True)
+            number = await self._free_stale(tx, number, now)
             if number.verification is Verification.EXPIRED:
                 raise NotVerified(
                     f"the verification of {phone} expired on {_iso(number.verified_until_ms or 0)}: "
@@ -446,13 +452,11 @@ class WabaService:
                 raise NotVerified(f"{phone} is not verified: request and check a code first")
             if number.registration is Registration.REGISTERED:
                 raise AlreadyRegistered(f"{phone} is already registered")
-            pin_enc = (
-                await conn.execute(select(waba_numbers.c.pin_enc).where(waba_numbers.c.id == number.id))
-            ).scalar_one()
+            pin_enc = await tx.scalar(PIN_OF, nid=number.id)
             if pin_enc is None:  # the two-step PIN: made once, kept encrypted, never returned
                 pin_enc = self._vault.encrypt(f"{secrets.randbelow(10**6):06d}")
             event_id = await self._begin_change(
-                conn, number, "register", Registration.CREATING, now, pin_enc=pin_enc
+                tx, number, "register", Registration.CREATING, now, pin_enc=pin_enc
             )
         upstream_id = self._upstream_id(number)
         try:
@@ -499,12 +503,12 @@ class WabaService:
     async def deregister(self, account_id: int, phone: str, appkey: str | None = None) -> PhoneNumber:
         phone = normalise_phone(phone)
         now = self._clock.time_ms()
-        async with writing(self._engine) as conn:
-            number = await self._locate(conn, account_id, phone, appkey, lock=True)
-            number = await self._free_stale(conn, number, now)
+        async with self._db.write() as tx:
+            number = await self._locate(tx, account_id, phone, appkey, lock=True)
+            number = await self._free_stale(tx, number, now)
             if number.registration is not Registration.REGISTERED:
                 raise NotRegistered(f"{phone} is not registered, so it cannot be deregistered")
-            event_id = await self._begin_change(conn, number, "deregister", Registration.DEREGISTERING, now)
+            event_id = await self._begin_change(tx, number, "deregister", Registration.DEREGISTERING, now)
         try:
             await self._upstream(
                 self.upstream.deregister(self._upstream_id(number)), "deregistering the number"
@@ -529,13 +533,11 @@ class WabaService:
         )
         return await self.number(account_id, phone)
 
-    async def _free_stale(self, conn: AsyncConnection, number: PhoneNumber, now: int) -> PhoneNumber:
+    async def _free_stale(self, tx: Tx, number: PhoneNumber, now: int) -> PhoneNumber:
         """A (de)registration whose process died holds the number only until its lease ends."""
         if number.registration not in IN_FLIGHT:
             return number
-        busy = (
-            await conn.execute(select(waba_numbers.c.busy_until_ms).where(waba_numbers.c.id == number.id))
-        ).scalar_one()
+        busy = number.busy_until_ms
         if busy is not None and busy > now:
             return number
         back = (
@@ -543,15 +545,11 @@ class WabaService:
             if number.registration is Registration.DEREGISTERING
             else Registration.NONE
         )
-        await conn.execute(
+        await tx.run(
             update(waba_numbers).where(waba_numbers.c.id == number.id).values(registration=back.value)
         )
-        await conn.execute(
-            update(waba_register_events)
-            .where(waba_register_events.c.number_id == number.id, waba_register_events.c.outcome == "pending")
-            .values(outcome="failed", detail="abandoned: the process handling it stopped")
-        )
-        return await self._locate(conn, number.account_id, number.phone, None, lock=False)
+        await tx.run(ABANDON_CHANGES, nid=number.id)
+        return await self._locate(tx, number.account_id, number.phone, None, lock=False)
 
     # upstream sync and profile -------------------------------------------------------------
 
@@ -561,13 +559,13 @@ class WabaService:
         numbers = await self.list_numbers(account_id, appkey)
         listing = await self._upstream(self.upstream.list_all(), "listing the numbers")
         now = self._clock.time_ms()
-        async with writing(self._engine) as conn:
+        async with self._db.write() as tx:
             for number in numbers:
                 if number.upstream_id is None:
                     continue
                 info = listing.get(number.upstream_id)
                 values = self._info_values(info) if info is not None else {"status": "DELETED"}
-                await conn.execute(
+                await tx.run(
                     update(waba_numbers)
                     .where(waba_numbers.c.id == number.id)
                     .values(updated_ms=now, **values)

@@ -24,13 +24,11 @@ import hashlib
 import hmac
 import random
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from numgate.clock import Clock
-from numgate.db.engine import writing
+from numgate.db.direct import Database, Row, Statement
 from numgate.db.tables import sandbox_outbox, sandbox_phones
 from numgate.errors import CodeMismatch, UpstreamError
 from numgate.waba.model import CodeMethod
@@ -71,6 +69,24 @@ MESSAGES = {
 }
 
 
+sp = sandbox_phones.c
+PHONE_BY_ID = Statement(select(sandbox_phones).where(sp.id == bindparam("pid")))
+ID_BY_PHONE = Statement(select(sp.id).where(sp.phone == bindparam("phone")))
+SET_CODE = Statement(update(sandbox_phones).where(sp.id == bindparam("pid")).values(code=bindparam("code")))
+SET_VERIFIED = Statement(update(sandbox_phones).where(sp.id == bindparam("pid")).values(verified=True))
+SET_REGISTERED = Statement(
+    update(sandbox_phones)
+    .where(sp.id == bindparam("pid"))
+    .values(registered=bindparam("registered"), pin_hash=bindparam("pin_hash"))
+)
+SET_DEREGISTERED = Statement(update(sandbox_phones).where(sp.id == bindparam("pid")).values(registered=False))
+SEND = Statement(
+    insert(sandbox_outbox).values(
+        {c: bindparam(c) for c in ("phone", "channel", "locale", "text", "created_ms")}
+    )
+)
+
+
 @dataclass(frozen=True)
 class OutboxMessage:
     id: int
@@ -84,13 +100,10 @@ class OutboxMessage:
 class SimulatedWhatsApp:
     name = "simulator"
 
-    def __init__(self, engine: AsyncEngine, clock: Clock, rng: random.Random | None = None) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, clock: Clock, rng: random.Random | None = None) -> None:
+        self._db = db
         self._clock = clock
         self._rng = rng or random.SystemRandom()
-        p = sandbox_phones.c
-        self._phone_and_code = select(p.phone, p.code).where(p.id == bindparam("pid"))
-        self._set_verified = update(sandbox_phones).where(p.id == bindparam("pid")).values(verified=True)
 
     def waba_id_for(self, app_id: int) -> str:
         return f"sandbox-{app_id}"  # one simulated account per app
@@ -100,26 +113,25 @@ class SimulatedWhatsApp:
         if magic is not None and (magic[0] == call or (magic[0] == "*" and call != "add")):
             raise core_error(magic[1], DURING[call])
 
-    async def _phone(self, upstream_id: str) -> str:
-        async with self._engine.connect() as conn:
-            phone = (
-                await conn.execute(select(sandbox_phones.c.phone).where(sandbox_phones.c.id == upstream_id))
-            ).scalar_one_or_none()
-        if phone is None:
+    @staticmethod
+    def _known(row: Row | None, upstream_id: str) -> Row:
+        if row is None:
             raise core_error(GraphFailure(100, f"Unsupported request: no phone number {upstream_id}"), "")
-        return str(phone)
+        return row
+
+    async def _row(self, upstream_id: str) -> Row:
+        async with self._db.read() as tx:
+            return self._known(await tx.one(PHONE_BY_ID, pid=upstream_id), upstream_id)
 
     async def add_number(self, cc: str, national: str, verified_name: str) -> str:
         phone = cc + national
         self._fail("add", phone)
-        async with writing(self._engine) as conn:
-            found = (
-                await conn.execute(select(sandbox_phones.c.id).where(sandbox_phones.c.phone == phone))
-            ).scalar_one_or_none()
+        async with self._db.write() as tx:
+            found = await tx.scalar(ID_BY_PHONE, phone=phone)
             if found is not None:
                 return str(found)
             upstream_id = str(self._rng.randrange(10**14, 10**15))
-            await conn.execute(
+            await tx.run(
                 insert(sandbox_phones).values(
                     id=upstream_id,
                     phone=phone,
@@ -132,103 +144,92 @@ class SimulatedWhatsApp:
         return upstream_id
 
     async def request_code(self, upstream_id: str, method: CodeMethod, locale: str) -> None:
-        phone = await self._phone(upstream_id)
+        phone = (await self._row(upstream_id))["phone"]
         self._fail("request_code", phone)
         code = f"{self._rng.randrange(10**6):06d}"
         shown = f"{code[:3]}-{code[3:]}"
         spoken = " ".join(code[:3]) + ", " + " ".join(code[3:])
         lang = "zh" if locale.lower().startswith("zh") else "en"
         text = MESSAGES[(lang, method)].format(code=shown, spoken=spoken)
-        async with writing(self._engine) as conn:
-            await conn.execute(
-                update(sandbox_phones).where(sandbox_phones.c.id == upstream_id).values(code=code)
-            )
-            await conn.execute(
-                insert(sandbox_outbox).values(
-                    phone=phone,
-                    channel=method.value,
-                    locale=locale,
-                    text=text,
-                    created_ms=self._clock.time_ms(),
-                )
+        async with self._db.write() as tx:
+            await tx.run(SET_CODE, pid=upstream_id, code=code)
+            await tx.run(
+                SEND,
+                phone=phone,
+                channel=method.value,
+                locale=locale,
+                text=text,
+                created_ms=self._clock.time_ms(),
             )
 
     async def verify_code(self, upstream_id: str, code: str) -> None:
-        async with writing(self._engine) as conn:
-            row = (await conn.execute(self._phone_and_code, {"pid": upstream_id})).first()
-            if row is None:
-                raise core_error(GraphFailure(100, f"Unsupported request: no phone number {upstream_id}"), "")
-            self._fail("verify_code", row.phone)
+        async with self._db.write() as tx:
+            row = self._known(await tx.one(PHONE_BY_ID, pid=upstream_id), upstream_id)
+            self._fail("verify_code", row["phone"])
             given = code.replace("-", "").strip()
-            if row.code is None or not hmac.compare_digest(row.code.encode(), given.encode()):
+            stored = row["code"]
+            if stored is None or not hmac.compare_digest(stored.encode(), given.encode()):
                 raise CodeMismatch("the verification code is wrong")
-            await conn.execute(self._set_verified, {"pid": upstream_id})
+            await tx.run(SET_VERIFIED, pid=upstream_id)
 
     async def register(self, upstream_id: str, pin: str) -> None:
-        phone = await self._phone(upstream_id)
-        self._fail("register", phone)
+        self._fail("register", (await self._row(upstream_id))["phone"])
         pin_hash = hashlib.sha256(pin.encode()).hexdigest()
-        async with writing(self._engine) as conn:
-            row = (await conn.execute(select(sandbox_phones).where(sandbox_phones.c.id == upstream_id))).one()
-            if not row.verified:
+        async with self._db.write() as tx:
+            row = self._known(await tx.one(PHONE_BY_ID, pid=upstream_id), upstream_id)
+            if not row["verified"]:
                 raise core_error(
                     GraphFailure(133006, "Phone number re-verification needed"), DURING["register"]
                 )
-            if row.pin_hash is not None and not hmac.compare_digest(row.pin_hash, pin_hash):
+            if row["pin_hash"] is not None and not hmac.compare_digest(row["pin_hash"], pin_hash):
                 raise core_error(
                     GraphFailure(133005, "Two step verification PIN Mismatch"), DURING["register"]
                 )
-            await conn.execute(
-                update(sandbox_phones)
-                .where(sandbox_phones.c.id == upstream_id)
-                .values(registered=True, pin_hash=pin_hash)
-            )
+            await tx.run(SET_REGISTERED, pid=upstream_id, registered=True, pin_hash=pin_hash)
 
     async def deregister(self, upstream_id: str) -> None:
-        phone = await self._phone(upstream_id)
-        self._fail("deregister", phone)
-        async with writing(self._engine) as conn:
-            await conn.execute(
-                update(sandbox_phones).where(sandbox_phones.c.id == upstream_id).values(registered=False)
-            )
+        self._fail("deregister", (await self._row(upstream_id))["phone"])
+        async with self._db.write() as tx:
+            await tx.run(SET_DEREGISTERED, pid=upstream_id)
 
     async def read(self, upstream_id: str) -> UpstreamPhone:
-        phone = await self._phone(upstream_id)
-        self._fail("read", phone)
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(sandbox_phones).where(sandbox_phones.c.id == upstream_id))).one()
+        row = await self._row(upstream_id)
+        self._fail("read", row["phone"])
         return self._info(row)
 
     async def list_all(self) -> dict[str, UpstreamPhone]:
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(select(sandbox_phones))).all()
-        return {row.id: self._info(row) for row in rows}
+        async with self._db.read() as tx:
+            rows = await tx.all(select(sandbox_phones))
+        return {row["id"]: self._info(row) for row in rows}
 
     @staticmethod
-    def _info(row: Any) -> UpstreamPhone:
-        upstream_id = row.id
+    def _info(row: Row) -> UpstreamPhone:
+        registered = bool(row["registered"])
         return UpstreamPhone(
-            upstream_id=upstream_id,
-            verified_name=row.verified_name,
-            code_verification_status="VERIFIED" if row.verified else "NOT_VERIFIED",
-            status="CONNECTED" if row.registered else "PENDING",
-            quality_rating="GREEN" if row.registered else "UNKNOWN",
-            name_status="APPROVED" if row.registered else "PENDING_REVIEW",
-            messaging_limit_tier="TIER_1K" if row.registered else "TIER_250",
+            upstream_id=row["id"],
+            verified_name=row["verified_name"],
+            code_verification_status="VERIFIED" if row["verified"] else "NOT_VERIFIED",
+            status="CONNECTED" if registered else "PENDING",
+            quality_rating="GREEN" if registered else "UNKNOWN",
+            name_status="APPROVED" if registered else "PENDING_REVIEW",
+            messaging_limit_tier="TIER_1K" if registered else "TIER_250",
         )
 
     async def close(self) -> None:
         return None
 
 
-async def read_outbox(engine: AsyncEngine, phone: str | None = None, limit: int = 50) -> list[OutboxMessage]:
+async def read_outbox(db: Database, phone: str | None = None, limit: int = 50) -> list[OutboxMessage]:
     """The newest messages first, optionally for one number (digits, a leading + is ignored)."""
     q = select(sandbox_outbox).order_by(sandbox_outbox.c.id.desc()).limit(limit)
     if phone:
         q = q.where(sandbox_outbox.c.phone == phone.lstrip("+").strip())
-    async with engine.connect() as conn:
-        rows = (await conn.execute(q)).all()
-    return [OutboxMessage(r.id, r.phone, r.channel, r.locale, r.text, r.created_ms) for r in rows]
+    async with db.read() as tx:
+        rows = await tx.all(q)
+    return [
+        OutboxMessage(r["id"], r["phone"], r["channel"], r["locale"], r["text"], r["created_ms"])
+        for r in rows
+    ]
 
 
 def code_in(message: OutboxMessage) -> str:

@@ -65,6 +65,7 @@ TABLE: dict[type[BaseException], CamsCode] = {
     e.UpstreamError: CamsCode(502, "Upstream.Error"),
     e.NumgateError: INTERNAL,
     # the database is unreachable or locked past its timeout: worth retrying
+    e.StorageUnavailable: UNAVAILABLE,
     OperationalError: UNAVAILABLE,
     InterfaceError: UNAVAILABLE,
     Exception: INTERNAL,

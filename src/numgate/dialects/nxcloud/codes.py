@@ -92,6 +92,7 @@ INTEGRATOR_CODES: dict[type[BaseException], Code] = {
     e.Onboarding: Code(-1, "Request failed", detail=True),
     e.LimitExceeded: Code(-1, "Request failed", detail=True),
     e.UpstreamError: Code(9001, "System business error", detail=True),
+    e.StorageUnavailable: Code(9001, "System business error", detail=True),
     e.NumgateError: Code(9001, "System business error", detail=True),
     Exception: Code(-1, "Request failed"),
 }
