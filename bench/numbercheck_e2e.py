@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -104,9 +105,27 @@ async def post_rate(url: str, counter: Any, n: int = 20_000, concurrency: int = 
 # numgate --------------------------------------------------------------------------------------------
 
 
+def with_descendants(pids: list[int]) -> list[int]:
+    """The processes and every process they started (numgate's classifier and sender processes)."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found, todo = set(pids), list(pids)
+    while todo:
+        p = todo.pop()
+        for child, ppid in parent.items():
+            if ppid == p and child not in found:
+                found.add(child)
+                todo.append(child)
+    return sorted(found)
+
+
 def rss_peak_mb(pids: list[int]) -> float:
+    """The sum of each process's peak resident set (VmHWM)."""
     total = 0
-    for pid in pids:
+    for pid in with_descendants(pids):
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
@@ -259,7 +278,7 @@ def main() -> None:
         f"  end to end          {rate:10,.0f} numbers/s  ({elapsed:.1f} s; all submits stored after {submitted:.1f} s)"
     )
     print(f"  submit latency      p50 {statistics.median(lat_ms):.0f} ms, p99 {p99:.0f} ms")
-    print(f"  numgate peak RSS    {rss:10.0f} MB (sum over its processes)")
+    print(f"  numgate peak RSS    {rss:10.0f} MB (sum over its processes, helpers included)")
     print(f"  reference classify  {c_rate:10,.0f} numbers/s (bare phonenumbers loop)")
     print(
         f"  reference POST      {p_rate:10,.0f} posts/s   (bare aiohttp loop, concurrency 64, same receiver)"

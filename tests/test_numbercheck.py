@@ -383,9 +383,10 @@ def test_killed_worker_loses_nothing_and_charges_once(
 
     async def crash_mid_batch(core: Core) -> None:
         from numgate.jobs import claims
+        from numgate.numbers.check import BasicChecks
         from numgate.numbers.worker import CheckWorker
 
-        w = CheckWorker(core)
+        w = CheckWorker(core, BasicChecks(0))
         rows = await w.claim(claims.new_lease_token())  # leased … and the worker "dies" here
         assert len(rows) == 40
 
@@ -405,6 +406,46 @@ def test_killed_worker_loses_nothing_and_charges_once(
     assert len(receiver.accepted()) == 40
     bal = ledger_identity(srv, t.account_id)
     assert bal.charges + bal.released == 40 * 100 and bal.open_reservations == 0
+
+
+def test_callbacks_handed_over_in_memory_survive_a_crash(
+    make_server: Any, receiver: Receiver, settings: Any
+) -> None:
+    """A check worker hands fresh callbacks to its process's delivery worker in memory, stored
+    already leased; if the process dies before sending them, they go out once the lease ends."""
+    clock = FixedClock()
+    srv = make_server(clock=clock, inprocess_workers=False)
+    t = make_tenant(srv)
+    submit(srv, t, phone=",".join(f"2348031{n:06d}" for n in range(30)), drUrl=receiver.url())
+
+    async def check_then_die(core: Core) -> int:
+        from numgate.delivery.worker import Handoff
+        from numgate.numbers.check import BasicChecks
+        from numgate.numbers.worker import CheckWorker
+
+        handoff = core.callback_handoff = Handoff()
+        try:
+            done = await CheckWorker(core, BasicChecks(0)).run_once()
+        finally:
+            core.callback_handoff = None
+        leased = handoff.take()
+        assert leased is not None and len(leased.rows) == 30 and handoff.take() is None
+        return done  # … and the process "dies" with the hand-over unsent
+
+    async def drain_deliveries(core: Core) -> int:
+        from numgate.delivery.worker import drain
+
+        return await drain(core)
+
+    assert srv.call(check_then_die) == 30
+    bal = ledger_identity(srv, t.account_id)
+    assert bal.charges == 30 * 100 and bal.open_reservations == 0
+    assert srv.call(drain_deliveries) == 0  # leased to the dead process: not yet
+    clock.advance(seconds=31)  # the lease ran out
+    assert srv.call(drain_deliveries) == 30
+    got = receiver.accepted()
+    assert len({json.loads(r.body)["messageId"] for r in got}) == len(got) == 30
+    assert srv.call(drain_deliveries) == 0  # each was delivered once
 
 
 def test_concurrent_submits_never_overspend(server: RunningServer) -> None:

@@ -20,6 +20,7 @@ from numgate.tenancy.service import TenancyService
 from numgate.vault import Vault, open_vault
 
 if TYPE_CHECKING:
+    from numgate.delivery.worker import Handoff
     from numgate.numbers.providers import Providers
     from numgate.numbers.service import NumberCheckService
     from numgate.waba.service import WabaService
@@ -46,6 +47,8 @@ class Core:
     waba_signup: SignupTokens
     #: set when callbacks are queued, so the in-process delivery worker starts at once
     delivery_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    #: while a delivery worker runs in this process: fresh callbacks handed to it in memory
+    callback_handoff: Handoff | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:

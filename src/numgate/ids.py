@@ -31,7 +31,14 @@ def new_space_id() -> str:
 
 
 def new_message_id() -> str:
-    return uuid.uuid4().hex
+    """32 random hex digits (what uuid4().hex looks like, at a third of its cost)."""
+    return secrets.token_hex(16)
+
+
+def new_message_ids(n: int) -> list[str]:
+    """``n`` message ids from one read of the system's random source."""
+    h = secrets.token_bytes(16 * n).hex()
+    return [h[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
 def new_batch_no() -> str:

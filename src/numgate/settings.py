@@ -57,6 +57,13 @@ def parse_allowlist(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6N
     return tuple(networks)
 
 
+def _helpers(configured: int | None) -> int:
+    """Helper processes: as configured, else one when there is a second CPU to run it."""
+    if configured is not None:
+        return max(configured, 0)
+    return 1 if (os.cpu_count() or 1) >= 2 else 0
+
+
 @dataclass(frozen=True)
 class Settings:
     """numgate's configuration. Build it with :meth:`from_env`; tests use :func:`dataclasses.replace`."""
@@ -73,11 +80,17 @@ class Settings:
     callback_retry_window_s: float = 3600.0
     callback_timeout_s: float = 10.0
     callback_concurrency: int = 64
+    #: sender processes that make the callback POSTs; None: one when the machine has two or
+    #: more CPUs, else 0 (the delivery worker's own event loop)
+    callback_processes: int | None = None
     #: run check and delivery workers inside ``numgate serve``
     inprocess_workers: bool = True
     worker_chunk: int = 500
     worker_lease_s: float = 60.0
     worker_poll_s: float = 0.2
+    #: processes that run the Basic (libphonenumber) checks of a check worker; None: one when
+    #: the machine has two or more CPUs, else 0 (a thread of the worker's own process)
+    check_processes: int | None = None
     redis_url: str | None = None
     #: per account and action, calls per second (NXCloud -1 / CAMS System.LimitControl)
     rate_limit_per_second: int = 10
@@ -96,6 +109,14 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'numgate.db').resolve()}"
+
+    @property
+    def resolved_check_processes(self) -> int:
+        return _helpers(self.check_processes)
+
+    @property
+    def resolved_callback_processes(self) -> int:
+        return _helpers(self.callback_processes)
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -127,12 +148,16 @@ class Settings:
             kw["callback_timeout_s"] = _float("NUMGATE_CALLBACK_TIMEOUT", v)
         if v := get("NUMGATE_CALLBACK_CONCURRENCY"):
             kw["callback_concurrency"] = _int("NUMGATE_CALLBACK_CONCURRENCY", v)
+        if v := get("NUMGATE_CALLBACK_PROCESSES"):
+            kw["callback_processes"] = _int("NUMGATE_CALLBACK_PROCESSES", v)
         if (v := get("NUMGATE_INPROCESS_WORKERS")) is not None:
             kw["inprocess_workers"] = _bool(v)
         if v := get("NUMGATE_WORKER_CHUNK"):
             kw["worker_chunk"] = _int("NUMGATE_WORKER_CHUNK", v)
         if v := get("NUMGATE_WORKER_LEASE"):
             kw["worker_lease_s"] = _float("NUMGATE_WORKER_LEASE", v)
+        if v := get("NUMGATE_CHECK_PROCESSES"):
+            kw["check_processes"] = _int("NUMGATE_CHECK_PROCESSES", v)
         if v := get("NUMGATE_REDIS_URL"):
             kw["redis_url"] = v
         if v := get("NUMGATE_RATE_LIMIT"):

@@ -35,10 +35,13 @@ Driver errors are translated here and nowhere else: a unique or foreign-key viol
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import operator
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Dialect
@@ -48,44 +51,59 @@ from sqlalchemy.sql import ClauseElement
 from numgate.db.engine import SQLITE_PRAGMAS, is_sqlite, write_lock
 from numgate.errors import Conflict, StorageUnavailable
 
+log = logging.getLogger("numgate.db")
+
 Row = Any  # sqlite3.Row or asyncpg.Record: r["name"] and r[0]
 
 
-@dataclass(frozen=True, slots=True)
 class Compiled:
-    sql: str
-    names: tuple[str, ...]
-    defaults: dict[str, Any]
-    required: frozenset[str]
-    #: SQLAlchemy's bind processors by position (booleans on SQLite, say); empty when none
-    processors: tuple[Any, ...] = ()
+    """A statement's SQL for one dialect and how to turn named parameters into its arguments."""
+
+    __slots__ = ("_get", "defaults", "names", "processors", "sql")
+
+    def __init__(
+        self, sql: str, names: tuple[str, ...], defaults: dict[str, Any], processors: tuple[Any, ...]
+    ) -> None:
+        self.sql = sql
+        self.names = names
+        #: values bound in the statement itself (literals, column defaults)
+        self.defaults = defaults
+        #: SQLAlchemy's bind processors by position (booleans on SQLite, say); empty when none
+        self.processors = processors
+        if len(names) > 1:
+            self._get: Any = operator.itemgetter(*names)
+        elif names:
+            only = names[0]
+            self._get = lambda p: (p[only],)
+        else:
+            self._get = lambda p: ()
 
     def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
-        if not self.required <= params.keys():
-            missing = ", ".join(sorted(self.required - params.keys()))
-            raise TypeError(f"statement parameters missing: {missing}\n{self.sql}")
-        d = self.defaults
-        values = tuple(params[n] if n in params else d[n] for n in self.names)
+        try:
+            values = self._get({**self.defaults, **params} if self.defaults else params)
+        except KeyError:
+            missing = ", ".join(n for n in self.names if n not in params and n not in self.defaults)
+            raise TypeError(f"statement parameters missing: {missing}\n{self.sql}") from None
         if self.processors:
             return tuple(
                 v if p is None or v is None else p(v) for v, p in zip(values, self.processors, strict=True)
             )
-        return values
+        return values  # type: ignore[no-any-return]
 
 
 def compile_for(clause: ClauseElement, dialect: Dialect) -> Compiled:
     c: Any = clause.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    defaults = dict(c.params)
+    names = tuple(c.positiontup or ())
+    required = {n for n, b in c.binds.items() if b.required}
+    defaults = {k: v for k, v in c.params.items() if k not in required}
     for col in (*c.insert_prefetch, *c.update_prefetch):
         default = col.default if col in c.insert_prefetch else col.onupdate
         if default is None or not default.is_scalar:
             raise TypeError(f"{col} has a default computed at execution: give it a value")
         defaults[col.key] = default.arg
-    names = tuple(c.positiontup or ())
-    required = frozenset(n for n, b in c.binds.items() if b.required and n in names)
     found = c._bind_processors
     processors = tuple(found.get(n) for n in names) if any(n in found for n in names) else ()
-    return Compiled(c.string, names, defaults, required, processors)
+    return Compiled(c.string, names, defaults, processors)
 
 
 class Statement:
@@ -200,27 +218,55 @@ class SqliteTx:
 
 
 class SqliteDatabase:
-    """Connections kept in a free list and used from the loop thread only."""
+    """Connections kept in a free list and used from the loop thread only.
+
+    Their commits do not checkpoint the WAL into the database file (that is an fsync, tens of
+    milliseconds that would stop the event loop); a task does it from a thread every second
+    instead, in PASSIVE mode (it never waits for, nor blocks, readers and writers)."""
 
     KEEP = 8
+    CHECKPOINT_EVERY_S = 1.0
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._path = engine.url.database or ":memory:"
         self.dialect = engine.dialect
         self._free: list[sqlite3.Connection] = []
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
+        self._written = False
 
-    def _take(self) -> sqlite3.Connection:
-        if self._free:
-            return self._free.pop()
+    def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
             for pragma in SQLITE_PRAGMAS:
                 conn.execute(pragma)
         except sqlite3.Error as exc:
             raise _sqlite_error(exc) from exc
+        return conn
+
+    def _take(self) -> sqlite3.Connection:
+        if self._free:
+            return self._free.pop()
+        conn = self._connect()
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.row_factory = sqlite3.Row
         return conn
+
+    async def _checkpoint_forever(self) -> None:
+        conn = await asyncio.to_thread(self._connect)
+        try:
+            while not self._closing.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), self.CHECKPOINT_EVERY_S)
+                if self._written:
+                    self._written = False
+                    try:
+                        await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                    except sqlite3.Error as exc:  # busy or locked: the next round will do it
+                        log.debug("WAL checkpoint skipped: %s", exc)
+        finally:
+            conn.close()
 
     def _give(self, conn: sqlite3.Connection) -> None:
         if len(self._free) < self.KEEP:
@@ -256,12 +302,22 @@ class SqliteDatabase:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:
+        if self._checkpointer is None and self._path != ":memory:":
+            self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_forever())
         async with write_lock(self._engine), self._transaction("BEGIN IMMEDIATE") as tx:
             yield tx
+        self._written = True
 
     async def close(self) -> None:
+        task, self._checkpointer = self._checkpointer, None
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            self._closing.set()  # it finishes a checkpoint under way, then stops
+            await task
         while self._free:
-            self._free.pop().close()
+            conn = self._free.pop()
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            conn.close()
 
 
 # PostgreSQL --------------------------------------------------------------------------------------

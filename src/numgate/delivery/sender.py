@@ -48,7 +48,8 @@ class CallbackSender:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None
-        self._sem = asyncio.Semaphore(concurrency)
+        #: per URL, why the guard refuses it (None: allowed, or a host name the resolver checks)
+        self._refusals: dict[str, str | None] = {}
 
     async def __aenter__(self) -> CallbackSender:
         connector = aiohttp.TCPConnector(
@@ -59,6 +60,9 @@ class CallbackSender:
             timeout=self._timeout,
             headers={"User-Agent": f"numgate/{__version__}"},
             auto_decompress=False,
+            # receivers' cookies have no use here, and filtering them costs on every request
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("Accept-Encoding",),
         )
         return self
 
@@ -66,13 +70,38 @@ class CallbackSender:
         if self._session is not None:
             await self._session.close()
 
+    def _refusal(self, url: str) -> str | None:
+        """Why the URL may not be called before any connection (malformed, or an address literal
+        the guard refuses); host names are checked by the resolver on the addresses they resolve to."""
+        if url in self._refusals:
+            return self._refusals[url]
+        host = urlsplit(url).hostname or ""
+        reason = None
+        if not host:
+            reason = f"malformed callback URL {url!r}"
+        elif is_ip_literal(host) and (why := refusal(host.strip("[]"), self._allow)) is not None:
+            reason = f"refused by the URL guard: {why}"
+        if len(self._refusals) > 10_000:
+            self._refusals.clear()
+        self._refusals[url] = reason
+        return reason
+
+    async def send_all(self, items: Sequence[Outgoing]) -> list[Outcome]:
+        """Send every item, ``concurrency`` at a time; the outcomes in the items' order."""
+        outcomes: list[Outcome | None] = [None] * len(items)
+        todo = iter(range(len(items)))
+
+        async def lane() -> None:
+            for i in todo:
+                outcomes[i] = await self.send(items[i])
+
+        await asyncio.gather(*(lane() for _ in range(min(self._concurrency, len(items)))))
+        return outcomes  # type: ignore[return-value]  # every slot was filled
+
     async def send(self, item: Outgoing) -> Outcome:
         assert self._session is not None
-        host = urlsplit(item.url).hostname or ""
-        if not host:
-            return Outcome(False, None, 0, f"malformed callback URL {item.url!r}", permanent=True)
-        if is_ip_literal(host) and (reason := refusal(host.strip("[]"), self._allow)) is not None:
-            return Outcome(False, None, 0, f"refused by the URL guard: {reason}", permanent=True)
+        if (reason := self._refusal(item.url)) is not None:
+            return Outcome(False, None, 0, reason, permanent=True)
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: sign_body(item.secret, item.body),
@@ -80,21 +109,20 @@ class CallbackSender:
             ATTEMPT_HEADER: str(item.attempt),
         }
         start = time.perf_counter()
-        async with self._sem:
-            try:
-                async with self._session.post(
-                    item.url, data=item.body, headers=headers, allow_redirects=False
-                ) as resp:
-                    await resp.read()
-                    status = resp.status
-            except Exception as exc:
-                ms = int((time.perf_counter() - start) * 1000)
-                for e in _cause_chain(exc):
-                    if isinstance(e, CallbackRefused):
-                        return Outcome(False, None, ms, f"refused by the URL guard: {e}", permanent=True)
-                if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-                    return Outcome(False, None, ms, f"timed out after {self._timeout.total:g} s")
-                return Outcome(False, None, ms, f"{type(exc).__name__}: {exc}"[:500])
+        try:
+            async with self._session.post(
+                item.url, data=item.body, headers=headers, allow_redirects=False
+            ) as resp:
+                await resp.read()
+                status = resp.status
+        except Exception as exc:
+            ms = int((time.perf_counter() - start) * 1000)
+            for e in _cause_chain(exc):
+                if isinstance(e, CallbackRefused):
+                    return Outcome(False, None, ms, f"refused by the URL guard: {e}", permanent=True)
+            if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+                return Outcome(False, None, ms, f"timed out after {self._timeout.total:g} s")
+            return Outcome(False, None, ms, f"{type(exc).__name__}: {exc}"[:500])
         ms = int((time.perf_counter() - start) * 1000)
         if 200 <= status < 300:
             return Outcome(True, status, ms, None)

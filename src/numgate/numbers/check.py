@@ -1,27 +1,101 @@
-"""Checking one number at a level: classification first, then the live provider if asked."""
+"""Checking one number at a level: classification first, then the live provider if asked.
+
+Classification is CPU work in pure Python (libphonenumber). A check worker runs it in
+:class:`BasicChecks`: in separate processes (``NUMGATE_CHECK_PROCESSES``, one by default on a
+machine with two or more CPUs, so that the worker's own process keeps its core for the database
+and the callbacks), or in a thread of the worker's process when that is 0.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import multiprocessing
 from collections.abc import Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
-from numgate.numbers.classify import NumberKind, classify
+from numgate.numbers.classify import Basic, NumberKind, classify, warm_up
 from numgate.numbers.providers import NoInformation, ProviderFailed, Providers
 from numgate.numbers.results import CheckResult, Level, Outcome
 
 log = logging.getLogger("numgate.numbers")
 
+_INVALID = CheckResult(Outcome.INVALID_FORMAT)
+
 
 def check_basic(item: str) -> CheckResult:
     basic = classify(item)
     if basic is None:
-        return CheckResult(Outcome.INVALID_FORMAT)
+        return _INVALID
     return CheckResult(Outcome.OK, basic)
 
 
 def check_basic_many(items: Sequence[str]) -> list[CheckResult]:
     return [check_basic(i) for i in items]
+
+
+def _classify_rows(items: Sequence[str]) -> list[tuple[Any, ...] | None]:
+    """Runs in a classifier process: plain tuples cross the process boundary cheaply."""
+    out: list[tuple[Any, ...] | None] = []
+    for item in items:
+        b = classify(item)
+        out.append(
+            None
+            if b is None
+            else (b.valid, b.region, b.country_code, b.national_number, b.e164, b.kind.value, b.carrier)
+        )
+    return out
+
+
+def _from_row(row: tuple[Any, ...] | None) -> CheckResult:
+    if row is None:
+        return _INVALID
+    return CheckResult(Outcome.OK, Basic(row[0], row[1], row[2], row[3], row[4], NumberKind(row[5]), row[6]))
+
+
+class BasicChecks:
+    """Basic checks off the event loop: in ``processes`` classifier processes (each loads
+    libphonenumber's metadata once, at start), or in a thread when ``processes`` is 0."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._pool: Executor | None = None
+
+    def _executor(self) -> Executor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=warm_up
+            )
+        return self._pool
+
+    async def start(self) -> None:
+        """Start the classifier processes now, so that the first batch does not wait for them."""
+        if self.processes:
+            await asyncio.get_running_loop().run_in_executor(self._executor(), warm_up)
+        else:
+            await asyncio.to_thread(warm_up)
+
+    async def run(self, items: Sequence[str]) -> list[CheckResult]:
+        if not self.processes:
+            return await asyncio.to_thread(check_basic_many, items)
+        loop = asyncio.get_running_loop()
+        try:
+            rows = await loop.run_in_executor(self._executor(), _classify_rows, items)
+        except BrokenProcessPool:
+            # a classifier process died (killed, out of memory): start afresh and retry once
+            log.warning("a classifier process died; starting a new one")
+            self.close()
+            rows = await loop.run_in_executor(self._executor(), _classify_rows, items)
+        return [_from_row(r) for r in rows]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
 
 async def check_live(first: CheckResult, level: Level, providers: Providers) -> CheckResult:
@@ -45,10 +119,10 @@ async def check_live(first: CheckResult, level: Level, providers: Providers) -> 
 
 
 async def check_many(
-    items: Sequence[str], level: Level, providers: Providers, concurrency: int = 64
+    items: Sequence[str], level: Level, providers: Providers, basic: BasicChecks, concurrency: int = 64
 ) -> list[CheckResult]:
-    """Check a chunk: classification in a thread (it is CPU work), live checks concurrently."""
-    basics = await asyncio.to_thread(check_basic_many, items)
+    """Check a chunk: classification off the loop (it is CPU work), live checks concurrently."""
+    basics = await basic.run(items)
     if level is Level.BASIC:
         return basics
     sem = asyncio.Semaphore(concurrency)

@@ -114,14 +114,15 @@ async def check_file(
     path: Path, out: TextIO, fmt: str, level: Level, providers: Providers, progress: Any = None
 ) -> dict[str, int]:
     """Stream ``path`` through the checks in chunks; returns counts per outcome."""
-    from numgate.numbers.check import check_many
+    from numgate.numbers.check import BasicChecks, check_many
 
+    basic = BasicChecks(0)  # a thread: the file is read and written in order, one chunk at a time
     writer = RowWriter(out, fmt)
     counts: dict[str, int] = {}
     chunk: list[str] = []
 
     async def flush() -> None:
-        results = await check_many(chunk, level, providers)
+        results = await check_many(chunk, level, providers, basic)
         rows = [row_of(i, r) for i, r in zip(chunk, results, strict=True)]
         writer.write(rows)
         for r in results:

@@ -18,10 +18,12 @@ from numgate import ids
 from numgate.core import Core
 from numgate.db.direct import Row, Statement
 from numgate.db.tables import batches, checks, deliveries
+from numgate.delivery.worker import IN_FLIGHT as CALLBACK_IN_FLIGHT
+from numgate.delivery.worker import PENDING as CALLBACK_PENDING
+from numgate.delivery.worker import Leased, lease_ms
 from numgate.jobs.claims import Leases, new_lease_token
 from numgate.jobs.runner import register, wait_for_work
-from numgate.numbers.check import check_many
-from numgate.numbers.classify import warm_up
+from numgate.numbers.check import BasicChecks, check_many
 from numgate.numbers.results import CheckResult, Level, Outcome
 from numgate.numbers.service import STATUS_PENDING
 
@@ -76,6 +78,8 @@ QUEUE_CALLBACK = Statement(
                 "attempts",
                 "next_ms",
                 "deadline_ms",
+                "lease_until_ms",
+                "lease_token",
                 "created_ms",
                 "updated_ms",
             )
@@ -97,8 +101,9 @@ class BatchInfo:
 
 
 class CheckWorker:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, basic: BasicChecks) -> None:
         self.core = core
+        self.basic = basic
         self.chunk = core.settings.worker_chunk
         self._batches: dict[int, BatchInfo] = {}
         self._next_sweep = 0.0
@@ -167,7 +172,7 @@ class CheckWorker:
                 for r in group:
                     if r["attempts"] > MAX_ATTEMPTS:
                         results[r["id"]] = CheckResult(Outcome.INTERNAL)
-                checked = await check_many([r["phone"] for r in todo], info.level, providers)
+                checked = await check_many([r["phone"] for r in todo], info.level, providers, self.basic)
                 results.update({r["id"]: res for r, res in zip(todo, checked, strict=True)})
             return await self.finish(token, rows, infos, results)
         except BaseException:
@@ -180,84 +185,116 @@ class CheckWorker:
     async def finish(
         self, token: int, rows: list[Row], infos: dict[int, BatchInfo], results: dict[int, CheckResult]
     ) -> int:
+        """In one transaction: the results, the callbacks and the settlement of the numbers this
+        worker still holds. The callbacks go to this process's delivery worker when it has room
+        (stored already leased to it), else to the table for any delivery worker to claim."""
         core = self.core
         now = core.clock.time_ms()
         deadline = now + int(core.settings.callback_retry_window_s * 1000)
         renderer = core.numbers.renderer
+        handoff = core.callback_handoff
+        if handoff is not None and not handoff.has_room():
+            handoff = None
+        callback_token = new_lease_token() if handoff is not None else None
+        callback_lease = now + lease_ms(core) if handoff is not None else None
+        callback_status = CALLBACK_IN_FLIGHT if handoff is not None else CALLBACK_PENDING
+        uids = iter(ids.new_message_ids(len(rows)))
         updates: list[dict[str, Any]] = []
         outbox: list[dict[str, Any]] = []
-        settle: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-        async with core.db.write() as tx:
-            owned = await LEASES.owned_ids(tx, token)
-            for r in rows:
-                check_id, batch_id = r["id"], r["batch_id"]
-                if check_id not in owned:
-                    continue  # its lease ran out and another worker owns it now
-                info = infos[batch_id]
-                res = results[check_id]
-                cost = info.unit_price if res.outcome.charged else 0
-                settle[batch_id][0 if cost else 1] += info.unit_price
-                updates.append(
+        charges: list[tuple[int, int]] = []  # batch id, cost
+        for r in rows:
+            check_id, batch_id = r["id"], r["batch_id"]
+            info = infos[batch_id]
+            res = results[check_id]
+            cost = info.unit_price if res.outcome.charged else 0
+            charges.append((batch_id, cost))
+            updates.append(
+                {
+                    "b_id": check_id,
+                    "b_outcome": int(res.outcome),
+                    "b_result": orjson.dumps(res.to_json()).decode(),
+                    "b_cost": cost,
+                    "b_now": now,
+                }
+            )
+            if info.dr_url:
+                body = renderer.callback(
+                    message_id=r["message_id"],
+                    batch_no=info.batch_no,
+                    phone=r["phone"],
+                    result=res,
+                    cost=cost,
+                    currency=info.currency,
+                )
+                outbox.append(
                     {
-                        "b_id": check_id,
-                        "b_outcome": int(res.outcome),
-                        "b_result": orjson.dumps(res.to_json()).decode(),
-                        "b_cost": cost,
-                        "b_now": now,
+                        "uid": next(uids),
+                        "check_id": check_id,
+                        "account_id": info.account_id,
+                        "app_id": info.app_id,
+                        "url": info.dr_url,
+                        "body": body.decode(),
+                        "status": callback_status,
+                        "attempts": 0,
+                        "next_ms": now,
+                        "deadline_ms": deadline,
+                        "lease_until_ms": callback_lease,
+                        "lease_token": callback_token,
+                        "created_ms": now,
+                        "updated_ms": now,
                     }
                 )
-                if info.dr_url:
-                    body = renderer.callback(
-                        message_id=r["message_id"],
-                        batch_no=info.batch_no,
-                        phone=r["phone"],
-                        result=res,
-                        cost=cost,
-                        currency=info.currency,
-                    )
-                    outbox.append(
-                        {
-                            "uid": ids.new_message_id(),
-                            "check_id": check_id,
-                            "account_id": info.account_id,
-                            "app_id": info.app_id,
-                            "url": info.dr_url,
-                            "body": body.decode(),
-                            "status": 0,
-                            "attempts": 0,
-                            "next_ms": now,
-                            "deadline_ms": deadline,
-                            "created_ms": now,
-                            "updated_ms": now,
-                        }
-                    )
+        async with core.db.write() as tx:
+            owned = await LEASES.owned_ids(tx, token)
+            if len(owned) < len(rows):  # some leases ran out and other workers own them now
+                updates = [u for u in updates if u["b_id"] in owned]
+                outbox = [o for o in outbox if o["check_id"] in owned]
+                charges = [c for r, c in zip(rows, charges, strict=True) if r["id"] in owned]
+            settle: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+            for batch_id, cost in charges:
+                settle[batch_id][0 if cost else 1] += infos[batch_id].unit_price
             await tx.many(FINISH, updates)
             await tx.many(QUEUE_CALLBACK, outbox)
             for batch_id, (charged, released) in settle.items():
                 info = infos[batch_id]
                 await core.ledger.settle(tx, info.account_id, info.currency, batch_id, charged, released)
         if outbox:
+            if handoff is not None and callback_token is not None:
+                handoff.put(
+                    Leased(
+                        callback_token,
+                        [(o["uid"], o["url"], o["body"], 0, o["app_id"], deadline) for o in outbox],
+                    )
+                )
             core.delivery_wakeup.set()
         return len(updates)
 
 
 async def drain(core: Core) -> int:
     """Check every pending number now (used by ``numgate worker --drain`` and tests)."""
-    worker = CheckWorker(core)
-    total = 0
-    while n := await worker.run_once():
-        total += n
-    return total
+    basic = BasicChecks(core.settings.resolved_check_processes)
+    try:
+        worker = CheckWorker(core, basic)
+        total = 0
+        while n := await worker.run_once():
+            total += n
+        return total
+    finally:
+        basic.close()
 
 
 @register("checks")
 async def run_check_worker(core: Core, stop: asyncio.Event) -> None:
-    await asyncio.to_thread(warm_up)
-    worker = CheckWorker(core)
-    wake: asyncio.Event = core.numbers.work_available
-    poll = core.settings.worker_poll_s
-    while not stop.is_set():
-        wake.clear()
-        if await worker.run_once():
-            continue
-        await wait_for_work(wake, stop, poll)
+    basic = BasicChecks(core.settings.resolved_check_processes)
+    try:
+        await basic.start()
+        worker = CheckWorker(core, basic)
+        wake: asyncio.Event = core.numbers.work_available
+        poll = core.settings.worker_poll_s
+        while not stop.is_set():
+            wake.clear()
+            if await worker.run_once():
+                continue
+            await wait_for_work(wake, stop, poll)
+    finally:
+        basic.close()
