@@ -44,6 +44,8 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
+from sqlalchemy import Insert, Table, bindparam
+from sqlalchemy import insert as sa_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
@@ -92,6 +94,9 @@ class Compiled:
 
 
 def compile_for(clause: ClauseElement, dialect: Dialect) -> Compiled:
+    if isinstance(clause, Insert) and not clause._returning:
+        # no RETURNING of the new row's key that PostgreSQL would add (nobody reads it here)
+        clause = clause.inline()
     c: Any = clause.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     names = tuple(c.positiontup or ())
     required = {n for n, b in c.binds.items() if b.required}
@@ -125,6 +130,18 @@ class Statement:
 Query = Statement | ClauseElement
 
 
+class BulkInsert:
+    """Many rows into one table, named columns only: ``COPY`` on PostgreSQL (several times
+    faster than an INSERT per row), ``executemany`` of an INSERT on SQLite."""
+
+    __slots__ = ("columns", "insert", "table")
+
+    def __init__(self, table: Table, columns: Sequence[str]) -> None:
+        self.table = table
+        self.columns = tuple(columns)
+        self.insert = Statement(sa_insert(table).values({c: bindparam(c) for c in self.columns}))
+
+
 def _compiled(q: Query, dialect: Dialect) -> Compiled:
     if isinstance(q, Statement):
         return q.compiled(dialect)
@@ -152,6 +169,10 @@ class Tx(Protocol):
 
     async def many(self, q: Query, rows: Iterable[Mapping[str, Any]], /) -> None:
         """Execute once per parameter set (one driver call)."""
+        ...
+
+    async def bulk_insert(self, b: BulkInsert, rows: Sequence[Mapping[str, Any]], /) -> None:
+        """Insert the rows (each maps every one of ``b.columns``)."""
         ...
 
     @property
@@ -215,6 +236,9 @@ class SqliteTx:
             self._conn.executemany(c.sql, [c.args(r) for r in rows])
         except sqlite3.Error as exc:
             raise _sqlite_error(exc) from exc
+
+    async def bulk_insert(self, b: BulkInsert, rows: Sequence[Mapping[str, Any]], /) -> None:
+        await self.many(b.insert, rows)
 
 
 class SqliteDatabase:
@@ -385,6 +409,16 @@ class PgTx:
             return
         try:
             await self._conn.executemany(c.sql, args)
+        except Exception as exc:
+            raise _pg_error(exc) from exc
+
+    async def bulk_insert(self, b: BulkInsert, rows: Sequence[Mapping[str, Any]], /) -> None:
+        if not rows:
+            return
+        get = operator.itemgetter(*b.columns)
+        records = [get(r) for r in rows] if len(b.columns) > 1 else [(r[b.columns[0]],) for r in rows]
+        try:
+            await self._conn.copy_records_to_table(b.table.name, records=records, columns=b.columns)
         except Exception as exc:
             raise _pg_error(exc) from exc
 

@@ -101,13 +101,14 @@ class ProcessOutbound:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await self.close()
 
-    def close(self) -> None:
-        if self._pool is not None:
+    async def close(self) -> None:
+        """Stop the sender processes and wait for them to exit."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
             with contextlib.suppress(Exception):
-                self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+                await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
     async def send_all(self, items: Sequence[Outgoing]) -> list[Outcome]:
         loop = asyncio.get_running_loop()
@@ -117,7 +118,7 @@ class ProcessOutbound:
             # the sender died mid-batch: some of these may have been delivered, so report every
             # one as failed (a retry carries the same delivery id) and start a new sender
             log.warning("the callback sender process died; starting a new one")
-            self.close()
+            await self.close()
             return [Outcome(False, None, 0, "the sender process stopped during the attempt")] * len(items)
 
 

@@ -87,15 +87,16 @@ class BasicChecks:
         except BrokenProcessPool:
             # a classifier process died (killed, out of memory): start afresh and retry once
             log.warning("a classifier process died; starting a new one")
-            self.close()
+            await self.close()
             rows = await loop.run_in_executor(self._executor(), _classify_rows, items)
         return [_from_row(r) for r in rows]
 
-    def close(self) -> None:
-        if self._pool is not None:
+    async def close(self) -> None:
+        """Stop the classifier processes and wait for them to exit."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
             with contextlib.suppress(Exception):
-                self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+                await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
 
 async def check_live(first: CheckResult, level: Level, providers: Providers) -> CheckResult:

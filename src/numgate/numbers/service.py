@@ -15,7 +15,7 @@ from sqlalchemy import and_, bindparam, func, or_, select
 
 from numgate import ids
 from numgate.clock import Clock
-from numgate.db.direct import Database, Statement
+from numgate.db.direct import BulkInsert, Database, Statement
 from numgate.db.tables import batches, checks
 from numgate.errors import (
     BatchNoTooLong,
@@ -55,7 +55,7 @@ INSERT_BATCH = Statement(
     batches.insert().values({c: bindparam(c) for c in _BATCH_COLUMNS}).returning(batches.c.id)
 )
 _CHECK_COLUMNS = ("batch_id", "account_id", "seq", "phone", "message_id", "status", "attempts")
-INSERT_CHECK = Statement(checks.insert().values({c: bindparam(c) for c in _CHECK_COLUMNS}))
+INSERT_CHECKS = BulkInsert(checks, _CHECK_COLUMNS)
 INSERT_DONE_CHECK = Statement(
     checks.insert().values(
         {c: bindparam(c) for c in (*_CHECK_COLUMNS, "outcome", "result", "cost", "done_ms")}
@@ -209,8 +209,8 @@ class NumberCheckService:
                 created_ms=now,
             )
             await self._ledger.reserve(tx, account_id, price.currency, price.price * len(items), batch_id)
-            await tx.many(
-                INSERT_CHECK,
+            await tx.bulk_insert(
+                INSERT_CHECKS,
                 [
                     {
                         "batch_id": batch_id,

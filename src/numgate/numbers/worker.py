@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, select, update
 
 from numgate import ids
 from numgate.core import Core
-from numgate.db.direct import Row, Statement
+from numgate.db.direct import BulkInsert, Row, Statement
 from numgate.db.tables import batches, checks, deliveries
 from numgate.delivery.worker import IN_FLIGHT as CALLBACK_IN_FLIGHT
 from numgate.delivery.worker import PENDING as CALLBACK_PENDING
@@ -63,28 +63,24 @@ FINISH = Statement(
         lease_token=None,
     )
 )
-QUEUE_CALLBACK = Statement(
-    deliveries.insert().values(
-        {
-            c: bindparam(c)
-            for c in (
-                "uid",
-                "check_id",
-                "account_id",
-                "app_id",
-                "url",
-                "body",
-                "status",
-                "attempts",
-                "next_ms",
-                "deadline_ms",
-                "lease_until_ms",
-                "lease_token",
-                "created_ms",
-                "updated_ms",
-            )
-        }
-    )
+QUEUE_CALLBACKS = BulkInsert(
+    deliveries,
+    (
+        "uid",
+        "check_id",
+        "account_id",
+        "app_id",
+        "url",
+        "body",
+        "status",
+        "attempts",
+        "next_ms",
+        "deadline_ms",
+        "lease_until_ms",
+        "lease_token",
+        "created_ms",
+        "updated_ms",
+    ),
 )
 
 
@@ -254,7 +250,7 @@ class CheckWorker:
             for batch_id, cost in charges:
                 settle[batch_id][0 if cost else 1] += infos[batch_id].unit_price
             await tx.many(FINISH, updates)
-            await tx.many(QUEUE_CALLBACK, outbox)
+            await tx.bulk_insert(QUEUE_CALLBACKS, outbox)
             for batch_id, (charged, released) in settle.items():
                 info = infos[batch_id]
                 await core.ledger.settle(tx, info.account_id, info.currency, batch_id, charged, released)
@@ -280,7 +276,7 @@ async def drain(core: Core) -> int:
             total += n
         return total
     finally:
-        basic.close()
+        await basic.close()
 
 
 @register("checks")
@@ -297,4 +293,4 @@ async def run_check_worker(core: Core, stop: asyncio.Event) -> None:
                 continue
             await wait_for_work(wake, stop, poll)
     finally:
-        basic.close()
+        await basic.close()
