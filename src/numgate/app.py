@@ -17,6 +17,7 @@ from numgate.clock import Clock
 from numgate.core import Core, open_core
 from numgate.logs import AccessLog
 from numgate.settings import Settings
+from numgate.web.wire import Dispatch
 
 log = logging.getLogger("numgate.app")
 
@@ -40,17 +41,22 @@ class NumgateApp:
             lifespan=self._lifespan,
             exception_handlers={404: _not_found, 405: _not_allowed, 500: _internal},
         )
-        self._asgi = AccessLog(self._starlette, enabled=settings.access_log)
+        self._asgi = AccessLog(self._doors(Dispatch(self._starlette)), enabled=settings.access_log)
+
+    def _doors(self, dispatch: Dispatch) -> Dispatch:
+        """The vendor endpoints, dispatched ahead of Starlette (see ``web/wire.py``)."""
+        from numgate.dialects.cams.door import add_cams_routes
+        from numgate.dialects.nxcloud.routes import add_nxcloud_routes
+
+        add_nxcloud_routes(dispatch, self._require_core)
+        add_cams_routes(dispatch, self._require_core)
+        return dispatch
 
     def _routes(self) -> list[Route]:
-        from numgate.dialects.cams.door import cams_routes
-        from numgate.dialects.nxcloud.routes import nxcloud_routes
         from numgate.web.signup import signup_routes
 
         routes = [Route("/healthz", self._healthz, methods=["GET"])]
-        routes += nxcloud_routes(self._require_core)
         routes += signup_routes(self._require_core)
-        routes += cams_routes(self._require_core)
         return routes
 
     def _require_core(self) -> Core:

@@ -11,9 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from numgate import ids
 from numgate.core import Core
@@ -22,6 +19,7 @@ from numgate.dialects.cams.actions import ACTIONS, check_required
 from numgate.dialects.cams.codes import DOCS, code_for
 from numgate.errors import ActionNotAllowed, BusinessNotEnabled, NumgateError, RateLimited
 from numgate.tenancy.service import KeyGrant
+from numgate.web.wire import Dispatch, Incoming, Reply
 
 log = logging.getLogger("numgate.cams")
 
@@ -51,13 +49,9 @@ class Refusal(Exception):
         super().__init__(message)
 
 
-def _body(
-    data: dict[str, Any], status: int, request_id: str, headers: dict[str, str] | None = None
-) -> Response:
+def _body(data: dict[str, Any], status: int, request_id: str, headers: dict[str, str] | None = None) -> Reply:
     h = {"x-acs-request-id": request_id, **(headers or {})}
-    return Response(
-        orjson.dumps(data), status_code=status, media_type="application/json;charset=utf-8", headers=h
-    )
+    return Reply(status, orjson.dumps(data), "application/json;charset=utf-8", h)
 
 
 def _parse_time(value: str) -> datetime:
@@ -85,7 +79,9 @@ class CamsDoor:
             raise Refusal(400, "InvalidAccessKeyId.Inactive", "Specified access key is disabled.")
         return grant
 
-    async def _acs3(self, request: Request, raw_query: str, body: bytes) -> tuple[KeyGrant, dict[str, str]]:
+    async def _acs3(
+        self, request: Incoming, query_pairs: list[tuple[str, str]]
+    ) -> tuple[KeyGrant, dict[str, str]]:
         h = request.headers
         try:
             auth = signing.parse_authorization(h["authorization"])
@@ -96,7 +92,7 @@ class CamsDoor:
                 f"The request signature does not conform to Aliyun standards: {exc}.",
             ) from None
         grant = await self._grant(auth.access_key_id)
-        body_sha = hashlib.sha256(body).hexdigest()
+        body_sha = hashlib.sha256(request.body).hexdigest() if request.body else signing.EMPTY_SHA256
         claimed = h.get("x-acs-content-sha256", "")
         if not claimed:
             raise Refusal(400, "IncompleteSignature", "The x-acs-content-sha256 header is required.")
@@ -104,9 +100,9 @@ class CamsDoor:
             raise Refusal(
                 400, "SignatureDoesNotMatch", "x-acs-content-sha256 is not the SHA-256 of the request body."
             )
-        values = {name: h.getlist(name) for name in auth.signed_headers}
+        values = {name: request.header_values(name) for name in auth.signed_headers}
         sts = signing.acs3_string_to_sign(
-            request.method, raw_query, values, auth.signed_headers, claimed.lower()
+            request.method, query_pairs, values, auth.signed_headers, claimed.lower()
         )
         expected = signing.acs3_signature(grant.secret, sts)
         if not hmac.compare_digest(expected.encode(), auth.signature.encode()):
@@ -124,7 +120,7 @@ class CamsDoor:
         }
 
     async def _legacy(
-        self, request: Request, pairs: list[tuple[str, str]]
+        self, request: Incoming, pairs: list[tuple[str, str]]
     ) -> tuple[KeyGrant, dict[str, str]]:
         p = dict(pairs)
         if not p.get("AccessKeyId"):
@@ -148,21 +144,21 @@ class CamsDoor:
             "action": p.get("Action", ""),
         }
 
-    async def serve(self, request: Request) -> Response:
+    async def serve(self, request: Incoming) -> Reply:
         request_id = ids.new_request_id()
         host = request.headers.get("host", "cams")
-        state = request.scope.setdefault("state", {})
+        state = request.state
         grant: KeyGrant | None = None
         action_name = ""
         try:
-            raw_query = request.scope.get("query_string", b"").decode("latin-1")
-            body = await request.body()
-            pairs = signing.form_pairs(raw_query)
+            body = request.body
+            query_pairs = signing.form_pairs(request.query)
+            pairs = list(query_pairs)
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if body and content_type == "application/x-www-form-urlencoded":
                 pairs += signing.form_pairs(body.decode("utf-8", "replace"))
             if "authorization" in request.headers:
-                grant, meta = await self._acs3(request, raw_query, body)
+                grant, meta = await self._acs3(request, query_pairs)
             elif any(k == "Signature" for k, _ in pairs):
                 grant, meta = await self._legacy(request, pairs)
             else:
@@ -267,8 +263,8 @@ class CamsDoor:
             )
 
 
-def cams_routes(core: Callable[[], Core]) -> list[Route]:
-    async def endpoint(request: Request) -> Response:
+def add_cams_routes(dispatch: Dispatch, core: Callable[[], Core]) -> None:
+    async def endpoint(request: Incoming) -> Reply:
         return await CamsDoor(core()).serve(request)
 
-    return [Route("/", endpoint, methods=["GET", "POST"])]
+    dispatch.add("/", ("GET", "POST"), endpoint)

@@ -23,8 +23,9 @@ def form_pairs(raw: str) -> list[tuple[str, str]]:
     return parse_qsl(raw, keep_blank_values=True)
 
 
-def canonical_query(raw_query: str) -> str:
-    pairs = sorted(form_pairs(raw_query))
+def canonical_query(query: str | list[tuple[str, str]]) -> str:
+    """The signed form of a query: given raw, or as the decoded pairs of ``form_pairs``."""
+    pairs = sorted(form_pairs(query) if isinstance(query, str) else query)
     return "&".join(f"{rfc3986(k)}={rfc3986(v)}" for k, v in pairs)
 
 
@@ -56,7 +57,7 @@ def parse_authorization(value: str) -> Authorization:
 
 def acs3_string_to_sign(
     method: str,
-    raw_query: str,
+    query: str | list[tuple[str, str]],
     header_values: dict[str, list[str]],
     signed_headers: Iterable[str],
     body_sha256: str,
@@ -65,9 +66,7 @@ def acs3_string_to_sign(
     block = "".join(
         f"{name}:{','.join(sorted(v.strip() for v in header_values.get(name, [])))}\n" for name in signed
     )
-    canonical = "\n".join(
-        [method.upper(), "/", canonical_query(raw_query), block, ";".join(signed), body_sha256]
-    )
+    canonical = "\n".join([method.upper(), "/", canonical_query(query), block, ";".join(signed), body_sha256])
     return f"{ACS3}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 

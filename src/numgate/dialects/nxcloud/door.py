@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
 
 from numgate.core import Core
 from numgate.dialects.nxcloud import codes
@@ -18,6 +16,8 @@ from numgate.dialects.nxcloud.codes import Family
 from numgate.dialects.nxcloud.signing import ALGORITHMS, compute_sign
 from numgate.errors import NotIntegrator, NumgateError
 from numgate.tenancy.service import KeyGrant
+from numgate.web.wire import Incoming
+from numgate.web.wire import Reply as HttpReply
 
 log = logging.getLogger("numgate.nxcloud")
 
@@ -49,21 +49,20 @@ class Endpoint:
     integrators_only: bool = False
 
 
-def _json(body: bytes, detail: str | None = None) -> Response:
-    headers = {"X-Numgate-Error-Detail": detail} if detail else None
-    return Response(body, media_type="application/json", headers=headers)
+def _json(body: bytes, detail: str | None = None) -> HttpReply:
+    return HttpReply(200, body, headers={"X-Numgate-Error-Detail": detail} if detail else None)
 
 
-def _auth_failure(ep: Endpoint, code: tuple[int, str], detail: str, state: dict[str, Any]) -> Response:
+def _auth_failure(ep: Endpoint, code: tuple[int, str], detail: str, state: dict[str, Any]) -> HttpReply:
     state["code"] = code[0]
     return _json(codes.render(ep.family, code[0], code[1], None), detail)
 
 
-async def serve_endpoint(core: Core, ep: Endpoint, request: Request) -> Response:
+async def serve_endpoint(core: Core, ep: Endpoint, request: Incoming) -> HttpReply:
     """Authenticate in the spec's order (1001, 1004, 1005, 1003, 1002, 1005), then run once."""
     headers = request.headers
-    raw = await request.body()
-    state = request.scope.setdefault("state", {})
+    raw = request.body
+    state = request.state
 
     values = {name: headers.get(name, "").strip() for name in REQUIRED_HEADERS}
     missing = [n for n in ("accessKey", "ts", "bizType", "action", "sign") if not values[n.lower()]]

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-
 from numgate.core import Core
 from numgate.dialects.nxcloud import integrator, numbercheck
 from numgate.dialects.nxcloud.codes import Family
 from numgate.dialects.nxcloud.door import Endpoint, serve_endpoint
+from numgate.web.wire import Dispatch, Handler, Incoming, Reply
 
 INTEGRATOR_BASE = "/api/wa/integrator/embedded/register/"
 
@@ -42,11 +39,12 @@ def endpoints() -> list[Endpoint]:
     return eps
 
 
-def nxcloud_routes(core: Callable[[], Core]) -> list[Route]:
-    def make(ep: Endpoint) -> Callable[[Request], object]:
-        async def endpoint(request: Request) -> Response:
+def add_nxcloud_routes(dispatch: Dispatch, core: Callable[[], Core]) -> None:
+    def make(ep: Endpoint) -> Handler:
+        async def endpoint(request: Incoming) -> Reply:
             return await serve_endpoint(core(), ep, request)
 
         return endpoint
 
-    return [Route(ep.path, make(ep), methods=["POST"]) for ep in endpoints()]
+    for ep in endpoints():
+        dispatch.add(ep.path, ("POST",), make(ep))
