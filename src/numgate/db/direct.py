@@ -511,6 +511,13 @@ class PgTx:
             raise _pg_error(exc) from exc
 
 
+async def _keep_session(conn: Any) -> None:
+    """What a connection needs on its way back to the pool beyond asyncpg's own rollback of an
+    open transaction: nothing. numgate sets no session state (no SET, LISTEN, advisory lock,
+    cursor), so asyncpg's default reset — a round trip running RESET ALL and friends on every
+    release — would only cost time."""
+
+
 class PgDatabase:
     def __init__(self, engine: AsyncEngine, pool_size: int) -> None:
         self.dialect = engine.dialect
@@ -524,7 +531,9 @@ class PgDatabase:
             import asyncpg  # type: ignore[import-untyped]
 
             try:
-                self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._size)
+                self._pool = await asyncpg.create_pool(
+                    self._dsn, min_size=1, max_size=self._size, reset=_keep_session
+                )
             except Exception as exc:
                 raise _pg_error(exc) from exc
         return self._pool
