@@ -317,14 +317,19 @@ class SqliteDatabase:
             return
         self._give(conn)
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[Tx]:
+    def _begin(self, how: str) -> sqlite3.Connection:
+        """A connection with a transaction begun (``BEGIN`` or ``BEGIN IMMEDIATE``)."""
         conn = self._take()
         try:
-            conn.execute("BEGIN")
+            conn.execute(how)
         except sqlite3.Error as exc:
             conn.close()
             raise _sqlite_error(exc) from exc
+        return conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Tx]:
+        conn = self._begin("BEGIN")
         try:
             yield SqliteTx(conn, self.dialect)
         except BaseException:
@@ -344,13 +349,7 @@ class SqliteDatabase:
     # every write of the group gets the error and none of them happened.
 
     def _open_group(self) -> None:
-        conn = self._take()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            conn.close()
-            raise _sqlite_error(exc) from exc
-        self._writer = conn
+        self._writer = self._begin("BEGIN IMMEDIATE")
         self._group = []
         self._broken = None
         self._flusher = asyncio.get_running_loop().create_task(self._commit_group())
@@ -525,17 +524,21 @@ class PgDatabase:
         self._dsn = url.render_as_string(hide_password=False)
         self._size = pool_size
         self._pool: Any = None
+        self._opening = asyncio.Lock()
 
     async def _get_pool(self) -> Any:
-        if self._pool is None:
-            import asyncpg  # type: ignore[import-untyped]
+        if self._pool is not None:
+            return self._pool
+        async with self._opening:  # the first callers arrive together: one pool for all
+            if self._pool is None:
+                import asyncpg  # type: ignore[import-untyped]
 
-            try:
-                self._pool = await asyncpg.create_pool(
-                    self._dsn, min_size=1, max_size=self._size, reset=_keep_session
-                )
-            except Exception as exc:
-                raise _pg_error(exc) from exc
+                try:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn, min_size=1, max_size=self._size, reset=_keep_session
+                    )
+                except Exception as exc:
+                    raise _pg_error(exc) from exc
         return self._pool
 
     @asynccontextmanager

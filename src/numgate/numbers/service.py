@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -30,7 +30,7 @@ from numgate.ledger.service import Ledger
 from numgate.numbers.check import check_basic
 from numgate.numbers.classify import calling_code_of, main_region
 from numgate.numbers.results import CheckResult, Level
-from numgate.tenancy.service import TenancyService
+from numgate.tenancy.service import App, TenancyService
 
 MAX_NUMBERS = 5000
 MAX_BATCH_NO = 64
@@ -61,6 +61,30 @@ INSERT_DONE_CHECK = Statement(
         {c: bindparam(c) for c in (*_CHECK_COLUMNS, "outcome", "result", "cost", "done_ms")}
     )
 )
+
+
+def batch_row(
+    message_id: str,
+    app: App,
+    batch_no: str,
+    level: Level,
+    country: str | None,
+    currency: str,
+    unit_price: int,
+    now: int,
+) -> dict[str, Any]:
+    """A batch's columns but its callback URL and size (INSERT_BATCH)."""
+    return {
+        "message_id": message_id,
+        "account_id": app.account_id,
+        "app_id": app.id,
+        "batch_no": batch_no,
+        "check_level": int(level),
+        "country": country,
+        "currency": currency,
+        "unit_price": unit_price,
+        "created_ms": now,
+    }
 
 
 class CallbackRenderer(Protocol):
@@ -196,17 +220,9 @@ class NumberCheckService:
             price = await self._ledger.find_price(tx, account_id, app.id, region, int(lvl))
             batch_id = await tx.scalar(
                 INSERT_BATCH,
-                message_id=message_id,
-                account_id=account_id,
-                app_id=app.id,
-                batch_no=batch_no,
-                check_level=int(lvl),
-                country=region,
-                currency=price.currency,
-                unit_price=price.price,
+                **batch_row(message_id, app, batch_no, lvl, region, price.currency, price.price, now),
                 dr_url=dr_url or app.callback_url,
                 total=len(items),
-                created_ms=now,
             )
             await self._ledger.reserve(tx, account_id, price.currency, price.price * len(items), batch_id)
             await tx.bulk_insert(
@@ -336,17 +352,9 @@ class NumberCheckService:
             cost = unit if result.outcome.charged else 0
             batch_id = await tx.scalar(
                 INSERT_BATCH,
-                message_id=message_id,
-                account_id=account_id,
-                app_id=app.id,
-                batch_no=batch_no,
-                check_level=1,
-                country=region,
-                currency=currency,
-                unit_price=unit,
+                **batch_row(message_id, app, batch_no, Level.BASIC, region, currency, unit, now),
                 dr_url=None,
                 total=1,
-                created_ms=now,
             )
             if unit:
                 await self._ledger.reserve(tx, account_id, currency, unit, batch_id)

@@ -1,0 +1,150 @@
+"""The storage layer the services run on (db/direct.py), on SQLite and PostgreSQL: transactions
+are all or nothing, concurrent writes that share one SQLite commit stay independent, a write's
+block ends only once it is durable, and driver errors arrive as the core's own."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, func, select
+
+from conftest import run_sync
+from numgate.db.direct import BulkInsert, Database, Statement, open_database
+from numgate.db.engine import create_engine
+from numgate.db.tables import meta
+from numgate.errors import Conflict, StorageUnavailable
+
+PUT = Statement(meta.insert().values(key=bindparam("key"), value=bindparam("value")))
+GET = Statement(select(meta.c.value).where(meta.c.key == bindparam("key")))
+COUNT = Statement(select(func.count()).select_from(meta))
+
+
+@asynccontextmanager
+async def opened(url: str) -> AsyncIterator[Database]:
+    engine = create_engine(url)
+    db = open_database(engine)
+    try:
+        yield db
+    finally:
+        await db.close()
+        await engine.dispose()
+
+
+def on(url: str, body: Callable[[Database], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        async with opened(url) as db:
+            return await body(db)
+
+    return run_sync(main())
+
+
+async def value(db: Database, key: str) -> Any:
+    async with db.read() as tx:
+        return await tx.scalar(GET, key=key)
+
+
+def test_a_failing_write_leaves_nothing(database_url: str) -> None:
+    async def body(db: Database) -> None:
+        with pytest.raises(RuntimeError):
+            async with db.write() as tx:
+                await tx.run(PUT, key="a", value="1")
+                raise RuntimeError("after the first statement")
+        assert await value(db, "a") is None
+
+    on(database_url, body)
+
+
+def test_concurrent_writes_are_independent(database_url: str) -> None:
+    """Sixty writes at once (on SQLite they share commits): the ones that fail leave nothing,
+    the others are all there, and each is readable from another connection when its block ends."""
+
+    async def body(db: Database) -> None:
+        seen_after_block: list[bool] = []
+
+        async def one(i: int) -> None:
+            async with db.write() as tx:
+                await tx.run(PUT, key=f"k{i}", value=str(i))
+                if i % 3 == 0:
+                    raise ValueError(i)
+            seen_after_block.append(await value(db, f"k{i}") == str(i))
+
+        results = await asyncio.gather(*(one(i) for i in range(60)), return_exceptions=True)
+        assert sum(isinstance(r, ValueError) for r in results) == 20
+        assert seen_after_block == [True] * 40
+        async with db.read() as tx:
+            assert await tx.scalar(COUNT) == 40
+        for i in range(60):
+            assert await value(db, f"k{i}") == (None if i % 3 == 0 else str(i))
+
+    on(database_url, body)
+
+
+def test_unique_violation_is_conflict_and_spares_the_others(database_url: str) -> None:
+    async def body(db: Database) -> None:
+        async with db.write() as tx:
+            await tx.run(PUT, key="taken", value="first")
+
+        async def clash() -> None:
+            async with db.write() as tx:
+                await tx.run(PUT, key="mine", value="x")
+                await tx.run(PUT, key="taken", value="second")
+
+        async def fine() -> None:
+            async with db.write() as tx:
+                await tx.run(PUT, key="other", value="y")
+
+        results = await asyncio.gather(clash(), fine(), return_exceptions=True)
+        assert isinstance(results[0], Conflict) and results[1] is None
+        assert (await value(db, "taken"), await value(db, "mine"), await value(db, "other")) == (
+            "first",
+            None,
+            "y",
+        )
+
+    on(database_url, body)
+
+
+def test_bulk_insert(database_url: str) -> None:
+    rows = BulkInsert(meta, ("key", "value"))
+
+    async def body(db: Database) -> None:
+        async with db.write() as tx:
+            await tx.bulk_insert(rows, [{"key": f"b{i}", "value": str(i)} for i in range(500)])
+            await tx.bulk_insert(rows, [])
+        async with db.read() as tx:
+            assert await tx.scalar(COUNT) == 500
+
+    on(database_url, body)
+
+
+def test_missing_parameter_names_it(database_url: str) -> None:
+    async def body(db: Database) -> None:
+        with pytest.raises(TypeError, match="missing: value"):
+            async with db.write() as tx:
+                await tx.run(PUT, key="k")
+
+    on(database_url, body)
+
+
+def test_unreachable_postgres_is_storage_unavailable() -> None:
+    async def body(db: Database) -> None:
+        with pytest.raises(StorageUnavailable, match="unavailable"):
+            async with db.read() as tx:
+                await tx.scalar(COUNT)
+
+    # a port where nothing listens, on loopback
+    on("postgresql://nobody@127.0.0.1:9/none", body)
+
+
+def test_unopenable_sqlite_is_storage_unavailable(tmp_path: Any) -> None:
+    async def body(db: Database) -> None:
+        with pytest.raises(StorageUnavailable):
+            async with db.read() as tx:
+                await tx.scalar(COUNT)
+
+    (tmp_path / "dir.db").mkdir()  # a directory where the database file should be
+    on(f"sqlite:///{tmp_path / 'dir.db'}", body)
