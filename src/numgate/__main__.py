@@ -1,3 +1,4 @@
 from numgate.cli import main
 
-main()
+if __name__ == "__main__":  # not when a helper process (multiprocessing spawn) imports it
+    main()
