@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import signal
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -52,6 +53,7 @@ _sender: CallbackSender | None = None
 
 def _start_sender(allow: tuple[Network, ...], timeout_s: float, concurrency: int) -> None:
     global _loop, _sender
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops its helpers
     try:
         import uvloop
 

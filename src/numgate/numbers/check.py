@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import signal
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -35,6 +36,12 @@ def check_basic(item: str) -> CheckResult:
 
 def check_basic_many(items: Sequence[str]) -> list[CheckResult]:
     return [check_basic(i) for i in items]
+
+
+def _start_classifier() -> None:
+    """In a classifier process: leave Ctrl-C to the parent (it stops its helpers), load data."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    warm_up()
 
 
 def _classify_rows(items: Sequence[str]) -> list[tuple[Any, ...] | None]:
@@ -67,7 +74,7 @@ class BasicChecks:
     def _executor(self) -> Executor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=warm_up
+                self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_start_classifier
             )
         return self._pool
 
