@@ -437,11 +437,19 @@ def test_callbacks_handed_over_in_memory_survive_a_crash(
 
         return await drain(core)
 
+    async def lease_s(core: Core) -> float:
+        from numgate.delivery.worker import lease_ms
+
+        return lease_ms(core, handed_over=True) / 1000
+
     assert srv.call(check_then_die) == 30
     bal = ledger_identity(srv, t.account_id)
     assert bal.charges == 30 * 100 and bal.open_reservations == 0
     assert srv.call(drain_deliveries) == 0  # leased to the dead process: not yet
-    clock.advance(seconds=31)  # the lease ran out
+    lease = srv.call(lease_s)
+    clock.advance(seconds=lease - 5)
+    assert srv.call(drain_deliveries) == 0  # a hand-over may wait behind four batches: still its
+    clock.advance(seconds=6)  # the lease ran out
     assert srv.call(drain_deliveries) == 30
     got = receiver.accepted()
     assert len({json.loads(r.body)["messageId"] for r in got}) == len(got) == 30

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -57,9 +58,19 @@ RECORD_ATTEMPT = Statement(
 NEXT_DUE = Statement(select(func.min(d.next_ms)).where(d.status == PENDING))
 
 
-def lease_ms(core: Core) -> int:
-    """How long an attempt may take before its callback is claimed again."""
-    return int(max(core.settings.callback_timeout_s * 3, 30.0) * 1000)
+#: chunks of fresh callbacks that may wait in a hand-over (see Handoff)
+HANDOFF_CHUNKS = 4
+
+
+def lease_ms(core: Core, *, handed_over: bool = False) -> int:
+    """How long a leased callback may wait for its attempt to be recorded before any worker may
+    claim it again: a whole batch against receivers that all time out (``concurrency`` at a
+    time), plus, for a hand-over, the chunks queued before it — a lease that ran out under a
+    batch still being sent would send its callbacks twice."""
+    s = core.settings
+    batch_s = math.ceil(CLAIM / max(s.callback_concurrency, 1)) * s.callback_timeout_s
+    waits = HANDOFF_CHUNKS + 1 if handed_over else 1
+    return int((batch_s * waits + 30.0) * 1000)
 
 
 @dataclass(frozen=True)
@@ -75,7 +86,7 @@ class Handoff:
     """The queue from this process's check worker to its delivery worker. Bounded, so that a
     hand-over never waits long enough for its lease to run out."""
 
-    def __init__(self, chunks: int = 4) -> None:
+    def __init__(self, chunks: int = HANDOFF_CHUNKS) -> None:
         self._queue: asyncio.Queue[Leased] = asyncio.Queue(chunks)
 
     def has_room(self) -> bool:

@@ -192,7 +192,7 @@ class CheckWorker:
         if handoff is not None and not handoff.has_room():
             handoff = None
         callback_token = new_lease_token() if handoff is not None else None
-        callback_lease = now + lease_ms(core) if handoff is not None else None
+        callback_lease = now + lease_ms(core, handed_over=True) if handoff is not None else None
         callback_status = CALLBACK_IN_FLIGHT if handoff is not None else CALLBACK_PENDING
         uids = iter(ids.new_message_ids(len(rows)))
         updates: list[dict[str, Any]] = []
