@@ -8,7 +8,9 @@ with the ratio of numgate's rate to the combined reference 1 / (1/classify + 1/p
 
     .venv/bin/python bench/numbercheck_e2e.py [--numbers 100000] [--postgres URL] [--workers N]
 
-``--workers N`` runs ``numgate serve --no-workers`` plus N ``numgate worker`` processes.
+``--workers N`` runs ``numgate serve --no-workers`` plus N ``numgate worker`` processes;
+``--set NUMGATE_X=VALUE`` (repeatable) passes a setting to them (the benchmark's own environment
+is not: a run measures the defaults unless told otherwise).
 """
 
 from __future__ import annotations
@@ -187,6 +189,13 @@ def main() -> None:
     ap.add_argument(
         "--workers", type=int, default=0, help="separate `numgate worker` processes (0: in-process)"
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NUMGATE_X=VALUE",
+        help="a setting for numgate's processes (repeatable); others come from the defaults",
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="numgate-bench-"))
@@ -200,6 +209,9 @@ def main() -> None:
     )
     if args.postgres:
         env["NUMGATE_DATABASE_URL"] = args.postgres
+    for item in args.set:
+        name, _, value = item.partition("=")
+        env[name] = value
     ctx = mp.get_context("fork")
     counter, ready = ctx.Value("q", 0), ctx.Event()
     rport = free_port()

@@ -85,7 +85,7 @@ class Settings:
     callback_processes: int | None = None
     #: run check and delivery workers inside ``numgate serve``
     inprocess_workers: bool = True
-    worker_chunk: int = 500
+    worker_chunk: int = 250
     worker_lease_s: float = 60.0
     worker_poll_s: float = 0.2
     #: processes that run the Basic (libphonenumber) checks of a check worker; None: one when

@@ -84,6 +84,23 @@ QUEUE_CALLBACKS = BulkInsert(
 )
 
 
+@dataclass
+class Writes:
+    """What finishing a chunk writes: each number's result, its callback, its charge."""
+
+    updates: list[dict[str, Any]]  # FINISH parameters
+    outbox: list[dict[str, Any]]  # QUEUE_CALLBACKS rows
+    charges: list[tuple[int, int, int]]  # check id, batch id, cost
+
+    def only(self, owned: set[int]) -> Writes:
+        """The writes of the numbers still leased to this worker."""
+        return Writes(
+            [u for u in self.updates if u["b_id"] in owned],
+            [o for o in self.outbox if o["check_id"] in owned],
+            [c for c in self.charges if c[0] in owned],
+        )
+
+
 @dataclass(frozen=True)
 class BatchInfo:
     id: int
@@ -178,33 +195,28 @@ class CheckWorker:
                     await LEASES.release_token(tx, token)
             raise
 
-    async def finish(
-        self, token: int, rows: list[Row], infos: dict[int, BatchInfo], results: dict[int, CheckResult]
-    ) -> int:
-        """In one transaction: the results, the callbacks and the settlement of the numbers this
-        worker still holds. The callbacks go to this process's delivery worker when it has room
-        (stored already leased to it), else to the table for any delivery worker to claim."""
-        core = self.core
-        now = core.clock.time_ms()
-        deadline = now + int(core.settings.callback_retry_window_s * 1000)
-        renderer = core.numbers.renderer
-        handoff = core.callback_handoff
-        if handoff is not None and not handoff.has_room():
-            handoff = None
-        callback_token = new_lease_token() if handoff is not None else None
-        callback_lease = now + lease_ms(core, handed_over=True) if handoff is not None else None
-        callback_status = CALLBACK_IN_FLIGHT if handoff is not None else CALLBACK_PENDING
+    def _writes(
+        self,
+        rows: list[Row],
+        infos: dict[int, BatchInfo],
+        results: dict[int, CheckResult],
+        now: int,
+        callbacks: tuple[int, int | None, int | None],
+    ) -> Writes:
+        """What finishing ``rows`` writes; ``callbacks`` is the new callbacks' (status, lease
+        token, lease end)."""
+        status, token, until = callbacks
+        deadline = now + int(self.core.settings.callback_retry_window_s * 1000)
+        renderer = self.core.numbers.renderer
         uids = iter(ids.new_message_ids(len(rows)))
-        updates: list[dict[str, Any]] = []
-        outbox: list[dict[str, Any]] = []
-        charges: list[tuple[int, int]] = []  # batch id, cost
+        w = Writes([], [], [])
         for r in rows:
             check_id, batch_id = r["id"], r["batch_id"]
             info = infos[batch_id]
             res = results[check_id]
             cost = info.unit_price if res.outcome.charged else 0
-            charges.append((batch_id, cost))
-            updates.append(
+            w.charges.append((check_id, batch_id, cost))
+            w.updates.append(
                 {
                     "b_id": check_id,
                     "b_outcome": int(res.outcome),
@@ -213,57 +225,75 @@ class CheckWorker:
                     "b_now": now,
                 }
             )
-            if info.dr_url:
-                body = renderer.callback(
-                    message_id=r["message_id"],
-                    batch_no=info.batch_no,
-                    phone=r["phone"],
-                    result=res,
-                    cost=cost,
-                    currency=info.currency,
-                )
-                outbox.append(
-                    {
-                        "uid": next(uids),
-                        "check_id": check_id,
-                        "account_id": info.account_id,
-                        "app_id": info.app_id,
-                        "url": info.dr_url,
-                        "body": body.decode(),
-                        "status": callback_status,
-                        "attempts": 0,
-                        "next_ms": now,
-                        "deadline_ms": deadline,
-                        "lease_until_ms": callback_lease,
-                        "lease_token": callback_token,
-                        "created_ms": now,
-                        "updated_ms": now,
-                    }
-                )
+            if not info.dr_url:
+                continue
+            body = renderer.callback(
+                message_id=r["message_id"],
+                batch_no=info.batch_no,
+                phone=r["phone"],
+                result=res,
+                cost=cost,
+                currency=info.currency,
+            )
+            w.outbox.append(
+                {
+                    "uid": next(uids),
+                    "check_id": check_id,
+                    "account_id": info.account_id,
+                    "app_id": info.app_id,
+                    "url": info.dr_url,
+                    "body": body.decode(),
+                    "status": status,
+                    "attempts": 0,
+                    "next_ms": now,
+                    "deadline_ms": deadline,
+                    "lease_until_ms": until,
+                    "lease_token": token,
+                    "created_ms": now,
+                    "updated_ms": now,
+                }
+            )
+        return w
+
+    async def finish(
+        self, token: int, rows: list[Row], infos: dict[int, BatchInfo], results: dict[int, CheckResult]
+    ) -> int:
+        """In one transaction: the results, the callbacks and the settlement of the numbers this
+        worker still holds. The callbacks go to this process's delivery worker when it has room
+        (stored already leased to it), else to the table for any delivery worker to claim."""
+        core = self.core
+        now = core.clock.time_ms()
+        handoff = core.callback_handoff
+        callbacks: tuple[int, int | None, int | None]
+        callback_token = 0
+        if handoff is not None and handoff.has_room():
+            callback_token = new_lease_token()
+            callbacks = (CALLBACK_IN_FLIGHT, callback_token, now + lease_ms(core, handed_over=True))
+        else:
+            handoff, callbacks = None, (CALLBACK_PENDING, None, None)
+        w = self._writes(rows, infos, results, now, callbacks)
         async with core.db.write() as tx:
             owned = await LEASES.owned_ids(tx, token)
             if len(owned) < len(rows):  # some leases ran out and other workers own them now
-                updates = [u for u in updates if u["b_id"] in owned]
-                outbox = [o for o in outbox if o["check_id"] in owned]
-                charges = [c for r, c in zip(rows, charges, strict=True) if r["id"] in owned]
+                w = w.only(owned)
             settle: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-            for batch_id, cost in charges:
+            for _, batch_id, cost in w.charges:
                 settle[batch_id][0 if cost else 1] += infos[batch_id].unit_price
-            await tx.many(FINISH, updates)
-            await tx.bulk_insert(QUEUE_CALLBACKS, outbox)
+            await tx.many(FINISH, w.updates)
+            await tx.bulk_insert(QUEUE_CALLBACKS, w.outbox)
             for batch_id, (charged, released) in settle.items():
                 info = infos[batch_id]
                 await core.ledger.settle(tx, info.account_id, info.currency, batch_id, charged, released)
-        if outbox:
-            if handoff is not None and callback_token is not None:
+        if w.outbox:
+            if handoff is not None:
                 handoff.put(
                     Leased(
                         callback_token,
-                        [(o["uid"], o["url"], o["body"], 0, o["app_id"], deadline) for o in outbox],
+                        [(o["uid"], o["url"], o["body"], 0, o["app_id"], o["deadline_ms"]) for o in w.outbox],
                     )
                 )
             core.delivery_wakeup.set()
-        return len(updates)
+        return len(w.updates)
 
 
 async def drain(core: Core) -> int:
