@@ -8,7 +8,8 @@ with the ratio of numgate's rate to the combined reference 1 / (1/classify + 1/p
 
     .venv/bin/python bench/numbercheck_e2e.py [--numbers 100000] [--postgres URL] [--workers N]
 
-``--workers N`` runs ``numgate serve --no-workers`` plus N ``numgate worker`` processes;
+``--repeat N`` makes N runs, each with a fresh numgate and its own references, and prints the
+medians (the machine's speed drifts: one run is one sample). ``--workers N`` runs ``numgate serve --no-workers`` plus N ``numgate worker`` processes;
 ``--set NUMGATE_X=VALUE`` (repeatable) passes a setting to them (the benchmark's own environment
 is not: a run measures the defaults unless told otherwise).
 """
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,26 +180,36 @@ async def submit_all(
     return latencies
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--numbers", type=int, default=100_000)
-    ap.add_argument("--batch", type=int, default=5000)
-    ap.add_argument("--parallel", type=int, default=2, help="concurrent submits")
-    ap.add_argument(
-        "--postgres", metavar="URL", help="use this (scratch) PostgreSQL database instead of SQLite"
-    )
-    ap.add_argument(
-        "--workers", type=int, default=0, help="separate `numgate worker` processes (0: in-process)"
-    )
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NUMGATE_X=VALUE",
-        help="a setting for numgate's processes (repeatable); others come from the defaults",
-    )
-    args = ap.parse_args()
+@dataclass(frozen=True)
+class Run:
+    rate: float
+    elapsed: float
+    submitted: float
+    p50_ms: float
+    p99_ms: float
+    rss_mb: float
+    before: tuple[float, float]
+    after: tuple[float, float]
 
+    @property
+    def classify(self) -> float:
+        return (self.before[0] + self.after[0]) / 2
+
+    @property
+    def post(self) -> float:
+        return (self.before[1] + self.after[1]) / 2
+
+    @property
+    def reference(self) -> float:
+        return 1 / (1 / self.classify + 1 / self.post)
+
+    @property
+    def ratio(self) -> float:
+        return self.rate / self.reference
+
+
+def one_run(args: argparse.Namespace, rurl: str, counter: Any) -> Run:
+    """A fresh numgate (its own data directory), the load, and the references around it."""
     tmp = Path(tempfile.mkdtemp(prefix="numgate-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMGATE_")}
     env.update(
@@ -212,13 +224,8 @@ def main() -> None:
     for item in args.set:
         name, _, value = item.partition("=")
         env[name] = value
-    ctx = mp.get_context("fork")
-    counter, ready = ctx.Value("q", 0), ctx.Event()
-    rport = free_port()
-    rec = ctx.Process(target=receiver_main, args=(rport, counter, ready), daemon=True)
-    rec.start()
-    ready.wait(10)
-    rurl = f"http://127.0.0.1:{rport}/cb"
+    # this machine's speed drifts by tens of percent over minutes: the reference is the mean of
+    # runs just before and just after numgate's
     before = references(rurl, counter)
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -227,20 +234,8 @@ def main() -> None:
         aid = str(acct["account_id"])
         app = cli(env, "admin", "app", "create", aid, "bench")
         cli(env, "admin", "balance", "topup", aid, "1000000")
-        cli(
-            env,
-            "admin",
-            "price",
-            "set",
-            "--country",
-            "NG",
-            "--level",
-            "1",
-            "--price",
-            "0.001",
-            "--account",
-            aid,
-        )
+        price = ["--country", "NG", "--level", "1", "--price", "0.001", "--account", aid]
+        cli(env, "admin", "price", "set", *price)
 
         port = free_port()
         serve = [*NUMGATE, "serve", "--port", str(port)] + (["--no-workers"] if args.workers else [])
@@ -282,36 +277,83 @@ def main() -> None:
             p.terminate()
         for p in procs:
             p.wait(30)
-
-    rate = args.numbers / elapsed
+        shutil.rmtree(tmp, ignore_errors=True)
+    with counter.get_lock():
+        counter.value = 0
     lat_ms = sorted(x * 1000 for x in lat)
     p99 = lat_ms[min(len(lat_ms) - 1, round(0.99 * (len(lat_ms) - 1)))]
     after = references(rurl, counter)
-    rec.terminate()
-    # this machine's speed drifts by tens of percent over minutes: the reference is the mean of
-    # runs just before and just after numgate's
-    c_rate = (before[0] + after[0]) / 2
-    p_rate = (before[1] + after[1]) / 2
-    ref = 1 / (1 / c_rate + 1 / p_rate)
+    return Run(args.numbers / elapsed, elapsed, submitted, statistics.median(lat_ms), p99, rss, before, after)
+
+
+def report(r: Run) -> None:
+    print(
+        f"  end to end          {r.rate:10,.0f} numbers/s  ({r.elapsed:.1f} s; all submits stored after {r.submitted:.1f} s)"
+    )
+    print(f"  submit latency      p50 {r.p50_ms:.0f} ms, p99 {r.p99_ms:.0f} ms")
+    print(f"  numgate peak RSS    {r.rss_mb:10.0f} MB (sum over its processes, helpers included)")
+    print(
+        f"  reference classify  {r.classify:10,.0f} numbers/s (bare phonenumbers loop; before {r.before[0]:,.0f}, after {r.after[0]:,.0f})"
+    )
+    print(
+        f"  reference POST      {r.post:10,.0f} posts/s   (bare aiohttp loop, concurrency 64, same receiver; before {r.before[1]:,.0f}, after {r.after[1]:,.0f})"
+    )
+    print(f"  combined reference  {r.reference:10,.0f} numbers/s  1/(1/classify + 1/post)")
+    print(f"  ratio               {r.ratio:10.2f}        (target >= 0.8)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--numbers", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--parallel", type=int, default=2, help="concurrent submits")
+    ap.add_argument(
+        "--postgres", metavar="URL", help="use this (scratch) PostgreSQL database instead of SQLite"
+    )
+    ap.add_argument(
+        "--workers", type=int, default=0, help="separate `numgate worker` processes (0: in-process)"
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NUMGATE_X=VALUE",
+        help="a setting for numgate's processes (repeatable); others come from the defaults",
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="runs, each with a fresh numgate; then the medians")
+    args = ap.parse_args()
+
+    ctx = mp.get_context("fork")
+    counter, ready = ctx.Value("q", 0), ctx.Event()
+    rport = free_port()
+    rec = ctx.Process(target=receiver_main, args=(rport, counter, ready), daemon=True)
+    rec.start()
+    ready.wait(10)
+    rurl = f"http://127.0.0.1:{rport}/cb"
     db = "postgresql" if args.postgres else "sqlite"
     mode = f"{args.workers} worker process(es)" if args.workers else "in-process workers"
-    print(
-        f"numgate Number Check e2e ({db}, {mode}, sandbox): {args.numbers} numbers in {args.numbers // args.batch} batches"
-    )
-    print(
-        f"  end to end          {rate:10,.0f} numbers/s  ({elapsed:.1f} s; all submits stored after {submitted:.1f} s)"
-    )
-    print(f"  submit latency      p50 {statistics.median(lat_ms):.0f} ms, p99 {p99:.0f} ms")
-    print(f"  numgate peak RSS    {rss:10.0f} MB (sum over its processes, helpers included)")
-    print(
-        f"  reference classify  {c_rate:10,.0f} numbers/s (bare phonenumbers loop; before {before[0]:,.0f}, after {after[0]:,.0f})"
-    )
-    print(
-        f"  reference POST      {p_rate:10,.0f} posts/s   (bare aiohttp loop, concurrency 64, same receiver; before {before[1]:,.0f}, after {after[1]:,.0f})"
-    )
-    print(f"  combined reference  {ref:10,.0f} numbers/s  1/(1/classify + 1/post)")
-    print(f"  ratio               {rate / ref:10.2f}        (target >= 0.8)")
-    shutil.rmtree(tmp, ignore_errors=True)
+    runs: list[Run] = []
+    try:
+        for i in range(args.repeat):
+            run = one_run(args, rurl, counter)
+            runs.append(run)
+            of = f" (run {i + 1} of {args.repeat})" if args.repeat > 1 else ""
+            print(
+                f"numgate Number Check e2e ({db}, {mode}, sandbox): {args.numbers} numbers in {args.numbers // args.batch} batches{of}"
+            )
+            report(run)
+    finally:
+        rec.terminate()
+    if len(runs) > 1:
+        ratios = sorted(r.ratio for r in runs)
+        p99s = [r.p99_ms for r in runs]
+        print(f"over {len(runs)} runs")
+        print(
+            f"  ratio               median {statistics.median(ratios):.2f}, min {ratios[0]:.2f}, max {ratios[-1]:.2f}"
+        )
+        print(f"  end to end          median {statistics.median(r.rate for r in runs):,.0f} numbers/s")
+        print(f"  submit p99          median {statistics.median(p99s):.0f} ms, worst {max(p99s):.0f} ms")
+        print(f"  peak RSS            worst {max(r.rss_mb for r in runs):.0f} MB")
 
 
 if __name__ == "__main__":
