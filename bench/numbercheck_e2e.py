@@ -136,6 +136,16 @@ def with_descendants(pids: list[int]) -> list[int]:
     return sorted(found)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes and everything they started, so far."""
+    total = 0.0
+    for pid in with_descendants(pids):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def rss_peak_mb(pids: list[int]) -> float:
     """The sum of each process's peak resident set (VmHWM)."""
     total = 0
@@ -188,6 +198,8 @@ class Run:
     p50_ms: float
     p99_ms: float
     rss_mb: float
+    #: numgate's CPU time (all its processes) per number
+    cpu_us: float
     before: tuple[float, float]
     after: tuple[float, float]
 
@@ -252,6 +264,7 @@ def one_run(args: argparse.Namespace, rurl: str, counter: Any) -> Run:
             except OSError:
                 time.sleep(0.1)
 
+        cpu0 = cpu_seconds([p.pid for p in procs])
         start = time.perf_counter()
         lat = asyncio.run(
             submit_all(
@@ -272,6 +285,7 @@ def one_run(args: argparse.Namespace, rurl: str, counter: Any) -> Run:
             time.sleep(0.01)
         elapsed = time.perf_counter() - start
         rss = rss_peak_mb([p.pid for p in procs])
+        cpu = cpu_seconds([p.pid for p in procs]) - cpu0
     finally:
         for p in procs:
             p.terminate()
@@ -283,7 +297,17 @@ def one_run(args: argparse.Namespace, rurl: str, counter: Any) -> Run:
     lat_ms = sorted(x * 1000 for x in lat)
     p99 = lat_ms[min(len(lat_ms) - 1, round(0.99 * (len(lat_ms) - 1)))]
     after = references(rurl, counter)
-    return Run(args.numbers / elapsed, elapsed, submitted, statistics.median(lat_ms), p99, rss, before, after)
+    return Run(
+        args.numbers / elapsed,
+        elapsed,
+        submitted,
+        statistics.median(lat_ms),
+        p99,
+        rss,
+        cpu / args.numbers * 1e6,
+        before,
+        after,
+    )
 
 
 def report(r: Run) -> None:
@@ -292,6 +316,7 @@ def report(r: Run) -> None:
     )
     print(f"  submit latency      p50 {r.p50_ms:.0f} ms, p99 {r.p99_ms:.0f} ms")
     print(f"  numgate peak RSS    {r.rss_mb:10.0f} MB (sum over its processes, helpers included)")
+    print(f"  numgate CPU         {r.cpu_us:10.0f} us per number (all its processes)")
     print(
         f"  reference classify  {r.classify:10,.0f} numbers/s (bare phonenumbers loop; before {r.before[0]:,.0f}, after {r.after[0]:,.0f})"
     )
