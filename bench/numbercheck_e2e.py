@@ -220,12 +220,14 @@ class Run:
         return self.rate / self.reference
 
 
-def one_run(args: argparse.Namespace, rurl: str, counter: Any) -> Run:
+def one_run(args: argparse.Namespace, rurl: str, counter: Any, master_key: str) -> Run:
     """A fresh numgate (its own data directory), the load, and the references around it."""
     tmp = Path(tempfile.mkdtemp(prefix="numgate-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMGATE_")}
     env.update(
         NUMGATE_DATA_DIR=str(tmp),
+        # one key for every run: a PostgreSQL database is reused from run to run
+        NUMGATE_SECRET_KEY=master_key,
         NUMGATE_CALLBACK_ALLOW="loopback",
         NUMGATE_ACCESS_LOG="false",
         NUMGATE_RATE_LIMIT="0",
@@ -358,9 +360,12 @@ def main() -> None:
     db = "postgresql" if args.postgres else "sqlite"
     mode = f"{args.workers} worker process(es)" if args.workers else "in-process workers"
     runs: list[Run] = []
+    from cryptography.fernet import Fernet
+
+    master_key = Fernet.generate_key().decode()
     try:
         for i in range(args.repeat):
-            run = one_run(args, rurl, counter)
+            run = one_run(args, rurl, counter, master_key)
             runs.append(run)
             of = f" (run {i + 1} of {args.repeat})" if args.repeat > 1 else ""
             print(
