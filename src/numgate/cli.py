@@ -105,7 +105,12 @@ def serve(
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default NUMGATE_PORT or 8080).")] = None,
     workers: Annotated[
-        bool, typer.Option("--workers/--no-workers", help="Run check and delivery workers in this process.")
+        bool,
+        typer.Option(
+            "--workers/--no-workers",
+            help="Run check and delivery workers in this process (with their classifier and sender "
+            "helper processes: NUMGATE_CHECK_PROCESSES, NUMGATE_CALLBACK_PROCESSES).",
+        ),
     ] = True,
 ) -> None:
     """Serve the NXCloud and CAMS doors over HTTP (uvicorn). Refuses to start on an old schema."""
@@ -154,7 +159,11 @@ def worker(
     drain: Annotated[bool, typer.Option(help="Process what is due now, then exit.")] = False,
     only: Annotated[str | None, typer.Option(help="Comma-separated: checks, deliveries.")] = None,
 ) -> None:
-    """Run check and delivery workers as a separate process (several may run against PostgreSQL)."""
+    """Run check and delivery workers as a separate process (several may run against PostgreSQL).
+
+    Each starts classifier and sender helpers (NUMGATE_CHECK_PROCESSES, NUMGATE_CALLBACK_PROCESSES).
+
+    With several workers on a small machine, set both to 0."""
     s = settings()
     logs.configure(s.log_level)
     names = {n.strip() for n in only.split(",")} if only else None
