@@ -17,7 +17,7 @@ from numgate.clock import Clock
 from numgate.core import Core, open_core
 from numgate.logs import AccessLog
 from numgate.settings import Settings
-from numgate.web.wire import Dispatch
+from numgate.web.wire import INTERNAL_ERROR, Dispatch, error_body, not_allowed
 
 log = logging.getLogger("numgate.app")
 
@@ -96,22 +96,16 @@ class NumgateApp:
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return JSONResponse(
-        {"code": 404, "message": f"Not Found: no endpoint at {request.url.path}", "data": None},
-        status_code=404,
-    )
+    return JSONResponse(error_body(404, f"Not Found: no endpoint at {request.url.path}"), status_code=404)
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
-    return JSONResponse(
-        {"code": 405, "message": f"Method {request.method} not allowed on {request.url.path}", "data": None},
-        status_code=405,
-    )
+    return JSONResponse(not_allowed(request.method, request.url.path), status_code=405)
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s", request.url.path, exc_info=exc)
-    return JSONResponse({"code": 500, "message": "Internal server error", "data": None}, status_code=500)
+    return JSONResponse(INTERNAL_ERROR, status_code=500)
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> NumgateApp:

@@ -23,10 +23,12 @@ Use::
 Rows are the driver's (``sqlite3.Row`` or ``asyncpg.Record``): index them by column name or
 position. SQLite hands booleans back as 0/1, so callers wrap them in ``bool()``.
 
-SQLite: one writer at a time. Writers of this process queue on the same asyncio lock as
-SQLAlchemy's (``engine.writing``) and begin ``IMMEDIATE``; reads begin deferred and never wait
-(WAL). A statement runs synchronously on the loop thread, so it can hold the loop while another
-*process* holds SQLite's write lock (``busy_timeout``): several processes belong on PostgreSQL.
+SQLite: one writer at a time. Writes of this process that arrive in one turn of the event loop
+share a transaction (``BEGIN IMMEDIATE``, behind the same asyncio lock as SQLAlchemy's
+``engine.writing``) and one COMMIT, each in its own SAVEPOINT, and each waits for that COMMIT
+(``sqlite.py``); reads begin deferred and never wait (WAL). A statement runs synchronously on the
+loop thread, so it can hold the loop while another *process* holds SQLite's write lock
+(``busy_timeout``): several processes belong on PostgreSQL.
 
 The drivers' sides are ``sqlite.py`` and ``postgres.py``; driver errors are translated there and
 nowhere else: a unique or foreign-key violation is :class:`~numgate.errors.Conflict`, an

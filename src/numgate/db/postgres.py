@@ -4,10 +4,9 @@ bulk inserts."""
 from __future__ import annotations
 
 import asyncio
-import operator
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,8 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from numgate.db.direct import BulkInsert, Query, Row, Tx, compiled
 from numgate.errors import Conflict, StorageUnavailable
 
+T = TypeVar("T")
 
-def _pg_error(exc: Exception) -> Exception:
+
+def _pg_error(exc: Exception) -> Exception | None:
+    """The core's error for a driver error, or None (a bug: let it through as it is)."""
     import asyncpg  # type: ignore[import-untyped]
 
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
@@ -30,7 +32,17 @@ def _pg_error(exc: Exception) -> Exception:
         | OSError,
     ):
         return StorageUnavailable(f"the database is unavailable: {exc}")
-    return exc
+    return None
+
+
+async def _translated(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except Exception as exc:
+        err = _pg_error(exc)
+        if err is None:
+            raise
+        raise err from exc
 
 
 class PgTx:
@@ -41,55 +53,36 @@ class PgTx:
         self._conn = conn
         self.dialect = dialect
 
-    async def one(self, q: Query, /, **params: Any) -> Row | None:
+    def _call(self, method: Callable[..., Awaitable[T]], q: Query, params: Mapping[str, Any]) -> Awaitable[T]:
         c = compiled(q, self.dialect)
-        try:
-            return await self._conn.fetchrow(c.sql, *c.args(params))
-        except Exception as exc:
-            raise _pg_error(exc) from exc
+        return _translated(method(c.sql, *c.args(params)))
+
+    async def one(self, q: Query, /, **params: Any) -> Row | None:
+        return await self._call(self._conn.fetchrow, q, params)
 
     async def all(self, q: Query, /, **params: Any) -> list[Row]:
-        c = compiled(q, self.dialect)
-        try:
-            return list(await self._conn.fetch(c.sql, *c.args(params)))
-        except Exception as exc:
-            raise _pg_error(exc) from exc
+        return list(await self._call(self._conn.fetch, q, params))
 
     async def scalar(self, q: Query, /, **params: Any) -> Any:
-        c = compiled(q, self.dialect)
-        try:
-            return await self._conn.fetchval(c.sql, *c.args(params))
-        except Exception as exc:
-            raise _pg_error(exc) from exc
+        return await self._call(self._conn.fetchval, q, params)
 
     async def run(self, q: Query, /, **params: Any) -> int:
-        c = compiled(q, self.dialect)
-        try:
-            status: str = await self._conn.execute(c.sql, *c.args(params))
-        except Exception as exc:
-            raise _pg_error(exc) from exc
+        status: str = await self._call(self._conn.execute, q, params)
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
     async def many(self, q: Query, rows: Iterable[Mapping[str, Any]], /) -> None:
         c = compiled(q, self.dialect)
         args = [c.args(r) for r in rows]
-        if not args:
-            return
-        try:
-            await self._conn.executemany(c.sql, args)
-        except Exception as exc:
-            raise _pg_error(exc) from exc
+        if args:
+            await _translated(self._conn.executemany(c.sql, args))
 
     async def bulk_insert(self, b: BulkInsert, rows: Sequence[Mapping[str, Any]], /) -> None:
         if not rows:
             return
-        get = operator.itemgetter(*b.columns)
-        records = [get(r) for r in rows] if len(b.columns) > 1 else [(r[b.columns[0]],) for r in rows]
-        try:
-            await self._conn.copy_records_to_table(b.table.name, records=records, columns=b.columns)
-        except Exception as exc:
-            raise _pg_error(exc) from exc
+        c = b.insert.compiled(self.dialect)  # its parameters are the columns, by name
+        records = [c.args(r) for r in rows]
+        await _translated(self._conn.copy_records_to_table(b.table.name, records=records, columns=c.names))
 
 
 async def _keep_session(conn: Any) -> None:
@@ -115,39 +108,27 @@ class PgDatabase:
             if self._pool is None:
                 import asyncpg  # type: ignore[import-untyped]
 
-                try:
-                    self._pool = await asyncpg.create_pool(
-                        self._dsn, min_size=1, max_size=self._size, reset=_keep_session
-                    )
-                except Exception as exc:
-                    raise _pg_error(exc) from exc
+                self._pool = await _translated(
+                    asyncpg.create_pool(self._dsn, min_size=1, max_size=self._size, reset=_keep_session)
+                )
         return self._pool
 
     @asynccontextmanager
     async def _acquire(self, transaction: bool) -> AsyncIterator[Tx]:
         pool = await self._get_pool()
-        try:
-            conn = await pool.acquire()
-        except Exception as exc:
-            raise _pg_error(exc) from exc
+        conn = await _translated(pool.acquire())
         try:
             if not transaction:
                 yield PgTx(conn, self.dialect)
                 return
             tr = conn.transaction()
-            try:
-                await tr.start()
-            except Exception as exc:
-                raise _pg_error(exc) from exc
+            await _translated(tr.start())
             try:
                 yield PgTx(conn, self.dialect)
             except BaseException:
                 await tr.rollback()
                 raise
-            try:
-                await tr.commit()
-            except Exception as exc:
-                raise _pg_error(exc) from exc
+            await _translated(tr.commit())
         finally:
             await pool.release(conn)
 

@@ -9,7 +9,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,11 +22,19 @@ log = logging.getLogger("numgate.db")
 
 
 def _sqlite_error(exc: sqlite3.Error) -> Exception:
+    """The core's error for a driver error; anything else (a bug) is itself."""
     if isinstance(exc, sqlite3.IntegrityError):
         return Conflict(str(exc))
     if isinstance(exc, sqlite3.OperationalError):
         return StorageUnavailable(f"the database is unavailable: {exc}")
     return exc
+
+
+def _reraise(exc: sqlite3.Error) -> NoReturn:
+    err = _sqlite_error(exc)
+    if err is exc:
+        raise exc
+    raise err from exc
 
 
 class SqliteTx:
@@ -42,7 +50,7 @@ class SqliteTx:
         try:
             return self._conn.execute(c.sql, c.args(params))
         except sqlite3.Error as exc:
-            raise _sqlite_error(exc) from exc
+            _reraise(exc)
 
     async def one(self, q: Query, /, **params: Any) -> Row | None:
         return self._cursor(q, params).fetchone()
@@ -62,7 +70,7 @@ class SqliteTx:
         try:
             self._conn.executemany(c.sql, [c.args(r) for r in rows])
         except sqlite3.Error as exc:
-            raise _sqlite_error(exc) from exc
+            _reraise(exc)
 
     async def bulk_insert(self, b: BulkInsert, rows: Sequence[Mapping[str, Any]], /) -> None:
         await self.many(b.insert, rows)
@@ -99,7 +107,7 @@ class SqliteDatabase:
             for pragma in SQLITE_PRAGMAS:
                 conn.execute(pragma)
         except sqlite3.Error as exc:
-            raise _sqlite_error(exc) from exc
+            _reraise(exc)
         return conn
 
     def _take(self) -> sqlite3.Connection:
@@ -140,7 +148,7 @@ class SqliteDatabase:
                 conn.rollback()
             conn.close()
             if how == "COMMIT":
-                raise _sqlite_error(exc) from exc
+                _reraise(exc)
             return
         self._give(conn)
 
@@ -151,7 +159,7 @@ class SqliteDatabase:
             conn.execute(how)
         except sqlite3.Error as exc:
             conn.close()
-            raise _sqlite_error(exc) from exc
+            _reraise(exc)
         return conn
 
     @asynccontextmanager
@@ -226,7 +234,7 @@ class SqliteDatabase:
                 conn.execute("SAVEPOINT numgate_write")
             except sqlite3.Error as exc:
                 self._broken = _sqlite_error(exc)
-                raise self._broken from exc
+                _reraise(exc)
             try:
                 yield SqliteTx(conn, self.dialect)
             except BaseException:

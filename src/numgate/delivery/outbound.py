@@ -13,19 +13,12 @@ delivery id. The URL guard runs where the connection is made (in the sender).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import multiprocessing
-import signal
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
 
 from numgate.delivery.guard import Network
 from numgate.delivery.sender import CallbackSender, Outcome, Outgoing
-
-log = logging.getLogger("numgate.delivery")
+from numgate.helpers import HelperPool
 
 
 class InProcessOutbound:
@@ -53,7 +46,6 @@ _sender: CallbackSender | None = None
 
 def _start_sender(allow: tuple[Network, ...], timeout_s: float, concurrency: int) -> None:
     global _loop, _sender
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops its helpers
     try:
         import uvloop
 
@@ -70,57 +62,32 @@ def _send_batch(items: list[Outgoing]) -> list[Outcome]:
     return _loop.run_until_complete(_sender.send_all(items))
 
 
-def _ready() -> bool:
-    return True
-
-
 # the delivery worker's side --------------------------------------------------------------------
 
 
 class ProcessOutbound:
-    """POSTs made by a sender process; batches are handed over whole and answered whole."""
+    """POSTs made by sender processes; batches are handed over whole and answered whole."""
 
     def __init__(
         self, processes: int, *, allow: Sequence[Network], timeout_s: float, concurrency: int
     ) -> None:
-        self.processes = processes
-        self._args: tuple[Any, ...] = (tuple(allow), timeout_s, concurrency)
-        self._pool: ProcessPoolExecutor | None = None
-
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.processes,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_sender,
-                initargs=self._args,
-            )
-        return self._pool
+        self._helpers = HelperPool(
+            "callback sender", processes, _start_sender, (tuple(allow), timeout_s, concurrency)
+        )
 
     async def __aenter__(self) -> ProcessOutbound:
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._executor(), _ready) for _ in range(self.processes)))
+        await self._helpers.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Stop the sender processes and wait for them to exit."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        await self._helpers.close()
 
     async def send_all(self, items: Sequence[Outgoing]) -> list[Outcome]:
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor(), _send_batch, list(items))
+            return await self._helpers.call(_send_batch, list(items))
         except BrokenProcessPool:
             # the sender died mid-batch: some of these may have been delivered, so report every
-            # one as failed (a retry carries the same delivery id) and start a new sender
-            log.warning("the callback sender process died; starting a new one")
-            await self.close()
+            # one as failed (a retry carries the same delivery id); a new sender takes the next
             return [Outcome(False, None, 0, "the sender process stopped during the attempt")] * len(items)
 
 

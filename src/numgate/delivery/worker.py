@@ -119,9 +119,7 @@ class DeliveryWorker:
                 await LEASES.release_expired(tx, now)
         token = new_lease_token()
         async with core.db.write() as tx:
-            rows = await LEASES.claim(
-                tx, CLAIM_DUE, now=now, limit=CLAIM, until=now + lease_ms(core), token=token
-            )
+            rows = await tx.all(CLAIM_DUE, now=now, limit=CLAIM, until=now + lease_ms(core), token=token)
         return Leased(token, rows) if rows else None
 
     async def run_once(self) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Table, bindparam, select, text, update
 
-from numgate.db.direct import Row, Statement, Tx
+from numgate.db.direct import Statement, Tx
 
 PENDING, LEASED = 0, 1
 
@@ -81,9 +81,6 @@ class Leases:
             )
             .returning(*returning)
         )
-
-    async def claim(self, tx: Tx, stmt: Statement, **params: Any) -> list[Row]:
-        return await tx.all(stmt, **params)
 
     async def owned_ids(self, tx: Tx, token: int) -> set[int]:
         """The rows still leased by ``token`` (a lease that ran out may have moved on), locked."""

@@ -9,15 +9,12 @@ and the callbacks), or in a thread of the worker's process when that is 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import multiprocessing
-import signal
 from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from numgate.helpers import HelperPool
 from numgate.numbers.classify import Basic, NumberKind, classify, warm_up
 from numgate.numbers.providers import NoInformation, ProviderFailed, Providers
 from numgate.numbers.results import CheckResult, Level, Outcome
@@ -36,12 +33,6 @@ def check_basic(item: str) -> CheckResult:
 
 def check_basic_many(items: Sequence[str]) -> list[CheckResult]:
     return [check_basic(i) for i in items]
-
-
-def _start_classifier() -> None:
-    """In a classifier process: leave Ctrl-C to the parent (it stops its helpers), load data."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    warm_up()
 
 
 def _classify_rows(items: Sequence[str]) -> list[tuple[Any, ...] | None]:
@@ -69,41 +60,27 @@ class BasicChecks:
 
     def __init__(self, processes: int) -> None:
         self.processes = processes
-        self._pool: Executor | None = None
-
-    def _executor(self) -> Executor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_start_classifier
-            )
-        return self._pool
+        self._helpers = HelperPool("classifier", processes, warm_up) if processes else None
 
     async def start(self) -> None:
-        """Start the classifier processes now, so that the first batch does not wait for them."""
-        if self.processes:
-            await asyncio.get_running_loop().run_in_executor(self._executor(), warm_up)
+        """Load the metadata now, so that the first batch does not wait for it."""
+        if self._helpers is not None:
+            await self._helpers.start()
         else:
             await asyncio.to_thread(warm_up)
 
     async def run(self, items: Sequence[str]) -> list[CheckResult]:
-        if not self.processes:
+        if self._helpers is None:
             return await asyncio.to_thread(check_basic_many, items)
-        loop = asyncio.get_running_loop()
         try:
-            rows = await loop.run_in_executor(self._executor(), _classify_rows, items)
-        except BrokenProcessPool:
-            # a classifier process died (killed, out of memory): start afresh and retry once
-            log.warning("a classifier process died; starting a new one")
-            await self.close()
-            rows = await loop.run_in_executor(self._executor(), _classify_rows, items)
+            rows = await self._helpers.call(_classify_rows, items)
+        except BrokenProcessPool:  # killed, out of memory: a new one takes the chunk, once
+            rows = await self._helpers.call(_classify_rows, items)
         return [_from_row(r) for r in rows]
 
     async def close(self) -> None:
-        """Stop the classifier processes and wait for them to exit."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        if self._helpers is not None:
+            await self._helpers.close()
 
 
 async def check_live(first: CheckResult, level: Level, providers: Providers) -> CheckResult:

@@ -162,7 +162,7 @@ class CheckWorker:
                 return rows
             share = max(self.chunk // len(accounts), MIN_SHARE)
             for acct in accounts:
-                rows += await LEASES.claim(tx, CLAIM, account_id=acct, limit=share, until=until, token=token)
+                rows += await tx.all(CLAIM, account_id=acct, limit=share, until=until, token=token)
         return rows
 
     async def run_once(self) -> int:

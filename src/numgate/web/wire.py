@@ -61,6 +61,18 @@ def json_reply(status: int, data: Any) -> Reply:
     return Reply(status, orjson.dumps(data))
 
 
+def error_body(code: int, message: str) -> dict[str, Any]:
+    """numgate's own JSON error, for what no door answers (an unknown path or method, a bug)."""
+    return {"code": code, "message": message, "data": None}
+
+
+def not_allowed(method: str, path: str) -> dict[str, Any]:
+    return error_body(405, f"Method {method} not allowed on {path}")
+
+
+INTERNAL_ERROR = error_body(500, "Internal server error")
+
+
 class Dispatch:
     """Exact-path routes ahead of a fallback ASGI app (Starlette)."""
 
@@ -80,9 +92,7 @@ class Dispatch:
         method = scope["method"]
         if method not in methods:
             allowed = ", ".join(sorted(methods))
-            reply = json_reply(
-                405, {"code": 405, "message": f"Method {method} not allowed on {scope['path']}", "data": None}
-            )
+            reply = json_reply(405, not_allowed(method, scope["path"]))
             reply.headers = {"Allow": allowed}
             await _send(send, reply)
             return
@@ -117,7 +127,7 @@ class Dispatch:
             reply = await handler(incoming)
         except Exception:  # a bug: answer like Starlette's error handler would, never a traceback
             log.exception("unhandled error on %s", scope["path"])
-            reply = json_reply(500, {"code": 500, "message": "Internal server error", "data": None})
+            reply = json_reply(500, INTERNAL_ERROR)
         await _send(send, reply)
 
 
