@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +33,12 @@ from numgate.db.engine import create_engine
 from numgate.db.migrate import upgrade
 from numgate.db.tables import metadata
 from numgate.settings import Settings, parse_allowlist
+from numgate.web.server import uvicorn_config
 
 T = TypeVar("T")
+DATA = Path(__file__).parent / "data"
 PG_URL = os.environ.get("NUMGATE_TEST_POSTGRES_URL", "")
+REDIS_URL = os.environ.get("NUMGATE_TEST_REDIS_URL", "")
 SECRET_KEY = Fernet.generate_key().decode()
 
 
@@ -45,6 +50,18 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             red=True,
             bold=True,
         )
+    if not REDIS_URL:
+        terminalreporter.write_sep(
+            "!",
+            "Redis cases NOT run: set NUMGATE_TEST_REDIS_URL (bash .ci/run does)",
+            red=True,
+            bold=True,
+        )
+
+
+def load_vectors() -> dict[str, Any]:
+    """The published NXCloud signing vectors and the CAMS SDK captures (``tests/data/vectors.json``)."""
+    return json.loads((DATA / "vectors.json").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
 
 
 def run_sync(coro: Awaitable[T]) -> T:
@@ -106,6 +123,25 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def redis_url() -> Iterator[tuple[str, str]]:
+    """(URL, key prefix) of the machine's Redis (NUMGATE_TEST_REDIS_URL), under a prefix of this
+    test's own; the keys under it are deleted afterwards, and nothing else is touched."""
+    if not REDIS_URL:
+        pytest.skip("NUMGATE_TEST_REDIS_URL is not set: Redis case NOT run")
+    import redis
+
+    prefix = f"numgate-test:{uuid.uuid4().hex[:12]}:"
+    yield REDIS_URL, prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(
         data_dir=tmp_path,
@@ -138,7 +174,7 @@ class RunningServer:
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, lifespan="on", log_config=None, access_log=False)
+        config = uvicorn_config(self.app, settings, host="127.0.0.1", port=self.port)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 

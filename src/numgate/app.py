@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -15,7 +17,9 @@ from starlette.routing import Route
 from numgate import __version__
 from numgate.clock import Clock
 from numgate.core import Core, open_core
+from numgate.errors import Unavailable
 from numgate.logs import AccessLog
+from numgate.outages import OUTAGES
 from numgate.settings import Settings
 from numgate.web.wire import INTERNAL_ERROR, Dispatch, error_body, not_allowed
 
@@ -36,12 +40,17 @@ class NumgateApp:
         self.clock = clock
         self.core: Core | None = None
         self._on_core = on_core
+        self._workers: Any = None
+        #: when the server began to stop (the drain budget counts from there)
+        self._stopping_since: float | None = None
         self._starlette = Starlette(
             routes=self._routes(),
             lifespan=self._lifespan,
             exception_handlers={404: _not_found, 405: _not_allowed, 500: _internal},
         )
-        self._asgi = AccessLog(self._doors(Dispatch(self._starlette)), enabled=settings.access_log)
+        self._asgi = AccessLog(
+            self._doors(Dispatch(self._starlette, settings.max_body)), enabled=settings.access_log
+        )
 
     def _doors(self, dispatch: Dispatch) -> Dispatch:
         """The vendor endpoints, dispatched ahead of Starlette (see ``web/wire.py``)."""
@@ -65,29 +74,43 @@ class NumgateApp:
         return self.core
 
     async def _healthz(self, request: Request) -> Response:
+        """Each dependency probed now; 503 while one is down (its name says which)."""
         core = self._require_core()
-        from sqlalchemy import text
+        deps = await probe_dependencies(core)
+        ok = all(d["status"] == "ok" for d in deps.values())
+        return JSONResponse(
+            {
+                "status": "ok" if ok else "unavailable",
+                "version": __version__,
+                "sandbox": self.settings.sandbox,
+                "dependencies": deps,
+            },
+            status_code=200 if ok else 503,
+        )
 
-        async with core.db.read() as tx:
-            await tx.scalar(text("SELECT 1"))
-        return JSONResponse({"status": "ok", "version": __version__, "sandbox": self.settings.sandbox})
+    def begin_shutdown(self) -> None:
+        """The server is stopping (SIGTERM): the workers stop taking work now, while requests in
+        flight finish; both share the drain budget (``NUMGATE_DRAIN``)."""
+        self._stopping_since = time.monotonic()
+        if self._workers is not None:
+            self._workers.signal_stop()
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.core = await open_core(self.settings, clock=self.clock)
-        workers = None
         try:
             if self.settings.inprocess_workers:
                 from numgate.jobs.runner import WorkerSet
 
-                workers = WorkerSet(self.core)
-                await workers.start()
+                self._workers = WorkerSet(self.core)
+                await self._workers.start()
             if self._on_core is not None:
                 self._on_core(self.core)
             yield
         finally:
-            if workers is not None:
-                await workers.stop()
+            if self._workers is not None:
+                spent = time.monotonic() - self._stopping_since if self._stopping_since else 0.0
+                await self._workers.stop(timeout=max(self.settings.drain_s - spent, 1.0))
             await self.core.close()
             log.info("numgate stopped: workers finished their step, database closed")
 
@@ -106,6 +129,37 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
 async def _internal(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s", request.url.path, exc_info=exc)
     return JSONResponse(INTERNAL_ERROR, status_code=500)
+
+
+async def probe_dependencies(core: Core) -> dict[str, dict[str, Any]]:
+    """``{"database": {"status": "ok", "ms": 1.2}, "redis": {...}}``: a round trip to each."""
+    from sqlalchemy import text
+
+    async def database() -> None:
+        async with core.db.read() as tx:
+            await tx.scalar(text("SELECT 1"))
+
+    probes: dict[str, Callable[[], Awaitable[None]]] = {"database": database}
+    if core.settings.redis_url:
+        probes["redis"] = core.admission.ping
+    out: dict[str, dict[str, Any]] = {}
+    for name, probe in probes.items():
+        start = time.perf_counter()
+        try:
+            await asyncio.wait_for(probe(), core.settings.db_timeout_s)
+        except (Unavailable, TimeoutError) as exc:
+            reason = str(exc) or "no answer within NUMGATE_DB_TIMEOUT"
+            OUTAGES.down(name, reason)
+            out[name] = {"status": "down", "since_s": _down_for(name)}
+            continue
+        OUTAGES.up(name)
+        out[name] = {"status": "ok", "ms": round((time.perf_counter() - start) * 1000, 2)}
+    return out
+
+
+def _down_for(name: str) -> float:
+    outage = OUTAGES.current().get(name)
+    return round(time.monotonic() - outage.since, 1) if outage is not None else 0.0
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> NumgateApp:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -10,17 +9,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from numgate.clock import Clock, SystemClock
 from numgate.db.direct import Database, open_database
-from numgate.db.engine import create_engine
+from numgate.db.engine import create_engine, require_database
 from numgate.db.migrate import ensure_current
+from numgate.delivery.log import DeliveryLog
+from numgate.delivery.outbox import CallbackTargets, Outbox
+from numgate.delivery.urls import CallbackUrls
 from numgate.ledger.service import Ledger
-from numgate.replay import MemoryReplayGuard, RedisReplayGuard, ReplayGuard
+from numgate.numbers.batches import BatchReports
+from numgate.replay import DatabaseReplayGuard, RedisReplayGuard, ReplayGuard
 from numgate.settings import Settings
-from numgate.tenancy.limits import CallLimits
+from numgate.tenancy.admission import Admission, redis_pool
 from numgate.tenancy.service import TenancyService
 from numgate.vault import Vault, open_vault
 
 if TYPE_CHECKING:
-    from numgate.delivery.worker import Handoff
     from numgate.numbers.providers import Providers
     from numgate.numbers.service import NumberCheckService
     from numgate.waba.service import WabaService
@@ -40,22 +42,21 @@ class Core:
     tenancy: TenancyService
     ledger: Ledger
     replay: ReplayGuard
-    limits: CallLimits
+    admission: Admission
+    urls: CallbackUrls
+    outbox: Outbox
+    deliveries: DeliveryLog
     numbers: NumberCheckService
+    batches: BatchReports
     providers: Providers
     waba: WabaService
     waba_signup: SignupTokens
-    #: set when callbacks are queued, so the in-process delivery worker starts at once
-    delivery_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    #: while a delivery worker runs in this process: fresh callbacks handed to it in memory
-    callback_handoff: Handoff | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
         await self.waba.upstream.close()
-        await self.limits.close()
-        if isinstance(self.replay, RedisReplayGuard):
-            await self.replay.close()
+        await self.admission.close()
+        await self.replay.close()
         await self.db.close()
         await self.engine.dispose()
 
@@ -65,9 +66,13 @@ async def open_core(
     *,
     clock: Clock | None = None,
     check_schema: bool = True,
+    create: bool = False,
     providers: Providers | None = None,
     waba_upstream: WabaUpstream | None = None,
 ) -> Core:
+    """Open the database and build the services. Unless ``create`` (``migrate``, ``demo``), an
+    SQLite file that does not exist is :class:`~numgate.errors.DatabaseMissing`: a command run
+    from the wrong directory never starts a second, empty installation."""
     from numgate.dialects.nxcloud.numbercheck import NxCallbackRenderer
     from numgate.numbers.providers import simulator
     from numgate.numbers.service import NumberCheckService
@@ -75,8 +80,11 @@ async def open_core(
     from numgate.waba.signup import SignupTokens
 
     clock = clock or SystemClock()
-    engine = create_engine(settings.resolved_database_url)
-    db = open_database(engine)
+    url = settings.resolved_database_url
+    if not create:
+        require_database(url)
+    engine = create_engine(url, timeout_s=settings.db_timeout_s)
+    db = open_database(engine, timeout_s=settings.db_timeout_s, wal_max=settings.sqlite_wal_max)
     try:
         if check_schema:
             await ensure_current(engine)
@@ -86,9 +94,15 @@ async def open_core(
         await db.close()
         await engine.dispose()
         raise
-    replay: ReplayGuard = RedisReplayGuard(settings.redis_url) if settings.redis_url else MemoryReplayGuard()
-    tenancy = TenancyService(db, vault, clock)
+    pool = redis_pool(settings.redis_url, settings.db_timeout_s) if settings.redis_url else None
+    replay: ReplayGuard = (
+        RedisReplayGuard(pool, settings.redis_prefix) if pool is not None else DatabaseReplayGuard(db, clock)
+    )
+    urls = CallbackUrls(settings.callback_allow, settings.callback_url_max)
+    targets = CallbackTargets(db, clock)
+    tenancy = TenancyService(db, vault, clock, urls)
     ledger = Ledger(db, clock)
+    outbox = Outbox(db, clock, settings.worker_lease_s, settings.callback_retry_window_s, targets=targets)
     return Core(
         settings=settings,
         clock=clock,
@@ -98,8 +112,14 @@ async def open_core(
         tenancy=tenancy,
         ledger=ledger,
         replay=replay,
-        limits=CallLimits(settings.rate_limit_per_second, settings.redis_url),
-        numbers=NumberCheckService(db, clock, tenancy, ledger, NxCallbackRenderer()),
+        admission=Admission(
+            settings.rate_limit_per_second, settings.redis_url, prefix=settings.redis_prefix, pool=pool
+        ),
+        urls=urls,
+        outbox=outbox,
+        deliveries=DeliveryLog(db, clock, outbox),
+        numbers=NumberCheckService(db, clock, tenancy, ledger, NxCallbackRenderer(), urls, targets),
+        batches=BatchReports(db),
         providers=providers or simulator(),
         waba=WabaService(db, clock, vault, tenancy, upstream),
         waba_signup=SignupTokens(vault, clock),

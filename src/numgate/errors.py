@@ -5,7 +5,10 @@ Hierarchy::
     NumgateError
     ├── ConfigurationError          bad setting, missing/mismatched master key
     ├── SchemaOutOfDate             database not migrated to the code's head
-    ├── StorageUnavailable          the database cannot be reached, or stayed locked
+    ├── DatabaseMissing             no database where the settings point (read-only commands)
+    ├── Unavailable                 a dependency is down: worth retrying later
+    │   ├── StorageUnavailable      the database cannot be reached, or stayed locked
+    │   └── SharedStateUnavailable  Redis (replay memory, rate limits) cannot be reached
     ├── Conflict                    a write broke a uniqueness rule (the caller says which)
     ├── InvalidRequest              the caller sent something unusable
     │   ├── MissingParameter        a required field is absent or empty
@@ -23,7 +26,6 @@ Hierarchy::
     │   ├── AppNotOwned             the app belongs to another account
     │   ├── BusinessNotEnabled      the account lacks this business
     │   ├── NotIntegrator           integrator endpoint called by a direct customer
-    │   ├── PhoneNumberNotOwned     the number is on another account's app
     │   └── ActionNotAllowed        the access key's policy does not allow the action
     ├── Billing
     │   ├── PriceNotFound           no price for this level and country
@@ -58,8 +60,28 @@ class SchemaOutOfDate(NumgateError):
     pass
 
 
-class StorageUnavailable(NumgateError):
+class DatabaseMissing(ConfigurationError):
+    """The settings point at a database that does not exist (a read-only command never makes one)."""
+
+
+class Unavailable(NumgateError):
+    """A dependency is down, unreachable or too slow: worth retrying later. ``dependency`` names
+    it for ``/healthz`` and the logs; ``str(exc)`` is for the operator, never for clients (it can
+    carry a driver's text)."""
+
+    dependency = "dependency"
+
+
+class StorageUnavailable(Unavailable):
     """Worth retrying: the database is down, unreachable, or locked past its timeout."""
+
+    dependency = "database"
+
+
+class SharedStateUnavailable(Unavailable):
+    """Redis (``NUMGATE_REDIS_URL``: replay memory and rate limits) cannot be reached."""
+
+    dependency = "redis"
 
 
 class Conflict(NumgateError):
@@ -135,14 +157,10 @@ class NotIntegrator(PermissionDenied):
     pass
 
 
-class PhoneNumberNotOwned(PermissionDenied):
-    pass
-
-
 class ActionNotAllowed(PermissionDenied):
-    def __init__(self, action: str, message: str | None = None) -> None:
-        self.action = action
-        super().__init__(message or f"this access key is not allowed to call {action}")
+    def __init__(self, operation: str, message: str | None = None) -> None:
+        self.operation = operation
+        super().__init__(message or f"this access key is not allowed to call {operation}")
 
 
 class Billing(NumgateError):

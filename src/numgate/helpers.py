@@ -12,7 +12,10 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -22,8 +25,17 @@ log = logging.getLogger("numgate.helpers")
 T = TypeVar("T")
 
 
-def _start(initializer: Callable[..., None], args: tuple[Any, ...]) -> None:
+def _watch_parent(parent: int) -> None:
+    """Exit when the parent is gone (killed with SIGKILL, it cannot stop its helpers itself)."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def _start(parent: int, initializer: Callable[..., None], args: tuple[Any, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops its helpers
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="parent-watch").start()
     initializer(*args)
 
 
@@ -46,7 +58,7 @@ class HelperPool:
                 self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start,
-                initargs=self._init,
+                initargs=(os.getpid(), *self._init),
             )
         return self._pool
 
@@ -64,9 +76,19 @@ class HelperPool:
             await self.close()
             raise
 
-    async def close(self) -> None:
-        """Stop the processes and wait for them to exit."""
+    async def close(self, grace_s: float = 2.0) -> None:
+        """Stop the processes: they finish the call under way within ``grace_s``, else they are
+        killed (a sender stuck on a receiver that never answers must not hold up a shutdown)."""
         pool, self._pool = self._pool, None
-        if pool is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        if pool is None:
+            return
+        processes = list(getattr(pool, "_processes", {}).values())
+        with contextlib.suppress(Exception):
+            pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + grace_s
+        for p in processes:
+            await asyncio.to_thread(p.join, max(deadline - time.monotonic(), 0.0))
+            if p.is_alive():
+                log.warning("a %s process did not stop within %.0f s: killing it", self.name, grace_s)
+                p.kill()
+                await asyncio.to_thread(p.join, 5.0)

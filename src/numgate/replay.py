@@ -1,107 +1,256 @@
 """Replay protection shared by the doors.
 
-``ReplayGuard.once(key, ttl, work)`` runs ``work`` the first time ``key`` is seen and stores its
-reply; any later (or concurrent) call with the same key inside ``ttl`` gets that same reply
-without running ``work`` again. ``first_use(key, ttl)`` only answers whether a key is
-new. The in-memory backends serve one server process; with several server processes set
-``NUMGATE_REDIS_URL`` so that every process shares the same memory.
+``once(key, ttl, fingerprint, work)`` runs ``work`` the first time ``key`` is seen and, when the
+work says so (:class:`Done` with ``remember``), stores its reply: any later or concurrent call
+with the same key inside ``ttl`` gets that same reply without running ``work`` again — unless
+its ``fingerprint`` (the method and path) differs, which is :class:`ReplayMismatch` (a captured
+request re-sent to another endpoint). A reply that is not remembered (a refusal: rate limit,
+permission) forgets the key, so a retry runs for real.
+
+``first_use(key, ttl)`` only answers whether a key is new (CAMS signature nonces).
+
+The memory lives in the database (``replay_keys``) by default, so a restart never opens a replay
+window and several server processes on one PostgreSQL share it; with ``NUMGATE_REDIS_URL`` it
+lives in Redis instead. Concurrent duplicates inside one process wait on the first in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import bindparam, delete, select, update
+
+from numgate.clock import Clock
+from numgate.db.direct import Database, Statement
+from numgate.db.tables import replay_keys
+from numgate.errors import Conflict, NumgateError, SharedStateUnavailable, Unavailable
+
+#: how long a duplicate waits for the first request (in another process) to finish
+WAIT_S = 30.0
+PENDING_TEXT = (
+    "a request with this signature was received before and has no stored answer yet (still "
+    "running, or its server stopped): check its outcome, or sign a new request"
+)
+
+
+@dataclass(frozen=True)
+class Done:
+    reply: bytes
+    #: False for a refusal: answer it, but forget the key
+    remember: bool = True
+
+
+class ReplayMismatch(NumgateError):
+    """The same signature was already used for another method or path."""
+
+
+class ReplayPending(Unavailable):
+    """The first request with this key has not finished (or its process stopped before it did)."""
+
+    dependency = "replay memory"
+
+
+Work = Callable[[], Awaitable[Done]]
 
 
 class ReplayGuard(Protocol):
-    async def once(self, key: str, ttl_s: float, work: Callable[[], Awaitable[bytes]]) -> bytes:
-        """Run ``work`` once per key within ``ttl_s``; repeats get the first result (NXCloud)."""
-        ...
+    async def once(self, key: str, ttl_s: float, fingerprint: str, work: Work) -> bytes: ...
 
-    async def first_use(self, key: str, ttl_s: float) -> bool:
-        """True the first time a key is seen within ``ttl_s`` (CAMS signature nonces)."""
-        ...
+    async def first_use(self, key: str, ttl_s: float) -> bool: ...
+
+    async def close(self) -> None: ...
 
 
-class MemoryReplayGuard:
-    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._entries: dict[str, tuple[float, asyncio.Future[bytes]]] = {}
-        self._monotonic = monotonic
+class _Local:
+    """Concurrent duplicates inside one process: the later ones await the first's future."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, tuple[str, asyncio.Future[Done]]] = {}
+
+    async def joined(self, key: str, fingerprint: str) -> bytes | None:
+        hit = self._running.get(key)
+        if hit is None:
+            return None
+        if hit[0] != fingerprint:
+            raise ReplayMismatch(f"this signature was used for {hit[0]}")
+        done = await asyncio.shield(hit[1])
+        return done.reply
+
+    def start(self, key: str, fingerprint: str) -> asyncio.Future[Done]:
+        fut: asyncio.Future[Done] = asyncio.get_running_loop().create_future()
+        self._running[key] = (fingerprint, fut)
+        return fut
+
+    def end(self, key: str, fut: asyncio.Future[Done], done: Done | BaseException) -> None:
+        self._running.pop(key, None)
+        if isinstance(done, BaseException):
+            fut.set_exception(done)
+            fut.exception()  # mark retrieved: nobody may be waiting
+        else:
+            fut.set_result(done)
+
+
+rk = replay_keys.c
+_CLAIM = Statement(
+    replay_keys.insert().values(
+        key=bindparam("key"), fingerprint=bindparam("fp"), reply=None, expires_ms=bindparam("exp")
+    )
+)
+_READ = Statement(select(rk.fingerprint, rk.reply, rk.expires_ms).where(rk.key == bindparam("key")))
+_REPLY = Statement(update(replay_keys).where(rk.key == bindparam("key")).values(reply=bindparam("reply")))
+_FORGET = Statement(delete(replay_keys).where(rk.key == bindparam("key")))
+_TAKE_EXPIRED = Statement(
+    update(replay_keys)
+    .where(rk.key == bindparam("key"), rk.expires_ms < bindparam("now"))
+    .values(fingerprint=bindparam("fp"), reply=None, expires_ms=bindparam("exp"))
+)
+_SWEEP = Statement(delete(replay_keys).where(rk.expires_ms < bindparam("now")))
+
+
+class DatabaseReplayGuard:
+    """The replay memory in numgate's database (no Redis configured)."""
+
+    SWEEP_EVERY_S = 30.0
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+        self._local = _Local()
         self._next_sweep = 0.0
 
-    def _sweep(self, now: float) -> None:
-        if now < self._next_sweep:
-            return
-        self._next_sweep = now + 5.0
-        dead = [k for k, (exp, fut) in self._entries.items() if exp <= now and fut.done()]
-        for k in dead:
-            del self._entries[k]
-
-    async def once(self, key: str, ttl_s: float, work: Callable[[], Awaitable[bytes]]) -> bytes:
-        now = self._monotonic()
-        self._sweep(now)
-        hit = self._entries.get(key)
-        if hit is not None and (hit[0] > now or not hit[1].done()):
-            return await asyncio.shield(hit[1])
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._entries[key] = (now + ttl_s, fut)
+    async def _claim(self, key: str, fingerprint: str, ttl_s: float) -> bool:
+        """Take the key (True), or find it taken and live (False)."""
+        now = self._clock.time_ms()
+        exp = now + int(ttl_s * 1000)
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.SWEEP_EVERY_S
+            async with self._db.write() as tx:
+                await tx.run(_SWEEP, now=now)
         try:
-            reply = await work()
+            async with self._db.write() as tx:
+                await tx.run(_CLAIM, key=key, fp=fingerprint, exp=exp)
+            return True
+        except Conflict:
+            async with self._db.write() as tx:  # a dead entry not yet swept is free to take
+                return bool(await tx.run(_TAKE_EXPIRED, key=key, now=now, fp=fingerprint, exp=exp))
+
+    async def _stored(self, key: str, fingerprint: str) -> bytes | None:
+        """The reply another process stored (or is about to) under ``key``; None if the key was
+        let go meanwhile (that request was refused or failed: this one runs for real)."""
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            async with self._db.read() as tx:
+                row = await tx.one(_READ, key=key)
+            if row is None:
+                return None
+            if row["fingerprint"] != fingerprint:
+                raise ReplayMismatch(f"this signature was used for {row['fingerprint']}")
+            if row["reply"] is not None:
+                return bytes(row["reply"])
+            if time.monotonic() >= deadline:
+                raise ReplayPending(PENDING_TEXT)
+            await asyncio.sleep(0.02)
+
+    async def once(self, key: str, ttl_s: float, fingerprint: str, work: Work) -> bytes:
+        reply = await self._local.joined(key, fingerprint)
+        if reply is not None:
+            return reply
+        while not await self._claim(key, fingerprint, ttl_s):
+            reply = await self._stored(key, fingerprint)
+            if reply is not None:
+                return reply
+        fut = self._local.start(key, fingerprint)
+        try:
+            done = await work()
+            async with self._db.write() as tx:
+                if done.remember:
+                    await tx.run(_REPLY, key=key, reply=done.reply)
+                else:
+                    await tx.run(_FORGET, key=key)
         except BaseException as exc:
-            # nothing was answered: forget the key so that a retry runs for real
-            del self._entries[key]
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved
+            self._local.end(key, fut, exc)
+            with contextlib.suppress(Exception):  # the database is down: the key runs out
+                async with self._db.write() as tx:
+                    await tx.run(_FORGET, key=key)
             raise
-        fut.set_result(reply)
-        return reply
+        self._local.end(key, fut, done)
+        return done.reply
 
     async def first_use(self, key: str, ttl_s: float) -> bool:
-        now = self._monotonic()
-        self._sweep(now)
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
-            return False
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        fut.set_result(b"")
-        self._entries[key] = (now + ttl_s, fut)
-        return True
+        return await self._claim(key, "", ttl_s)
+
+    async def close(self) -> None:
+        return None
 
 
 class RedisReplayGuard:
-    """The same contract over Redis, for several server processes (``NUMGATE_REDIS_URL``)."""
+    """The same contract over Redis (``NUMGATE_REDIS_URL``), under ``prefix``."""
 
-    def __init__(self, url: str, prefix: str = "numgate:replay:") -> None:
+    def __init__(self, pool: Any, prefix: str = "numgate:") -> None:
         import redis.asyncio as redis_asyncio
 
-        self._redis = redis_asyncio.from_url(url)
-        self._prefix = prefix
+        self._redis = redis_asyncio.Redis(connection_pool=pool)
+        self._prefix = prefix + "replay:"
+        self._local = _Local()
 
-    async def once(self, key: str, ttl_s: float, work: Callable[[], Awaitable[bytes]]) -> bytes:
+    async def _call(self, coro: Awaitable[Any]) -> Any:
+        import redis
+
+        try:
+            return await coro
+        except redis.RedisError as exc:
+            raise SharedStateUnavailable(f"Redis is unreachable for the replay memory: {exc}") from exc
+
+    async def once(self, key: str, ttl_s: float, fingerprint: str, work: Work) -> bytes:
+        reply = await self._local.joined(key, fingerprint)
+        if reply is not None:
+            return reply
         k = self._prefix + key
         ttl_ms = int(ttl_s * 1000)
-        if await self._redis.set(k, b"\x00pending", nx=True, px=ttl_ms):
-            try:
-                reply = await work()
-            except BaseException:
+        fp = fingerprint.encode()
+        while not await self._call(self._redis.set(k, b"\x00" + fp, nx=True, px=ttl_ms)):
+            reply = await self._stored(k, fp)
+            if reply is not None:
+                return reply
+        fut = self._local.start(key, fingerprint)
+        try:
+            done = await work()
+            if done.remember:
+                await self._call(self._redis.set(k, b"\x01" + fp + b"\n" + done.reply, px=ttl_ms))
+            else:
+                await self._call(self._redis.delete(k))
+        except BaseException as exc:
+            self._local.end(key, fut, exc)
+            with contextlib.suppress(Exception):
                 await self._redis.delete(k)
-                raise
-            await self._redis.set(k, b"\x01" + reply, px=ttl_ms)
-            return reply
-        deadline = time.monotonic() + 30.0
-        while time.monotonic() < deadline:
-            value = await self._redis.get(k)
-            if value is None:  # the first request failed without a reply: run for real
-                return await self.once(key, ttl_s, work)
+            raise
+        self._local.end(key, fut, done)
+        return done.reply
+
+    async def _stored(self, k: str, fp: bytes) -> bytes | None:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            value = await self._call(self._redis.get(k))
+            if value is None:
+                return None
+            stored_fp, _, reply = value[1:].partition(b"\n")
+            if stored_fp != fp:
+                raise ReplayMismatch(f"this signature was used for {stored_fp.decode()}")
             if value[:1] == b"\x01":
-                return bytes(value[1:]) if isinstance(value, bytes) else value[1:].encode()
+                return bytes(reply)
+            if time.monotonic() >= deadline:
+                raise ReplayPending(PENDING_TEXT)
             await asyncio.sleep(0.01)
-        raise TimeoutError("the first request with this signature did not finish in 30 s")
 
     async def first_use(self, key: str, ttl_s: float) -> bool:
-        return bool(await self._redis.set(self._prefix + key, b"1", nx=True, px=int(ttl_s * 1000)))
+        return bool(
+            await self._call(self._redis.set(self._prefix + key, b"1", nx=True, px=int(ttl_s * 1000)))
+        )
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.aclose(close_connection_pool=False)

@@ -30,9 +30,10 @@ share a transaction (``BEGIN IMMEDIATE``, behind the same asyncio lock as SQLAlc
 loop thread, so it can hold the loop while another *process* holds SQLite's write lock
 (``busy_timeout``): several processes belong on PostgreSQL.
 
-The drivers' sides are ``sqlite.py`` and ``postgres.py``; driver errors are translated there and
-nowhere else: a unique or foreign-key violation is :class:`~numgate.errors.Conflict`, an
-unreachable or locked database :class:`~numgate.errors.StorageUnavailable`.
+The drivers' sides are ``sqlite.py`` and ``postgres.py``; driver errors are translated by
+``errors.py`` and nowhere else: a unique or foreign-key violation is
+:class:`~numgate.errors.Conflict`, an unreachable, locked or too slow database
+:class:`~numgate.errors.StorageUnavailable`.
 """
 
 from __future__ import annotations
@@ -185,12 +186,16 @@ class Database(Protocol):
     async def close(self) -> None: ...
 
 
-def open_database(engine: AsyncEngine, *, pool_size: int = 10) -> Database:
-    """The direct database for an engine's URL (the engine remains for migrations)."""
+def open_database(
+    engine: AsyncEngine, *, pool_size: int = 10, timeout_s: float = 5.0, wal_max: int = 64 * 1024 * 1024
+) -> Database:
+    """The direct database for an engine's URL (the engine remains for migrations). Every wait
+    for the database is bounded by ``timeout_s``; an SQLite WAL past ``wal_max`` bytes is
+    truncated by the next checkpoint."""
     if is_sqlite(engine):
         from numgate.db.sqlite import SqliteDatabase
 
-        return SqliteDatabase(engine)
+        return SqliteDatabase(engine, timeout_s, wal_max)
     from numgate.db.postgres import PgDatabase
 
-    return PgDatabase(engine, pool_size)
+    return PgDatabase(engine, pool_size, timeout_s)

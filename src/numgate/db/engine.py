@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import weakref
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from numgate.errors import ConfigurationError
+from numgate.errors import ConfigurationError, DatabaseMissing
 
 
 def normalise_url(raw: str) -> URL:
@@ -83,8 +84,8 @@ class _InlineSqlite(aiosqlite.Connection):
         self.stop()
 
 
-async def _inline_sqlite(path: str) -> aiosqlite.Connection:
-    conn = _InlineSqlite(lambda: sqlite3.connect(path, timeout=30, check_same_thread=False))
+async def _inline_sqlite(path: str, timeout_s: float) -> aiosqlite.Connection:
+    conn = _InlineSqlite(lambda: sqlite3.connect(path, timeout=timeout_s, check_same_thread=False))
     return await conn
 
 
@@ -92,35 +93,65 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_engine(raw_url: str, **kw: Any) -> AsyncEngine:
+def sqlite_path(raw_url: str) -> Path | None:
+    """The file of an SQLite URL (None for PostgreSQL or an in-memory database)."""
+    url = normalise_url(raw_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
+
+
+def require_database(raw_url: str) -> None:
+    """Raise DatabaseMissing unless an SQLite URL's file exists (never creates it)."""
+    path = sqlite_path(raw_url)
+    if path is not None and not path.exists():
+        raise DatabaseMissing(
+            f"no numgate database at {path.resolve()}: run this command where `numgate migrate` (or "
+            "`make run`) was run, or point NUMGATE_DATA_DIR or NUMGATE_DATABASE_URL at the existing "
+            "database; `numgate migrate` creates a new one there"
+        )
+
+
+def prepare_sqlite_file(path: Path) -> None:
+    """Create the data directory (0700) and the database file (0600) if missing: secrets and
+    customers' numbers live there. SQLite gives its -wal and -shm files the database's mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
+def create_engine(raw_url: str, *, timeout_s: float = 5.0, **kw: Any) -> AsyncEngine:
     url = normalise_url(raw_url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         path = url.database or ":memory:"
         # connections are cheap and used by one thread; keep enough that concurrent requests
         # do not open and close overflow connections (each opening runs the PRAGMAs)
         kw.setdefault("pool_size", 32)
         kw.setdefault("max_overflow", 32)
-        engine = create_async_engine(url, async_creator=lambda: _inline_sqlite(path), **kw)
-        _configure_sqlite(engine)
+        engine = create_async_engine(url, async_creator=lambda: _inline_sqlite(path, timeout_s), **kw)
+        _configure_sqlite(engine, timeout_s)
         return engine
     kw.setdefault("pool_size", 10)
     kw.setdefault("max_overflow", 10)
     kw.setdefault("pool_pre_ping", False)
+    kw.setdefault("pool_timeout", timeout_s)
+    kw.setdefault("connect_args", {"timeout": timeout_s, "command_timeout": timeout_s})
     return create_async_engine(url, **kw)
 
 
 #: one in-process queue of writers per SQLite engine (see ``writing``)
 _write_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
 
-#: run on every new SQLite connection, SQLAlchemy's and the direct layer's (``direct.py``)
-SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=30000",
-    "PRAGMA foreign_keys=ON",
-)
+
+def sqlite_pragmas(timeout_s: float) -> tuple[str, ...]:
+    """Run on every new SQLite connection, SQLAlchemy's and the direct layer's (``direct.py``);
+    a write waits at most ``timeout_s`` for another process's write lock."""
+    return (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=NORMAL",
+        f"PRAGMA busy_timeout={int(timeout_s * 1000)}",
+        "PRAGMA foreign_keys=ON",
+    )
 
 
 def write_lock(engine: AsyncEngine) -> asyncio.Lock:
@@ -148,7 +179,7 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
             yield conn
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, timeout_s: float) -> None:
     """WAL, a busy timeout, foreign keys; ``BEGIN IMMEDIATE`` for write transactions.
 
     pysqlite's default deferred BEGIN lets two transactions read, then fail to upgrade to a
@@ -161,7 +192,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for pragma in SQLITE_PRAGMAS:
+        for pragma in sqlite_pragmas(timeout_s):
             cursor.execute(pragma)
         cursor.close()
 

@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from numgate.db.engine import writing
+from numgate.db.errors import translated
 from numgate.errors import SchemaOutOfDate
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -30,15 +31,21 @@ def head_revisions() -> set[str]:
 
 
 async def current_revisions(engine: AsyncEngine) -> set[str]:
-    async with engine.connect() as conn:
-        heads = await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_heads())
-        await conn.rollback()
-    return set(heads)
+    async def read() -> set[str]:
+        async with engine.connect() as conn:
+            heads = await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_heads())
+            await conn.rollback()
+        return set(heads)
+
+    return await translated(read())
 
 
 async def upgrade(engine: AsyncEngine, target: str = "head") -> None:
-    async with writing(engine) as conn:
-        await conn.run_sync(lambda c: command.upgrade(alembic_config(c), target))
+    async def run() -> None:
+        async with writing(engine) as conn:
+            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), target))
+
+    await translated(run())
 
 
 async def ensure_current(engine: AsyncEngine) -> None:

@@ -1,9 +1,12 @@
 """The PostgreSQL side of the storage layer (see ``direct.py``): an ``asyncpg`` pool, ``COPY`` for
-bulk inserts."""
+bulk inserts, and a timeout on everything that waits for the server (``NUMGATE_DB_TIMEOUT``):
+connecting, taking a pooled connection, each statement. A silent network partition therefore
+costs a request at most that long, and the connection it hung on is dropped, not reused."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -12,37 +15,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from numgate.db.direct import BulkInsert, Query, Row, Tx, compiled
-from numgate.errors import Conflict, StorageUnavailable
+from numgate.db.errors import translated, translated_error
+from numgate.errors import StorageUnavailable
+from numgate.outages import OUTAGES
 
 T = TypeVar("T")
-
-
-def _pg_error(exc: Exception) -> Exception | None:
-    """The core's error for a driver error, or None (a bug: let it through as it is)."""
-    import asyncpg  # type: ignore[import-untyped]
-
-    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
-        return Conflict(str(exc))
-    if isinstance(
-        exc,
-        asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError
-        | asyncpg.CannotConnectNowError
-        | asyncpg.TooManyConnectionsError
-        | OSError,
-    ):
-        return StorageUnavailable(f"the database is unavailable: {exc}")
-    return None
-
-
-async def _translated(call: Awaitable[T]) -> T:
-    try:
-        return await call
-    except Exception as exc:
-        err = _pg_error(exc)
-        if err is None:
-            raise
-        raise err from exc
 
 
 class PgTx:
@@ -55,7 +32,7 @@ class PgTx:
 
     def _call(self, method: Callable[..., Awaitable[T]], q: Query, params: Mapping[str, Any]) -> Awaitable[T]:
         c = compiled(q, self.dialect)
-        return _translated(method(c.sql, *c.args(params)))
+        return translated(method(c.sql, *c.args(params)))
 
     async def one(self, q: Query, /, **params: Any) -> Row | None:
         return await self._call(self._conn.fetchrow, q, params)
@@ -75,14 +52,14 @@ class PgTx:
         c = compiled(q, self.dialect)
         args = [c.args(r) for r in rows]
         if args:
-            await _translated(self._conn.executemany(c.sql, args))
+            await translated(self._conn.executemany(c.sql, args))
 
     async def bulk_insert(self, b: BulkInsert, rows: Sequence[Mapping[str, Any]], /) -> None:
         if not rows:
             return
         c = b.insert.compiled(self.dialect)  # its parameters are the columns, by name
         records = [c.args(r) for r in rows]
-        await _translated(self._conn.copy_records_to_table(b.table.name, records=records, columns=c.names))
+        await translated(self._conn.copy_records_to_table(b.table.name, records=records, columns=c.names))
 
 
 async def _keep_session(conn: Any) -> None:
@@ -93,11 +70,12 @@ async def _keep_session(conn: Any) -> None:
 
 
 class PgDatabase:
-    def __init__(self, engine: AsyncEngine, pool_size: int) -> None:
+    def __init__(self, engine: AsyncEngine, pool_size: int, timeout_s: float = 5.0) -> None:
         self.dialect = engine.dialect
         url = engine.url.set(drivername="postgresql")
         self._dsn = url.render_as_string(hide_password=False)
         self._size = pool_size
+        self._timeout = timeout_s
         self._pool: Any = None
         self._opening = asyncio.Lock()
 
@@ -108,29 +86,58 @@ class PgDatabase:
             if self._pool is None:
                 import asyncpg  # type: ignore[import-untyped]
 
-                self._pool = await _translated(
-                    asyncpg.create_pool(self._dsn, min_size=1, max_size=self._size, reset=_keep_session)
+                self._pool = await translated(
+                    asyncio.wait_for(
+                        asyncpg.create_pool(
+                            self._dsn,
+                            min_size=1,
+                            max_size=self._size,
+                            reset=_keep_session,
+                            timeout=self._timeout,
+                            command_timeout=self._timeout,
+                        ),
+                        self._timeout,
+                    )
                 )
         return self._pool
 
     @asynccontextmanager
     async def _acquire(self, transaction: bool) -> AsyncIterator[Tx]:
-        pool = await self._get_pool()
-        conn = await _translated(pool.acquire())
+        try:
+            pool = await self._get_pool()
+            conn = await translated(pool.acquire(timeout=self._timeout))
+        except StorageUnavailable as exc:
+            OUTAGES.down("database", str(exc))
+            raise
+        broken = False
         try:
             if not transaction:
                 yield PgTx(conn, self.dialect)
-                return
-            tr = conn.transaction()
-            await _translated(tr.start())
-            try:
-                yield PgTx(conn, self.dialect)
-            except BaseException:
-                await tr.rollback()
-                raise
-            await _translated(tr.commit())
+            else:
+                tr = conn.transaction()
+                await translated(tr.start())
+                try:
+                    yield PgTx(conn, self.dialect)
+                except BaseException:
+                    await _quietly(tr.rollback(), self._timeout)
+                    raise
+                await translated(tr.commit())
+        except StorageUnavailable as exc:
+            broken = True  # a timed-out or dropped connection is not given back for reuse
+            OUTAGES.down("database", str(exc))
+            raise
+        except BaseException as exc:
+            err = translated_error(exc)
+            broken = isinstance(err, StorageUnavailable)
+            if broken:
+                OUTAGES.down("database", str(err))
+                raise err from exc
+            raise
         finally:
-            await pool.release(conn)
+            if broken:
+                conn.terminate()
+            await _quietly(pool.release(conn), self._timeout)
+        OUTAGES.up("database")
 
     def read(self) -> Any:
         return self._acquire(False)
@@ -140,5 +147,14 @@ class PgDatabase:
 
     async def close(self) -> None:
         if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), self._timeout)
+            except Exception:
+                pool.terminate()
+
+
+async def _quietly(call: Awaitable[Any], timeout_s: float) -> None:
+    """Roll back or release without letting an outage's error replace the one being handled."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(call, timeout_s)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -15,19 +16,20 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from numgate.db.direct import BulkInsert, Query, Row, Tx, compiled
-from numgate.db.engine import SQLITE_PRAGMAS, write_lock
-from numgate.errors import Conflict, StorageUnavailable
+from numgate.db.engine import sqlite_pragmas, write_lock
+from numgate.db.errors import translated_error
+from numgate.errors import StorageUnavailable
+from numgate.outages import OUTAGES
 
 log = logging.getLogger("numgate.db")
 
 
-def _sqlite_error(exc: sqlite3.Error) -> Exception:
+def _sqlite_error(exc: sqlite3.Error) -> BaseException:
     """The core's error for a driver error; anything else (a bug) is itself."""
-    if isinstance(exc, sqlite3.IntegrityError):
-        return Conflict(str(exc))
-    if isinstance(exc, sqlite3.OperationalError):
-        return StorageUnavailable(f"the database is unavailable: {exc}")
-    return exc
+    err = translated_error(exc)
+    if isinstance(err, StorageUnavailable):
+        OUTAGES.down("database", str(err))
+    return err
 
 
 def _reraise(exc: sqlite3.Error) -> NoReturn:
@@ -86,9 +88,13 @@ class SqliteDatabase:
     KEEP = 8
     CHECKPOINT_EVERY_S = 1.0
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, timeout_s: float = 5.0, wal_max: int = 64 * 1024 * 1024) -> None:
         self._engine = engine
         self._path = engine.url.database or ":memory:"
+        self._timeout = timeout_s
+        #: a WAL past this size is truncated by the next checkpoint (a big write would otherwise
+        #: leave a file of its size behind for good)
+        self._wal_max = wal_max
         self.dialect = engine.dialect
         self._free: list[sqlite3.Connection] = []
         self._checkpointer: asyncio.Task[None] | None = None
@@ -98,13 +104,15 @@ class SqliteDatabase:
         self._body = asyncio.Lock()
         self._writer: sqlite3.Connection | None = None
         self._group: list[asyncio.Future[None]] | None = None
-        self._broken: Exception | None = None
+        self._broken: BaseException | None = None
         self._flusher: asyncio.Task[None] | None = None
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
-            for pragma in SQLITE_PRAGMAS:
+            conn = sqlite3.connect(
+                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+            for pragma in sqlite_pragmas(self._timeout):
                 conn.execute(pragma)
         except sqlite3.Error as exc:
             _reraise(exc)
@@ -126,12 +134,19 @@ class SqliteDatabase:
                     await asyncio.wait_for(self._closing.wait(), self.CHECKPOINT_EVERY_S)
                 if self._written:
                     self._written = False
+                    mode = "TRUNCATE" if self._wal_size() > self._wal_max else "PASSIVE"
                     try:
-                        await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                        await asyncio.to_thread(conn.execute, f"PRAGMA wal_checkpoint({mode})")
                     except sqlite3.Error as exc:  # busy or locked: the next round will do it
                         log.debug("WAL checkpoint skipped: %s", exc)
         finally:
             conn.close()
+
+    def _wal_size(self) -> int:
+        try:
+            return os.path.getsize(self._path + "-wal")
+        except OSError:
+            return 0
 
     def _give(self, conn: sqlite3.Connection) -> None:
         if len(self._free) < self.KEEP:
@@ -171,6 +186,7 @@ class SqliteDatabase:
             self._end(conn, "ROLLBACK")
             raise
         self._end(conn, "COMMIT")
+        OUTAGES.up("database")
 
     # writes: group commit ----------------------------------------------------------------------
     #
@@ -194,7 +210,7 @@ class SqliteDatabase:
             conn, group, broken = self._writer, self._group, self._broken
             self._writer, self._group, self._broken = None, None, None
             assert conn is not None and group is not None
-            error: Exception | None = broken
+            error: BaseException | None = broken
             try:
                 if broken is None:
                     self._end(conn, "COMMIT")
@@ -212,6 +228,7 @@ class SqliteDatabase:
                     done.exception()  # the waiter may have been cancelled: no "never retrieved"
             if error is None:
                 self._written = True
+                OUTAGES.up("database")
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:

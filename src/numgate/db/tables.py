@@ -11,12 +11,14 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 
 metadata = MetaData(
@@ -47,6 +49,8 @@ accounts = Table(
     Column("integrator", Boolean, nullable=False, default=False),
     Column("number_check", Boolean, nullable=False, default=True),
     Column("whatsapp", Boolean, nullable=False, default=True),
+    # a disabled account's keys are refused (NXCloud 1005, CAMS InvalidAccessKeyId.Inactive)
+    Column("enabled", Boolean, nullable=False, default=True, server_default=true()),
     Column("created_ms", BigInteger, nullable=False),
 )
 
@@ -57,7 +61,7 @@ access_keys = Table(
     Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
     Column("secret_enc", Text, nullable=False),
     Column("enabled", Boolean, nullable=False, default=True),
-    # JSON list of allowed action names; NULL = every action
+    # JSON list of allowed core operation names (tenancy/operations.py); NULL = every operation
     Column("allowed_actions", Text, nullable=True),
     Column("created_ms", BigInteger, nullable=False),
 )
@@ -72,6 +76,8 @@ apps = Table(
     Column("callback_url", Text, nullable=True),
     Column("secret_enc", Text, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
+    # deleted apps keep their row (batches refer to it) and their appkey stays taken
+    Column("deleted_ms", BigInteger, nullable=True),
 )
 
 # scope: account_id 0 = every account; app_id 0 = every app of the account
@@ -106,6 +112,19 @@ ledger_entries = Table(
     Index("ix_ledger_account_currency", "account_id", "currency"),
 )
 
+# each distinct callback URL, stored once (deliveries refer to it). ``receiver`` is its scheme,
+# host and port: callbacks are queued and paced per receiver
+callback_targets = Table(
+    "callback_targets",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    # SHA-256 of the URL: a unique index on the URL itself would not fit long URLs on PostgreSQL
+    Column("url_hash", String(64), nullable=False, unique=True),
+    Column("url", Text, nullable=False),
+    Column("receiver", String(300), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
 batches = Table(
     "batches",
     metadata,
@@ -118,7 +137,8 @@ batches = Table(
     Column("country", String(2), nullable=True),
     Column("currency", String(3), nullable=False),
     Column("unit_price", BigInteger, nullable=False),
-    Column("dr_url", Text, nullable=True),
+    # where its callbacks go (drUrl, else the app's callback URL); NULL: no callbacks
+    Column("target_id", BigInteger, ForeignKey("callback_targets.id"), nullable=True),
     Column("total", Integer, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
     Index("ix_batches_account_batchno", "account_id", "batch_no"),
@@ -133,7 +153,8 @@ checks = Table(
     Column("batch_id", BigInteger, ForeignKey("batches.id"), nullable=False),
     Column("account_id", Integer, nullable=False),
     Column("seq", Integer, nullable=False),
-    Column("phone", String(64), nullable=False),
+    # the item as submitted (an over-long one fails alone with 114; the request body is bounded)
+    Column("phone", Text, nullable=False),
     Column("message_id", String(40), nullable=False),
     Column("status", SmallInteger, nullable=False, default=0),
     Column("lease_until_ms", BigInteger, nullable=True),
@@ -158,7 +179,7 @@ deliveries = Table(
     Column("check_id", BigInteger, nullable=True, unique=True),
     Column("account_id", Integer, nullable=False),
     Column("app_id", Integer, nullable=False),
-    Column("url", Text, nullable=False),
+    Column("target_id", BigInteger, ForeignKey("callback_targets.id"), nullable=False),
     Column("body", Text, nullable=False),
     Column("status", SmallInteger, nullable=False, default=0),
     Column("attempts", SmallInteger, nullable=False, default=0),
@@ -242,7 +263,8 @@ sandbox_phones = Table(
     Column("verified_name", String(200), nullable=False),
     Column("code", String(6), nullable=True),
     Column("verified", Boolean, nullable=False, default=False),
-    Column("pin_hash", String(64), nullable=True),
+    # the two-step PIN as an argon2 hash (salted, slow): never stored in a recoverable form
+    Column("pin_hash", Text, nullable=True),
     Column("registered", Boolean, nullable=False, default=False),
     Column("created_ms", BigInteger, nullable=False),
 )
@@ -257,4 +279,17 @@ sandbox_outbox = Table(
     Column("locale", String(16), nullable=False),
     Column("text", Text, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
+)
+
+# replay memory when Redis is not configured: a signature (NXCloud) or nonce (CAMS) seen inside
+# its window, so that a restart never opens a replay window. ``reply`` is the first request's
+# answer (NULL while it runs); ``fingerprint`` is its method and path
+replay_keys = Table(
+    "replay_keys",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("fingerprint", String(300), nullable=False),
+    Column("reply", LargeBinary, nullable=True),
+    Column("expires_ms", BigInteger, nullable=False),
+    Index("ix_replay_keys_expires", "expires_ms"),
 )

@@ -24,8 +24,12 @@ from numgate.helpers import HelperPool
 class InProcessOutbound:
     """POSTs from the delivery worker's own event loop."""
 
-    def __init__(self, *, allow: Sequence[Network], timeout_s: float, concurrency: int) -> None:
-        self._sender = CallbackSender(allow=allow, timeout_s=timeout_s, concurrency=concurrency)
+    def __init__(
+        self, *, allow: Sequence[Network], timeout_s: float, concurrency: int, response_max: int
+    ) -> None:
+        self._sender = CallbackSender(
+            allow=allow, timeout_s=timeout_s, concurrency=concurrency, response_max=response_max
+        )
 
     async def __aenter__(self) -> InProcessOutbound:
         await self._sender.__aenter__()
@@ -44,7 +48,7 @@ _loop: asyncio.AbstractEventLoop | None = None
 _sender: CallbackSender | None = None
 
 
-def _start_sender(allow: tuple[Network, ...], timeout_s: float, concurrency: int) -> None:
+def _start_sender(allow: tuple[Network, ...], timeout_s: float, concurrency: int, response_max: int) -> None:
     global _loop, _sender
     try:
         import uvloop
@@ -53,7 +57,9 @@ def _start_sender(allow: tuple[Network, ...], timeout_s: float, concurrency: int
     except ImportError:  # pragma: no cover - uvicorn[standard] installs uvloop
         _loop = asyncio.new_event_loop()
     asyncio.set_event_loop(_loop)
-    _sender = CallbackSender(allow=allow, timeout_s=timeout_s, concurrency=concurrency)
+    _sender = CallbackSender(
+        allow=allow, timeout_s=timeout_s, concurrency=concurrency, response_max=response_max
+    )
     _loop.run_until_complete(_sender.__aenter__())
 
 
@@ -69,10 +75,16 @@ class ProcessOutbound:
     """POSTs made by sender processes; batches are handed over whole and answered whole."""
 
     def __init__(
-        self, processes: int, *, allow: Sequence[Network], timeout_s: float, concurrency: int
+        self,
+        processes: int,
+        *,
+        allow: Sequence[Network],
+        timeout_s: float,
+        concurrency: int,
+        response_max: int,
     ) -> None:
         self._helpers = HelperPool(
-            "callback sender", processes, _start_sender, (tuple(allow), timeout_s, concurrency)
+            "callback sender", processes, _start_sender, (tuple(allow), timeout_s, concurrency, response_max)
         )
 
     async def __aenter__(self) -> ProcessOutbound:
@@ -95,8 +107,9 @@ Outbound = InProcessOutbound | ProcessOutbound
 
 
 def open_outbound(
-    processes: int, *, allow: Sequence[Network], timeout_s: float, concurrency: int
+    processes: int, *, allow: Sequence[Network], timeout_s: float, concurrency: int, response_max: int
 ) -> Outbound:
+    kw = {"allow": allow, "timeout_s": timeout_s, "concurrency": concurrency, "response_max": response_max}
     if processes > 0:
-        return ProcessOutbound(processes, allow=allow, timeout_s=timeout_s, concurrency=concurrency)
-    return InProcessOutbound(allow=allow, timeout_s=timeout_s, concurrency=concurrency)
+        return ProcessOutbound(processes, **kw)  # type: ignore[arg-type]
+    return InProcessOutbound(**kw)  # type: ignore[arg-type]

@@ -43,8 +43,12 @@ def _cause_chain(exc: BaseException) -> list[BaseException]:
 
 
 class CallbackSender:
-    def __init__(self, *, allow: Sequence[Network], timeout_s: float, concurrency: int) -> None:
+    def __init__(
+        self, *, allow: Sequence[Network], timeout_s: float, concurrency: int, response_max: int = 65536
+    ) -> None:
         self._allow = tuple(allow)
+        #: bytes of a receiver's answer read (it is only logged); past it the connection is closed
+        self._response_max = response_max
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None
@@ -98,6 +102,18 @@ class CallbackSender:
         await asyncio.gather(*(lane() for _ in range(min(self._concurrency, len(items)))))
         return outcomes  # type: ignore[return-value]  # every slot was filled
 
+    async def _drain(self, resp: aiohttp.ClientResponse) -> None:
+        """Read at most ``response_max`` bytes of the answer; a longer one closes the connection
+        (the rest is never read: receivers are chosen by tenants)."""
+        left = self._response_max
+        while left > 0:
+            chunk = await resp.content.read(min(left, 65536))
+            if not chunk:
+                return
+            left -= len(chunk)
+        if not resp.content.at_eof():
+            resp.close()
+
     async def send(self, item: Outgoing) -> Outcome:
         assert self._session is not None
         if (reason := self._refusal(item.url)) is not None:
@@ -113,7 +129,7 @@ class CallbackSender:
             async with self._session.post(
                 item.url, data=item.body, headers=headers, allow_redirects=False
             ) as resp:
-                await resp.read()
+                await self._drain(resp)
                 status = resp.status
         except Exception as exc:
             ms = int((time.perf_counter() - start) * 1000)

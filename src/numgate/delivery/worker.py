@@ -10,27 +10,27 @@ the process stops first, their lease runs out and any worker claims them from th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 
 from numgate.core import Core
-from numgate.db.direct import Row, Statement
+from numgate.db.direct import Statement
 from numgate.db.tables import deliveries
 from numgate.delivery.outbound import Outbound, open_outbound
+from numgate.delivery.outbox import DELIVERED, FAILED, IN_FLIGHT, PENDING, Handoff, Leased
 from numgate.delivery.retry import next_attempt_ms
 from numgate.delivery.sender import Outgoing
-from numgate.jobs.claims import Leases, new_lease_token
+from numgate.jobs.claims import LeaseKeeper, Leases, new_lease_token
 from numgate.jobs.runner import register, wait_for_work
 
 log = logging.getLogger("numgate.delivery")
 
-PENDING, IN_FLIGHT, DELIVERED, FAILED = 0, 1, 2, 3
-STATUS_NAMES = {PENDING: "pending", IN_FLIGHT: "in flight", DELIVERED: "delivered", FAILED: "failed"}
+__all__ = ["DELIVERED", "FAILED", "IN_FLIGHT", "PENDING", "DeliveryWorker", "drain"]
+
 CLAIM = 500
 
 d = deliveries.c
@@ -38,7 +38,7 @@ LEASES = Leases(deliveries)
 CLAIM_DUE = LEASES.claim_statement(
     where=[d.status == PENDING, d.next_ms <= bindparam("now")],
     order_by=d.next_ms,
-    returning=[d.uid, d.url, d.body, d.attempts, d.app_id, d.deadline_ms],
+    returning=[d.uid, d.target_id, d.body, d.attempts, d.app_id, d.deadline_ms],
 )
 RECORD_ATTEMPT = Statement(
     update(deliveries)
@@ -58,57 +58,17 @@ RECORD_ATTEMPT = Statement(
 NEXT_DUE = Statement(select(func.min(d.next_ms)).where(d.status == PENDING))
 
 
-#: chunks of fresh callbacks that may wait in a hand-over (see Handoff)
-HANDOFF_CHUNKS = 4
-
-
-def lease_ms(core: Core, *, handed_over: bool = False) -> int:
-    """How long a leased callback may wait for its attempt to be recorded before any worker may
-    claim it again: a whole batch against receivers that all time out (``concurrency`` at a
-    time), plus, for a hand-over, the chunks queued before it — a lease that ran out under a
-    batch still being sent would send its callbacks twice."""
-    s = core.settings
-    batch_s = math.ceil(CLAIM / max(s.callback_concurrency, 1)) * s.callback_timeout_s
-    waits = HANDOFF_CHUNKS + 1 if handed_over else 1
-    return int((batch_s * waits + 30.0) * 1000)
-
-
-@dataclass(frozen=True)
-class Leased:
-    """Callbacks leased under one token: a claim, or a check worker's hand-over."""
-
-    token: int
-    #: (uid, url, body, attempts, app_id, deadline_ms) each, as CLAIM_DUE returns them
-    rows: list[Row] | list[tuple[Any, ...]]
-
-
-class Handoff:
-    """The queue from this process's check worker to its delivery worker. Bounded, so that a
-    hand-over never waits long enough for its lease to run out."""
-
-    def __init__(self, chunks: int = HANDOFF_CHUNKS) -> None:
-        self._queue: asyncio.Queue[Leased] = asyncio.Queue(chunks)
-
-    def has_room(self) -> bool:
-        return not self._queue.full()
-
-    def put(self, leased: Leased) -> None:
-        """Called by the one check worker of this process, after its transaction committed."""
-        self._queue.put_nowait(leased)
-
-    def take(self) -> Leased | None:
-        try:
-            return self._queue.get_nowait()
-        except asyncio.QueueEmpty:
-            return None
-
-
 class DeliveryWorker:
     def __init__(self, core: Core, outbound: Outbound, handoff: Handoff | None = None) -> None:
         self.core = core
         self.outbound = outbound
         self.handoff = handoff
         self._next_sweep = 0.0
+        #: the leases this worker holds (renewed by a LeaseKeeper while it runs)
+        self.held = core.outbox.held
+        self.keeper = LeaseKeeper(
+            core.db, LEASES, core.settings.worker_lease_s, core.clock.time_ms, self.held
+        )
 
     async def _claim(self) -> Leased | None:
         core = self.core
@@ -118,9 +78,17 @@ class DeliveryWorker:
             async with core.db.write() as tx:
                 await LEASES.release_expired(tx, now)
         token = new_lease_token()
-        async with core.db.write() as tx:
-            rows = await tx.all(CLAIM_DUE, now=now, limit=CLAIM, until=now + lease_ms(core), token=token)
-        return Leased(token, rows) if rows else None
+        self.held.add(token)
+        try:
+            async with core.db.write() as tx:
+                rows = await tx.all(CLAIM_DUE, now=now, limit=CLAIM, until=self.keeper.until(), token=token)
+        except BaseException:
+            self.held.discard(token)
+            raise
+        if not rows:
+            self.held.discard(token)
+            return None
+        return Leased(token, rows)
 
     async def run_once(self) -> int:
         leased = self.handoff.take() if self.handoff is not None else None
@@ -128,16 +96,26 @@ class DeliveryWorker:
             leased = await self._claim()
         if leased is None:
             return 0
-        await self.attempt(leased)
+        try:
+            await self.attempt(leased)
+        except BaseException:
+            # stopping (or the database is down): give the callbacks back now, not after the lease
+            with contextlib.suppress(Exception):
+                async with self.core.db.write() as tx:
+                    await LEASES.release_token(tx, leased.token)
+            raise
+        finally:
+            self.held.discard(leased.token)
         return len(leased.rows)
 
     async def attempt(self, leased: Leased) -> None:
         """POST each callback once and record how it went."""
         core = self.core
-        rows = leased.rows  # uid, url, body, attempts, app_id, deadline_ms
+        rows = leased.rows  # uid, target_id, body, attempts, app_id, deadline_ms
         secrets = {app_id: await core.tenancy.app_secret(app_id) for app_id in {r[4] for r in rows}}
+        urls = {tid: await core.outbox.targets.url_of(tid) for tid in {r[1] for r in rows}}
         outcomes = await self.outbound.send_all(
-            [Outgoing(r[0], r[1], r[2].encode(), secrets[r[4]], r[3] + 1) for r in rows]
+            [Outgoing(r[0], urls[r[1]], r[2].encode(), secrets[r[4]], r[3] + 1) for r in rows]
         )
         done = core.clock.time_ms()
         interval = int(core.settings.callback_retry_interval_s * 1000)
@@ -182,6 +160,7 @@ def make_outbound(core: Core, processes: int | None = None) -> Outbound:
         allow=s.callback_allow,
         timeout_s=s.callback_timeout_s,
         concurrency=s.callback_concurrency,
+        response_max=s.callback_response_max,
     )
 
 
@@ -195,13 +174,23 @@ async def drain(core: Core) -> int:
     return total
 
 
+async def _release_handed_over(core: Core, handoff: Handoff) -> None:
+    """Stopping: give back what was handed over and not sent, so the next start sends it at once."""
+    while (leased := handoff.take()) is not None:
+        core.outbox.held.discard(leased.token)
+        with contextlib.suppress(Exception):
+            async with core.db.write() as tx:
+                await LEASES.release_token(tx, leased.token)
+
+
 @register("deliveries")
 async def run_delivery_worker(core: Core, stop: asyncio.Event) -> None:
-    wake: asyncio.Event = core.delivery_wakeup
+    wake: asyncio.Event = core.outbox.wakeup
     poll = core.settings.worker_poll_s
     handoff = Handoff()
     async with make_outbound(core) as outbound:
         worker = DeliveryWorker(core, outbound, handoff)
+        keeper = asyncio.create_task(worker.keeper.run(stop))
         # with sender processes, one lane more than senders keeps each busy while a lane
         # records its batch
         senders = core.settings.resolved_callback_processes
@@ -216,8 +205,12 @@ async def run_delivery_worker(core: Core, stop: asyncio.Event) -> None:
                 timeout = poll if due is None else min(max(due, 0.01), poll * 5)
                 await wait_for_work(wake, stop, timeout)
 
-        core.callback_handoff = handoff
+        core.outbox.handoff = handoff
         try:
             await asyncio.gather(*(lane() for _ in range(lanes)))
         finally:
-            core.callback_handoff = None
+            core.outbox.handoff = None
+            await _release_handed_over(core, handoff)
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper

@@ -9,12 +9,19 @@ Every leased table has ``status`` (0 pending, 1 leased, then the table's own fin
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import secrets
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Table, bindparam, select, text, update
 
-from numgate.db.direct import Statement, Tx
+from numgate.db.direct import Database, Statement, Tx
+from numgate.errors import Unavailable
+
+log = logging.getLogger("numgate.jobs")
 
 PENDING, LEASED = 0, 1
 
@@ -94,6 +101,52 @@ class Leases:
         """Give back rows a stopping worker leased but did not finish."""
         return await tx.run(self._release_token, token=token)
 
+    async def renew(self, tx: Tx, tokens: Iterable[int], until_ms: int) -> int:
+        """Extend the leases a live worker still holds (a dead worker's run out: see
+        :class:`LeaseKeeper`)."""
+        held = sorted(tokens)
+        if not held:
+            return 0
+        c = self.table.c
+        return await tx.run(
+            update(self.table)
+            .where(c.status == LEASED, c.lease_token.in_(held))
+            .values(lease_until_ms=until_ms)
+        )
+
     async def accounts_with_pending(self, tx: Tx) -> list[int]:
         """Distinct accounts that have pending rows, by a loose index scan (cheap with many rows)."""
         return [int(r[0]) for r in await tx.all(self._pending_accounts)]
+
+
+class LeaseKeeper:
+    """Keeps the leases a worker holds alive while it works on them: every third of the lease it
+    pushes their end one lease further. A worker that dies stops renewing, so its rows are free
+    again within one lease (``NUMGATE_WORKER_LEASE``) however long the work would have taken."""
+
+    def __init__(
+        self, db: Database, leases: Leases, lease_s: float, now_ms: Callable[[], int], held: set[int]
+    ) -> None:
+        self._db = db
+        self._leases = leases
+        self.lease_ms = int(lease_s * 1000)
+        self._now_ms = now_ms
+        #: the tokens to keep alive (shared with whoever takes and gives back leases)
+        self.held = held
+
+    def until(self) -> int:
+        return self._now_ms() + self.lease_ms
+
+    async def renew_once(self) -> None:
+        if self.held:
+            async with self._db.write() as tx:
+                await self._leases.renew(tx, self.held, self.until())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.lease_ms / 3000)
+            try:
+                await self.renew_once()
+            except Unavailable as exc:  # the database is down: the next round tries again
+                log.debug("lease renewal skipped: %s", exc)

@@ -63,8 +63,14 @@ class WorkerSet:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
 
+    def signal_stop(self) -> None:
+        """Ask every worker to finish its current step and take no more work."""
+        self._stop.set()
+
     async def stop(self, timeout: float = 10.0) -> None:
-        """Ask every worker to finish its current step, then cancel what is left."""
+        """Ask every worker to finish its current step, then, after ``timeout`` seconds, cancel
+        what is left (leases it held are given back; helper processes that do not stop are
+        killed)."""
         self._stop.set()
         if not self._tasks:
             return

@@ -20,9 +20,10 @@ from sqlalchemy import bindparam, case, func, or_, select, update
 
 from numgate.clock import Clock
 from numgate.db.direct import Database, Statement, Tx
-from numgate.db.tables import accounts, ledger_entries, prices
+from numgate.db.tables import accounts, batches, ledger_entries, prices
 from numgate.errors import InsufficientBalance, InvalidParameter, NotFound, PriceNotFound
 from numgate.ledger.money import parse_currency
+from numgate.numbers.classify import parse_region
 
 LEVELS = (1, 4, 5)
 
@@ -42,6 +43,25 @@ class Balance:
     @property
     def balance(self) -> int:
         return self.topups - self.charges - self.open_reservations
+
+
+#: how each entry kind moves the spendable balance (a charge consumes money reserved before)
+EFFECT = {"topup": 1, "reserve": -1, "release": 1, "charge": 0}
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    id: int
+    at_ms: int
+    currency: str
+    kind: str
+    amount: int
+    #: what the entry did to the spendable balance
+    change: int
+    #: the spendable balance after it, in its currency
+    balance: int
+    batch: str | None
+    note: str | None
 
 
 @dataclass(frozen=True)
@@ -133,11 +153,7 @@ class Ledger:
                 await require_account(tx, account_id)
             now = self._clock.time_ms()
             for country, level, price in table:
-                country = country.strip().upper()
-                if len(country) != 2 or not country.isalpha():
-                    raise InvalidParameter(
-                        "country", f"country must be an ISO 3166 alpha-2 code, got {country!r}"
-                    )
+                country = parse_region(country, "country")
                 if level not in LEVELS:
                     raise InvalidParameter(
                         "level", f"level must be 1 (Basic), 4 (Call) or 5 (HLR), got {level}"
@@ -166,10 +182,28 @@ class Ledger:
                 out.append(Price(country, level, currency, price, account_id, app_id))
         return out
 
-    async def list_prices(self, account_id: int | None = None) -> list[Price]:
+    async def list_prices(
+        self,
+        account_id: int | None = None,
+        *,
+        app_id: int | None = None,
+        country: str | None = None,
+        level: int | None = None,
+        limit: int | None = None,
+    ) -> list[Price]:
+        """Prices in force for an account (its own and the defaults) or an app, or every price;
+        optionally one country and level."""
         q = select(prices).order_by(prices.c.account_id, prices.c.app_id, prices.c.country, prices.c.level)
         if account_id is not None:
             q = q.where(prices.c.account_id.in_([0, account_id]))
+        if app_id is not None:
+            q = q.where(prices.c.app_id.in_([0, app_id]))
+        if country is not None:
+            q = q.where(prices.c.country == parse_region(country, "country"))
+        if level is not None:
+            q = q.where(prices.c.level == level)
+        if limit is not None:
+            q = q.limit(limit)
         async with self._db.read() as tx:
             rows = await tx.all(q)
         return [_price(r) for r in rows]
@@ -239,6 +273,59 @@ class Ledger:
                 .order_by(ledger_entries.c.currency)
             )
             return [await self.balance_in(tx, account_id, c[0]) for c in currencies]
+
+    async def statement(
+        self,
+        account_id: int,
+        *,
+        currency: str | None = None,
+        since_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[StatementLine]:
+        """The ledger entries of an account, oldest first, each with the spendable balance after
+        it (from ``since_ms``, at most ``limit`` entries)."""
+        le = ledger_entries.c
+        conds = [le.account_id == account_id]
+        if currency is not None:
+            conds.append(le.currency == parse_currency(currency))
+        async with self._db.read() as tx:
+            await require_account(tx, account_id)
+            opening: dict[str, int] = {}
+            if since_ms is not None:
+                before = await tx.all(
+                    select(le.currency, le.kind, func.sum(le.amount))
+                    .where(*conds, le.created_ms < since_ms)
+                    .group_by(le.currency, le.kind)
+                )
+                for cur, kind, total in before:
+                    opening[cur] = opening.get(cur, 0) + EFFECT[kind] * int(total)
+                conds.append(le.created_ms >= since_ms)
+            rows = await tx.all(
+                select(ledger_entries, batches.c.message_id)
+                .select_from(ledger_entries.outerjoin(batches, batches.c.id == le.batch_id))
+                .where(*conds)
+                .order_by(le.id)
+                .limit(limit)
+            )
+        out: list[StatementLine] = []
+        running = dict(opening)
+        for r in rows:
+            change = EFFECT[r["kind"]] * r["amount"]
+            running[r["currency"]] = running.get(r["currency"], 0) + change
+            out.append(
+                StatementLine(
+                    r["id"],
+                    r["created_ms"],
+                    r["currency"],
+                    r["kind"],
+                    r["amount"],
+                    change,
+                    running[r["currency"]],
+                    r["message_id"],
+                    r["note"],
+                )
+            )
+        return out
 
     @staticmethod
     async def lock_account(tx: Tx, account_id: int) -> None:

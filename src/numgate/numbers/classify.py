@@ -9,6 +9,8 @@ import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType, carrier, national_significant_number
 from phonenumbers.phonenumberutil import _number_type_helper
 
+from numgate.errors import InvalidParameter
+
 MIN_DIGITS, MAX_DIGITS = 6, 17
 
 
@@ -70,6 +72,17 @@ def calling_code_of(item: str) -> int | None:
         if cc in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
             return cc
     return None
+
+
+def parse_region(code: str, field: str = "region") -> str:
+    """An ISO 3166 alpha-2 region libphonenumber knows (numgate can price and parse it), upper-cased."""
+    r = code.strip().upper()
+    if r not in phonenumbers.SUPPORTED_REGIONS:
+        raise InvalidParameter(
+            field,
+            f"{field} must be an ISO 3166 alpha-2 code of a numbering region (e.g. NG, US, GB), got {code!r}",
+        )
+    return r
 
 
 def main_region(calling_code: int) -> str | None:

@@ -1,21 +1,32 @@
-"""``numgate check FILE``: check a list of numbers from a file, in bounded memory."""
+"""``numgate check FILE``: check every number of a list, in bounded memory.
+
+The file is a CSV (the column named phone/number/msisdn/mobile/…, else the first) or one number per
+line. It is read line by line as bytes, so that one bad row costs that row only: a row that is
+not UTF-8 or not valid CSV is reported with its row number and skipped, and the summary at the
+end lists them. Every other row gives one output row, in order — an empty phone cell or a cell
+that cannot be a number too, with its reason — and by default carries the input's columns
+before the results (``keep_columns``).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
+from numgate.numbers.items import read_cell
 from numgate.numbers.providers import Providers
 from numgate.numbers.results import CheckResult, Level
 
-COLUMNS = [
-    "phone",
+RESULT_COLUMNS = [
     "outcome",
+    "reason",
     "valid",
     "region",
     "country_code",
@@ -32,51 +43,117 @@ COLUMNS = [
     "answered",
     "response",
 ]
-PHONE_HEADERS = {"phone", "number", "msisdn", "mobile", "phone_number", "tel"}
+PHONE_HEADERS = ("phone", "number", "msisdn", "mobile", "phone_number", "phonenumber", "tel", "telephone")
 CHUNK = 2000
 
 
-def count_items(path: Path) -> int:
-    """How many numbers ``read_items`` will yield (a header line is not one)."""
+@dataclass
+class Skipped:
+    row: int
+    why: str
+
+
+@dataclass
+class Summary:
+    counts: Counter[str] = field(default_factory=Counter)
+    skipped: list[Skipped] = field(default_factory=list)
+    #: skipped rows beyond the first ones listed (a file full of bad rows)
+    more_skipped: int = 0
+
+    def skip(self, row: int, why: str) -> None:
+        if len(self.skipped) < 20:
+            self.skipped.append(Skipped(row, why))
+        else:
+            self.more_skipped += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rows": sum(self.counts.values()),
+            "outcomes": dict(sorted(self.counts.items())),
+            "skipped": [{"row": s.row, "reason": s.why} for s in self.skipped],
+            "skipped_total": len(self.skipped) + self.more_skipped,
+        }
+
+
+def count_rows(path: Path) -> int:
+    """Lines that are not blank (the progress bar's total; a header counts, close enough)."""
     with path.open("rb") as fh:
-        first = fh.readline()
-        header = bool(first.strip()) and not any(chr(c).isdigit() for c in first.split(b",")[0])
-        return sum(1 for line in fh if line.strip()) + (0 if header or not first.strip() else 1)
+        return sum(1 for line in fh if line.strip())
 
 
-def read_items(path: Path) -> Iterator[str]:
-    """One number per line, or a CSV whose column named phone/number/msisdn (else the first) holds it.
-    A first line that is not a number is taken as a header."""
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        first = fh.readline()
-        if not first:
-            return
-        is_csv = "," in first or ";" in first or "\t" in first
-        if not is_csv:
-            if any(ch.isdigit() for ch in first):
-                yield first.strip()
-            for line in fh:
+@dataclass
+class InputRow:
+    number: int  # 1-based line number in the file
+    cells: list[str]
+    phone: str
+
+
+class ListReader:
+    """Rows of a phone list: ``header`` (the input's column names) and ``rows()``."""
+
+    def __init__(self, path: Path, summary: Summary) -> None:
+        self.path = path
+        self.summary = summary
+        self.header: list[str] = []
+        self.column = 0
+        self._dialect: Any = None
+
+    def _lines(self) -> Iterator[tuple[int, str]]:
+        with self.path.open("rb") as fh:
+            for n, raw in enumerate(fh, 1):
+                if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    self.summary.skip(
+                        n, f"not UTF-8 (byte {exc.start + 1}: {raw[exc.start : exc.start + 1]!r})"
+                    )
+                    continue
                 if line.strip():
-                    yield line.strip()
+                    yield n, line
+
+    def rows(self) -> Iterator[InputRow]:
+        lines = self._lines()
+        first = next(lines, None)
+        if first is None:
             return
-        dialect = csv.Sniffer().sniff(first, delimiters=",;\t")
-        head = next(csv.reader(io.StringIO(first), dialect))
-        col = 0
-        names = [h.strip().lower() for h in head]
-        if any(n in PHONE_HEADERS for n in names):
-            col = next(i for i, n in enumerate(names) if n in PHONE_HEADERS)
-        elif head and any(ch.isdigit() for ch in head[0]):
-            yield head[0].strip()
-        for row in csv.reader(fh, dialect):
-            if len(row) > col and row[col].strip():
-                yield row[col].strip()
+        n, text = first
+        sample = text.rstrip("\r\n")
+        delimited = any(d in sample for d in (",", ";", "\t"))
+        if delimited:
+            self._dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+        cells = self._split(sample)
+        names = [c.strip().lower().replace(" ", "_") for c in cells]
+        found = [i for i, name in enumerate(names) if name in PHONE_HEADERS]
+        is_header = bool(found) or not any(ch.isdigit() for ch in (cells[0] if cells else ""))
+        if is_header:
+            self.header = [c.strip() for c in cells]
+            self.column = found[0] if found else 0
+        else:
+            self.header = [f"column_{i + 1}" for i in range(len(cells))] if delimited else ["input"]
+            yield InputRow(n, cells, cells[0] if cells else "")
+        for n, text in lines:
+            try:
+                cells = self._split(text.rstrip("\r\n"))
+            except csv.Error as exc:
+                self.summary.skip(n, f"not valid CSV: {exc}")
+                continue
+            yield InputRow(n, cells, cells[self.column] if len(cells) > self.column else "")
+
+    def _split(self, text: str) -> list[str]:
+        if self._dialect is None:
+            return [text]
+        return next(csv.reader(io.StringIO(text), self._dialect), [])
 
 
-def row_of(item: str, r: CheckResult) -> dict[str, Any]:
+def result_cells(r: CheckResult | None, reason: str) -> dict[str, Any]:
+    if r is None:
+        return {"outcome": "skipped", "reason": reason}
     b, lv, d = r.basic, r.live, r.dial
     return {
-        "phone": item,
         "outcome": r.outcome.name.lower(),
+        "reason": reason,
         "valid": (b.valid if b else ""),
         "region": b.region if b else "",
         "country_code": b.country_code if b else "",
@@ -96,45 +173,76 @@ def row_of(item: str, r: CheckResult) -> dict[str, Any]:
 
 
 class RowWriter:
-    def __init__(self, out: TextIO, fmt: str) -> None:
+    def __init__(self, out: TextIO, fmt: str, input_columns: list[str]) -> None:
         self._out = out
         self._fmt = fmt
+        taken = {c.lower() for c in input_columns}
+        #: result columns renamed where an input column has the same name
+        self._names = {c: (f"check_{c}" if c.lower() in taken else c) for c in RESULT_COLUMNS}
+        self._inputs = input_columns
         if fmt == "csv":
-            self._csv = csv.DictWriter(out, COLUMNS)
-            self._csv.writeheader()
+            self._csv = csv.writer(out)
+            self._csv.writerow([*input_columns, *self._names.values()])
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
+    def write(self, rows: list[tuple[list[str], dict[str, Any]]]) -> None:
         if self._fmt == "csv":
-            self._csv.writerows(rows)
-        else:
-            self._out.write("".join(orjson.dumps(r).decode() + "\n" for r in rows))
+            self._csv.writerows(
+                [*cells, *(result.get(c, "") for c in RESULT_COLUMNS)] for cells, result in rows
+            )
+            return
+        lines = []
+        for cells, result in rows:
+            obj: dict[str, Any] = dict(zip(self._inputs, cells, strict=False))
+            obj.update({self._names[k]: v for k, v in result.items()})
+            lines.append(orjson.dumps(obj).decode())
+        self._out.write("\n".join(lines) + "\n")
 
 
 async def check_file(
-    path: Path, out: TextIO, fmt: str, level: Level, providers: Providers, progress: Any = None
-) -> dict[str, int]:
-    """Stream ``path`` through the checks in chunks; returns counts per outcome."""
+    path: Path,
+    out: TextIO,
+    fmt: str,
+    level: Level,
+    providers: Providers,
+    *,
+    region: str | None = None,
+    keep_columns: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> Summary:
+    """Stream ``path`` through the checks in chunks, writing one row per input row."""
     from numgate.numbers.check import BasicChecks, check_many
 
+    summary = Summary()
+    reader = ListReader(path, summary)
+    rows = reader.rows()
+    first = next(rows, None)
+    columns = reader.header if keep_columns else ["input"]
+    writer = RowWriter(out, fmt, columns)
     basic = BasicChecks(0)  # a thread: the file is read and written in order, one chunk at a time
-    writer = RowWriter(out, fmt)
-    counts: dict[str, int] = {}
-    chunk: list[str] = []
+    chunk: list[InputRow] = []
 
     async def flush() -> None:
-        results = await check_many(chunk, level, providers, basic)
-        rows = [row_of(i, r) for i, r in zip(chunk, results, strict=True)]
-        writer.write(rows)
-        for r in results:
-            counts[r.outcome.name.lower()] = counts.get(r.outcome.name.lower(), 0) + 1
+        items = [read_cell(r.phone, region) for r in chunk]
+        todo = [i for i, item in enumerate(items) if item.digits is not None]
+        results = await check_many([items[i].digits or "" for i in todo], level, providers, basic)
+        by_row: dict[int, CheckResult] = dict(zip(todo, results, strict=True))
+        written = []
+        for i, (row, item) in enumerate(zip(chunk, items, strict=True)):
+            result = by_row.get(i)
+            cells = row.cells if keep_columns else [row.phone]
+            written.append((cells, result_cells(result, item.reason)))
+            summary.counts[result.outcome.name.lower() if result else "skipped"] += 1
+        writer.write(written)
         if progress is not None:
             progress(len(chunk))
         chunk.clear()
 
-    for item in read_items(path):
-        chunk.append(item)
+    if first is not None:
+        chunk.append(first)
+    for row in rows:
+        chunk.append(row)
         if len(chunk) >= CHUNK:
             await flush()
     if chunk:
         await flush()
-    return counts
+    return summary

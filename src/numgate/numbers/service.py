@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import orjson
 from sqlalchemy import and_, bindparam, func, or_, select
@@ -17,6 +16,8 @@ from numgate import ids
 from numgate.clock import Clock
 from numgate.db.direct import BulkInsert, Database, Statement
 from numgate.db.tables import batches, checks
+from numgate.delivery.outbox import CallbackTargets
+from numgate.delivery.urls import CallbackUrls
 from numgate.errors import (
     BatchNoTooLong,
     InvalidCheckLevel,
@@ -35,6 +36,8 @@ from numgate.tenancy.service import App, TenancyService
 MAX_NUMBERS = 5000
 MAX_BATCH_NO = 64
 QUERY_DAYS = 14
+#: the last page a query may ask for (a page past the results is an empty page)
+QUERY_MAX_PAGE = 1_000_000
 
 STATUS_PENDING, STATUS_LEASED, STATUS_DONE = 0, 1, 2
 
@@ -47,7 +50,7 @@ _BATCH_COLUMNS = (
     "country",
     "currency",
     "unit_price",
-    "dr_url",
+    "target_id",
     "total",
     "created_ms",
 )
@@ -73,7 +76,7 @@ def batch_row(
     unit_price: int,
     now: int,
 ) -> dict[str, Any]:
-    """A batch's columns but its callback URL and size (INSERT_BATCH)."""
+    """A batch's columns but its callback target and size (INSERT_BATCH)."""
     return {
         "message_id": message_id,
         "account_id": app.account_id,
@@ -135,13 +138,6 @@ class SyncCheck:
     currency: str
 
 
-def validate_callback_url(url: str, field: str = "drUrl") -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidParameter(field, f"{field} must be an http(s) URL, got {url!r}")
-    return url
-
-
 def parse_level(value: int) -> Level:
     try:
         return Level(value)
@@ -184,12 +180,16 @@ class NumberCheckService:
         tenancy: TenancyService,
         ledger: Ledger,
         renderer: CallbackRenderer,
+        urls: CallbackUrls,
+        targets: CallbackTargets,
     ) -> None:
         self._db = db
         self._clock = clock
         self._tenancy = tenancy
         self._ledger = ledger
         self.renderer = renderer
+        self._urls = urls
+        self._targets = targets
         #: set when new work is stored, so in-process workers start without waiting for a poll
         self.work_available = asyncio.Event()
 
@@ -202,15 +202,19 @@ class NumberCheckService:
         level: int = 1,
         batch_no: str | None = None,
         dr_url: str | None = None,
+        url_field: str = "drUrl",
     ) -> Submitted:
+        """``url_field`` names ``dr_url`` in messages the way the caller's client does."""
         items = split_phones(phone)
         lvl = parse_level(level)
         if batch_no is not None and len(batch_no) > MAX_BATCH_NO:
             raise BatchNoTooLong(f"batchNo has {len(batch_no)} characters; the limit is {MAX_BATCH_NO}")
         if dr_url:
-            validate_callback_url(dr_url)
+            dr_url = self._urls.check(dr_url, url_field)
         app = await self._tenancy.app_of(account_id, appkey)
         _, region = batch_country(items)
+        url = dr_url or app.callback_url
+        target_id = await self._targets.id_for(url) if url else None
         batch_no = batch_no or ids.new_batch_no()
         message_id = ids.new_message_id()
         now = self._clock.time_ms()
@@ -221,7 +225,7 @@ class NumberCheckService:
             batch_id = await tx.scalar(
                 INSERT_BATCH,
                 **batch_row(message_id, app, batch_no, lvl, region, price.currency, price.price, now),
-                dr_url=dr_url or app.callback_url,
+                target_id=target_id,
                 total=len(items),
             )
             await self._ledger.reserve(tx, account_id, price.currency, price.price * len(items), batch_id)
@@ -257,8 +261,8 @@ class NumberCheckService:
     ) -> QueryPage:
         if not message_id and not batch_no:
             raise MissingParameter("messageId", "give messageId or batchNo (at least one of the two)")
-        if page < 1:
-            raise InvalidParameter("page", "page must be an integer ≥ 1")
+        if not 1 <= page <= QUERY_MAX_PAGE:
+            raise InvalidParameter("page", f"page must be an integer from 1 to {QUERY_MAX_PAGE}")
         if not 1 <= page_size <= 100:
             raise InvalidParameter("pageSize", "pageSize must be an integer from 1 to 100")
         today = self._clock.now().date()
@@ -353,7 +357,7 @@ class NumberCheckService:
             batch_id = await tx.scalar(
                 INSERT_BATCH,
                 **batch_row(message_id, app, batch_no, Level.BASIC, region, currency, unit, now),
-                dr_url=None,
+                target_id=None,
                 total=1,
             )
             if unit:

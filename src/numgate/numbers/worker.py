@@ -14,14 +14,11 @@ from typing import Any
 import orjson
 from sqlalchemy import bindparam, select, update
 
-from numgate import ids
 from numgate.core import Core
-from numgate.db.direct import BulkInsert, Row, Statement
-from numgate.db.tables import batches, checks, deliveries
-from numgate.delivery.worker import IN_FLIGHT as CALLBACK_IN_FLIGHT
-from numgate.delivery.worker import PENDING as CALLBACK_PENDING
-from numgate.delivery.worker import Leased, lease_ms
-from numgate.jobs.claims import Leases, new_lease_token
+from numgate.db.direct import Row, Statement
+from numgate.db.tables import batches, checks
+from numgate.delivery.outbox import Enqueued, NewCallback
+from numgate.jobs.claims import LeaseKeeper, Leases, new_lease_token
 from numgate.jobs.runner import register, wait_for_work
 from numgate.numbers.check import BasicChecks, check_many
 from numgate.numbers.results import CheckResult, Level, Outcome
@@ -63,25 +60,6 @@ FINISH = Statement(
         lease_token=None,
     )
 )
-QUEUE_CALLBACKS = BulkInsert(
-    deliveries,
-    (
-        "uid",
-        "check_id",
-        "account_id",
-        "app_id",
-        "url",
-        "body",
-        "status",
-        "attempts",
-        "next_ms",
-        "deadline_ms",
-        "lease_until_ms",
-        "lease_token",
-        "created_ms",
-        "updated_ms",
-    ),
-)
 
 
 @dataclass
@@ -89,14 +67,14 @@ class Writes:
     """What finishing a chunk writes: each number's result, its callback, its charge."""
 
     updates: list[dict[str, Any]]  # FINISH parameters
-    outbox: list[dict[str, Any]]  # QUEUE_CALLBACKS rows
+    callbacks: list[NewCallback]
     charges: list[tuple[int, int, int]]  # check id, batch id, cost
 
     def only(self, owned: set[int]) -> Writes:
         """The writes of the numbers still leased to this worker."""
         return Writes(
             [u for u in self.updates if u["b_id"] in owned],
-            [o for o in self.outbox if o["check_id"] in owned],
+            [c for c in self.callbacks if c.check_id in owned],
             [c for c in self.charges if c[0] in owned],
         )
 
@@ -110,7 +88,8 @@ class BatchInfo:
     level: Level
     currency: str
     unit_price: int
-    dr_url: str | None
+    #: where the batch's callbacks go (``callback_targets``); None: no callbacks
+    target_id: int | None
 
 
 class CheckWorker:
@@ -120,6 +99,11 @@ class CheckWorker:
         self.chunk = core.settings.worker_chunk
         self._batches: dict[int, BatchInfo] = {}
         self._next_sweep = 0.0
+        #: the lease this worker holds while it checks a chunk (renewed by ``keeper``)
+        self.held: set[int] = set()
+        self.keeper = LeaseKeeper(
+            core.db, LEASES, core.settings.worker_lease_s, core.clock.time_ms, self.held
+        )
 
     async def _batch(self, batch_id: int) -> BatchInfo:
         info = self._batches.get(batch_id)
@@ -135,7 +119,7 @@ class CheckWorker:
                 Level(r["check_level"]),
                 r["currency"],
                 r["unit_price"],
-                r["dr_url"],
+                r["target_id"],
             )
             if len(self._batches) > 5000:
                 self._batches.clear()
@@ -153,8 +137,7 @@ class CheckWorker:
             log.warning("released %d numbers whose lease ran out (a worker stopped mid-check)", n)
 
     async def claim(self, token: int) -> list[Row]:
-        now = self.core.clock.time_ms()
-        until = now + int(self.core.settings.worker_lease_s * 1000)
+        until = self.keeper.until()
         rows: list[Row] = []
         async with self.core.db.write() as tx:
             accounts = await LEASES.accounts_with_pending(tx)
@@ -169,6 +152,13 @@ class CheckWorker:
         """Claim, check and finish one chunk; the number of numbers finished."""
         await self.sweep()
         token = new_lease_token()
+        self.held.add(token)
+        try:
+            return await self._check_chunk(token)
+        finally:
+            self.held.discard(token)
+
+    async def _check_chunk(self, token: int) -> int:
         rows = await self.claim(token)
         if not rows:
             return 0
@@ -196,19 +186,10 @@ class CheckWorker:
             raise
 
     def _writes(
-        self,
-        rows: list[Row],
-        infos: dict[int, BatchInfo],
-        results: dict[int, CheckResult],
-        now: int,
-        callbacks: tuple[int, int | None, int | None],
+        self, rows: list[Row], infos: dict[int, BatchInfo], results: dict[int, CheckResult], now: int
     ) -> Writes:
-        """What finishing ``rows`` writes; ``callbacks`` is the new callbacks' (status, lease
-        token, lease end)."""
-        status, token, until = callbacks
-        deadline = now + int(self.core.settings.callback_retry_window_s * 1000)
+        """What finishing ``rows`` writes."""
         renderer = self.core.numbers.renderer
-        uids = iter(ids.new_message_ids(len(rows)))
         w = Writes([], [], [])
         for r in rows:
             check_id, batch_id = r["id"], r["batch_id"]
@@ -225,7 +206,7 @@ class CheckWorker:
                     "b_now": now,
                 }
             )
-            if not info.dr_url:
+            if info.target_id is None:
                 continue
             body = renderer.callback(
                 message_id=r["message_id"],
@@ -235,64 +216,34 @@ class CheckWorker:
                 cost=cost,
                 currency=info.currency,
             )
-            w.outbox.append(
-                {
-                    "uid": next(uids),
-                    "check_id": check_id,
-                    "account_id": info.account_id,
-                    "app_id": info.app_id,
-                    "url": info.dr_url,
-                    "body": body.decode(),
-                    "status": status,
-                    "attempts": 0,
-                    "next_ms": now,
-                    "deadline_ms": deadline,
-                    "lease_until_ms": until,
-                    "lease_token": token,
-                    "created_ms": now,
-                    "updated_ms": now,
-                }
-            )
+            w.callbacks.append(NewCallback(check_id, info.account_id, info.app_id, info.target_id, body))
         return w
 
     async def finish(
         self, token: int, rows: list[Row], infos: dict[int, BatchInfo], results: dict[int, CheckResult]
     ) -> int:
-        """In one transaction: the results, the callbacks and the settlement of the numbers this
-        worker still holds. The callbacks go to this process's delivery worker when it has room
-        (stored already leased to it), else to the table for any delivery worker to claim."""
+        """In one transaction: the results, the callbacks (``Outbox.enqueue``) and the settlement
+        of the numbers this worker still holds."""
         core = self.core
-        now = core.clock.time_ms()
-        handoff = core.callback_handoff
-        callbacks: tuple[int, int | None, int | None]
-        callback_token = 0
-        if handoff is not None and handoff.has_room():
-            callback_token = new_lease_token()
-            callbacks = (CALLBACK_IN_FLIGHT, callback_token, now + lease_ms(core, handed_over=True))
-        else:
-            handoff, callbacks = None, (CALLBACK_PENDING, None, None)
-        w = self._writes(rows, infos, results, now, callbacks)
-        async with core.db.write() as tx:
-            owned = await LEASES.owned_ids(tx, token)
-            if len(owned) < len(rows):  # some leases ran out and other workers own them now
-                w = w.only(owned)
-            settle: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-            for _, batch_id, cost in w.charges:
-                settle[batch_id][0 if cost else 1] += infos[batch_id].unit_price
-            await tx.many(FINISH, w.updates)
-            await tx.bulk_insert(QUEUE_CALLBACKS, w.outbox)
-            for batch_id, (charged, released) in settle.items():
-                info = infos[batch_id]
-                await core.ledger.settle(tx, info.account_id, info.currency, batch_id, charged, released)
-        if w.outbox:
-            if handoff is not None:
-                handoff.put(
-                    Leased(
-                        callback_token,
-                        [(o["uid"], o["url"], o["body"], 0, o["app_id"], o["deadline_ms"]) for o in w.outbox],
-                    )
-                )
-            core.delivery_wakeup.set()
+        w = self._writes(rows, infos, results, core.clock.time_ms())
+        enqueued = Enqueued()
+        try:
+            async with core.db.write() as tx:
+                owned = await LEASES.owned_ids(tx, token)
+                if len(owned) < len(rows):  # some leases ran out and other workers own them now
+                    w = w.only(owned)
+                settle: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+                for _, batch_id, cost in w.charges:
+                    settle[batch_id][0 if cost else 1] += infos[batch_id].unit_price
+                await tx.many(FINISH, w.updates)
+                enqueued = await core.outbox.enqueue(tx, w.callbacks)
+                for batch_id, (charged, released) in settle.items():
+                    info = infos[batch_id]
+                    await core.ledger.settle(tx, info.account_id, info.currency, batch_id, charged, released)
+        except BaseException:
+            core.outbox.rolled_back(enqueued)
+            raise
+        core.outbox.committed(enqueued)
         return len(w.updates)
 
 
@@ -315,12 +266,18 @@ async def run_check_worker(core: Core, stop: asyncio.Event) -> None:
     try:
         await basic.start()
         worker = CheckWorker(core, basic)
+        keeper = asyncio.create_task(worker.keeper.run(stop))
         wake: asyncio.Event = core.numbers.work_available
         poll = core.settings.worker_poll_s
-        while not stop.is_set():
-            wake.clear()
-            if await worker.run_once():
-                continue
-            await wait_for_work(wake, stop, poll)
+        try:
+            while not stop.is_set():
+                wake.clear()
+                if await worker.run_once():
+                    continue
+                await wait_for_work(wake, stop, poll)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
     finally:
         await basic.close()

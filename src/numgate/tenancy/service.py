@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from numgate import ids
 from numgate.clock import Clock
 from numgate.db.direct import Database, Statement, Tx
 from numgate.db.tables import access_keys, accounts, apps
+from numgate.delivery.urls import CallbackUrls
 from numgate.errors import (
     AppLimitReached,
     AppNotFound,
@@ -22,6 +24,7 @@ from numgate.errors import (
     NotFound,
 )
 from numgate.ledger.service import require_account
+from numgate.tenancy.operations import parse_allowed
 from numgate.vault import Vault
 
 #: how long an access key's lookup is cached in a process (a disabled key stops working
@@ -37,6 +40,7 @@ class Account:
     integrator: bool
     number_check: bool
     whatsapp: bool
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -52,9 +56,29 @@ class KeyGrant:
 
     access_key: str
     secret: str
+    #: the key and its account are both enabled
     enabled: bool
     account: Account
-    allowed_actions: frozenset[str] | None
+    #: core operation names (tenancy/operations.py) the key may call; None: every operation
+    allowed: frozenset[str] | None
+
+    @property
+    def refusal(self) -> str | None:
+        """Why the key may not be used, or None."""
+        if not self.account.enabled:
+            return "this access key's account is disabled"
+        if not self.enabled:
+            return "this access key is disabled"
+        return None
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    access_key: str
+    account_id: int
+    enabled: bool
+    allowed: list[str] | None
+    created_ms: int
 
 
 @dataclass(frozen=True)
@@ -72,7 +96,14 @@ class App:
 
 
 def _account(r: Any) -> Account:
-    return Account(r["id"], r["name"], bool(r["integrator"]), bool(r["number_check"]), bool(r["whatsapp"]))
+    return Account(
+        r["id"],
+        r["name"],
+        bool(r["integrator"]),
+        bool(r["number_check"]),
+        bool(r["whatsapp"]),
+        bool(r["enabled"]),
+    )
 
 
 def _app(r: Any) -> App:
@@ -89,11 +120,12 @@ _GRANT = Statement(
         accounts.c.integrator,
         accounts.c.number_check,
         accounts.c.whatsapp,
+        accounts.c.enabled.label("account_enabled"),
     )
     .join(accounts, accounts.c.id == access_keys.c.account_id)
     .where(access_keys.c.access_key == bindparam("key"))
 )
-_APP_BY_KEY = Statement(select(apps).where(apps.c.appkey == bindparam("appkey")))
+_APP_BY_KEY = Statement(select(apps).where(apps.c.appkey == bindparam("appkey"), apps.c.deleted_ms.is_(None)))
 _APP_SECRET = Statement(select(apps.c.secret_enc).where(apps.c.id == bindparam("id")))
 _INSERT_KEY = Statement(
     access_keys.insert().values(
@@ -106,10 +138,11 @@ _INSERT_KEY = Statement(
 
 
 class TenancyService:
-    def __init__(self, db: Database, vault: Vault, clock: Clock) -> None:
+    def __init__(self, db: Database, vault: Vault, clock: Clock, urls: CallbackUrls) -> None:
         self._db = db
         self._vault = vault
         self._clock = clock
+        self._urls = urls
         self._key_cache: dict[str, tuple[float, KeyGrant | None]] = {}
         self._app_secret_cache: dict[int, str] = {}
 
@@ -134,7 +167,7 @@ class TenancyService:
                 .returning(accounts.c.id)
             )
             creds = await self._insert_key(tx, account_id, None)
-        return Account(account_id, name, integrator, number_check, whatsapp), creds
+        return Account(account_id, name, integrator, number_check, whatsapp, True), creds
 
     async def get_account(self, account_id: int) -> Account:
         async with self._db.read() as tx:
@@ -143,6 +176,15 @@ class TenancyService:
             raise NotFound(f"no account with id {account_id}")
         return _account(row)
 
+    async def set_account_enabled(self, account_id: int, enabled: bool) -> Account:
+        """Disable (or enable again) an account: while disabled, every one of its keys is refused."""
+        async with self._db.write() as tx:
+            n = await tx.run(update(accounts).where(accounts.c.id == account_id).values(enabled=enabled))
+        if not n:
+            raise NotFound(f"no account with id {account_id}")
+        self._key_cache.clear()
+        return await self.get_account(account_id)
+
     async def list_accounts(self) -> list[tuple[Account, int, int]]:
         """Every account with its number of enabled keys and of apps."""
         keys_n = (
@@ -150,7 +192,11 @@ class TenancyService:
             .where(access_keys.c.account_id == accounts.c.id, access_keys.c.enabled.is_(True))
             .scalar_subquery()
         )
-        apps_n = select(func.count()).where(apps.c.account_id == accounts.c.id).scalar_subquery()
+        apps_n = (
+            select(func.count())
+            .where(apps.c.account_id == accounts.c.id, apps.c.deleted_ms.is_(None))
+            .scalar_subquery()
+        )
         async with self._db.read() as tx:
             rows = await tx.all(
                 select(accounts, keys_n.label("k"), apps_n.label("a")).order_by(accounts.c.id)
@@ -182,10 +228,13 @@ class TenancyService:
             raise InvalidParameter("access_key", f"the access key {key!r} exists already") from None
         return Credentials(account_id, key, secret)
 
-    async def create_key(self, account_id: int, allowed_actions: list[str] | None = None) -> Credentials:
+    async def create_key(self, account_id: int, allowed: list[str] | None = None) -> Credentials:
+        """A new key; ``allowed`` limits it to these operations (core names or door aliases,
+        ``tenancy/operations.py``), None allows every operation."""
+        names = parse_allowed(allowed) if allowed is not None else None
         async with self._db.write() as tx:
             await require_account(tx, account_id)
-            return await self._insert_key(tx, account_id, allowed_actions)
+            return await self._insert_key(tx, account_id, names)
 
     async def import_key(self, account_id: int, access_key: str, secret: str) -> Credentials:
         """Store a key pair chosen by the operator (e.g. to keep a vendor's existing keys)."""
@@ -193,14 +242,39 @@ class TenancyService:
             await require_account(tx, account_id)
             return await self._insert_key(tx, account_id, None, access_key, secret)
 
-    async def disable_key(self, access_key: str) -> None:
+    async def set_key_enabled(self, access_key: str, enabled: bool) -> None:
         async with self._db.write() as tx:
             n = await tx.run(
-                update(access_keys).where(access_keys.c.access_key == access_key).values(enabled=False)
+                update(access_keys).where(access_keys.c.access_key == access_key).values(enabled=enabled)
             )
         if not n:
             raise NotFound(f"no access key {access_key!r}")
         self._key_cache.pop(access_key, None)
+
+    async def list_keys(self, account_id: int | None = None) -> list[KeyInfo]:
+        """Access keys (never their secrets), oldest first; one account's when given."""
+        q = select(
+            access_keys.c.access_key,
+            access_keys.c.account_id,
+            access_keys.c.enabled,
+            access_keys.c.allowed_actions,
+            access_keys.c.created_ms,
+        ).order_by(access_keys.c.account_id, access_keys.c.created_ms)
+        async with self._db.read() as tx:
+            if account_id is not None:
+                await require_account(tx, account_id)
+                q = q.where(access_keys.c.account_id == account_id)
+            rows = await tx.all(q)
+        return [
+            KeyInfo(
+                r["access_key"],
+                r["account_id"],
+                bool(r["enabled"]),
+                json.loads(r["allowed_actions"]) if r["allowed_actions"] is not None else None,
+                r["created_ms"],
+            )
+            for r in rows
+        ]
 
     async def credentials(self, account_id: int) -> list[Credentials]:
         async with self._db.read() as tx:
@@ -222,12 +296,20 @@ class TenancyService:
         grant = None
         if r is not None:
             allowed = r["allowed_actions"]
+            account = Account(
+                r["id"],
+                r["name"],
+                bool(r["integrator"]),
+                bool(r["number_check"]),
+                bool(r["whatsapp"]),
+                bool(r["account_enabled"]),
+            )
             grant = KeyGrant(
                 access_key=access_key,
                 secret=self._vault.decrypt(r["secret_enc"]),
-                enabled=bool(r["enabled"]),
-                account=_account(r),
-                allowed_actions=frozenset(json.loads(allowed)) if allowed is not None else None,
+                enabled=bool(r["enabled"]) and account.enabled,
+                account=account,
+                allowed=frozenset(json.loads(allowed)) if allowed is not None else None,
             )
         if len(self._key_cache) > 10_000:
             self._key_cache.clear()
@@ -237,14 +319,25 @@ class TenancyService:
     # apps ----------------------------------------------------------------------------------
 
     async def create_app(
-        self, account_id: int, name: str, callback_url: str | None = None, *, appkey: str | None = None
+        self,
+        account_id: int,
+        name: str,
+        callback_url: str | None = None,
+        *,
+        appkey: str | None = None,
+        url_field: str = "callback URL",
     ) -> App:
+        """``url_field`` names the callback URL in error messages the way the caller's client does."""
         name = name.strip()
         if not name:
             raise InvalidParameter("name", "an app needs a non-empty name")
+        if callback_url:
+            callback_url = self._urls.check(callback_url, url_field)
         async with self._db.write() as tx:
             await require_account(tx, account_id)
-            count = await tx.scalar(select(func.count()).where(apps.c.account_id == account_id))
+            count = await tx.scalar(
+                select(func.count()).where(apps.c.account_id == account_id, apps.c.deleted_ms.is_(None))
+            )
             if count >= MAX_APPS_PER_ACCOUNT:
                 raise AppLimitReached(
                     f"account {account_id} already has {count} apps (the limit is {MAX_APPS_PER_ACCOUNT})"
@@ -269,8 +362,44 @@ class TenancyService:
 
     async def list_apps(self, account_id: int) -> list[App]:
         async with self._db.read() as tx:
-            rows = await tx.all(select(apps).where(apps.c.account_id == account_id).order_by(apps.c.id))
+            rows = await tx.all(
+                select(apps)
+                .where(apps.c.account_id == account_id, apps.c.deleted_ms.is_(None))
+                .order_by(apps.c.id)
+            )
         return [_app(r) for r in rows]
+
+    async def set_callback_url(
+        self, appkey: str, callback_url: str | None, url_field: str = "callback URL"
+    ) -> App:
+        """Change (or, with None, remove) an app's default callback URL."""
+        url = self._urls.check(callback_url, url_field) if callback_url else None
+        async with self._db.write() as tx:
+            n = await tx.run(
+                update(apps)
+                .where(apps.c.appkey == appkey, apps.c.deleted_ms.is_(None))
+                .values(callback_url=url)
+            )
+        if not n:
+            raise AppNotFound(f"no app with appkey {appkey!r}")
+        app = await self.find_app(appkey)
+        assert app is not None
+        return app
+
+    async def delete_app(self, appkey: str, has_numbers: Callable[[Tx, int], Awaitable[bool]]) -> App:
+        """Delete an app: its appkey stops working on every door (and stays taken). Refused while
+        WhatsApp numbers are attached to it (``has_numbers``): delete or move them first."""
+        async with self._db.write() as tx:
+            app = await self.find_app(appkey, tx)
+            if app is None:
+                raise AppNotFound(f"no app with appkey {appkey!r}")
+            if await has_numbers(tx, app.id):
+                raise InvalidParameter(
+                    "appkey",
+                    f"app {appkey} still has WhatsApp numbers: delete them first (admin number delete)",
+                )
+            await tx.run(update(apps).where(apps.c.id == app.id).values(deleted_ms=self._clock.time_ms()))
+        return app
 
     async def find_app(self, appkey: str, tx: Tx | None = None) -> App | None:
         """The app with this appkey; in ``tx`` when given."""

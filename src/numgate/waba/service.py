@@ -15,7 +15,7 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from numgate.clock import Clock
 from numgate.db.direct import Database, Row, Statement, Tx
@@ -34,7 +34,6 @@ from numgate.errors import (
     NotVerified,
     NumgateError,
     PhoneNumberNotFound,
-    PhoneNumberNotOwned,
     PhoneNumberTaken,
     RegisterLimitExceeded,
     UpstreamError,
@@ -51,7 +50,7 @@ from numgate.waba.model import (
     Verification,
 )
 from numgate.waba.phones import normalise_phone, split_phone
-from numgate.waba.upstream import UpstreamPhone, WabaUpstream
+from numgate.waba.upstream import ON_ANOTHER_WABA, UpstreamPhone, WabaUpstream, core_error
 
 log = logging.getLogger("numgate.waba")
 T = TypeVar("T")
@@ -208,11 +207,10 @@ class WabaService:
         fits = number is not None and number.account_id == account_id and appkey in (None, number.appkey)
         if not fits and appkey is not None:
             await self._tenancy.app_of(account_id, appkey, tx)
-        if number is None:
+        if number is None or number.account_id != account_id:
+            # another tenant's number reads exactly like one that does not exist
             where = f"space/app {appkey}" if appkey else "any of your apps"
             raise PhoneNumberNotFound(f"{phone} is not on {where}: attach it first")
-        if number.account_id != account_id:
-            raise PhoneNumberNotOwned(f"{phone} is not on any app of this account")
         if appkey is not None and number.appkey != appkey:
             raise PhoneNumberNotFound(f"{phone} is not in space/app {appkey} (it is in {number.appkey})")
         return number
@@ -262,7 +260,15 @@ class WabaService:
             number = self._record(existing)
             if number.app_id == app.id:
                 return number
-            raise PhoneNumberTaken(f"{full} is already attached to another app; detach it there first")
+            if account_id is not None and number.account_id != account_id:
+                # another tenant's number: the answer the upstream gives for a number on another
+                # WhatsApp Business Account, so that a tenant learns nothing about other tenants
+                raise core_error(ON_ANOTHER_WABA, "adding the number")
+            owner = f" of account {number.account_id}" if account_id is None else ""
+            raise PhoneNumberTaken(
+                f"{full} is already attached to app {number.appkey}{owner}; delete it there first "
+                "(numgate admin number delete)"
+            )
         upstream_id = await self._upstream(self.upstream.add_number(cc, national, name), "adding the number")
         now = self._clock.time_ms()
         try:
@@ -289,6 +295,25 @@ class WabaService:
         log.info("number attached", extra={"account": app.account_id, "app": app.id})
         async with self._db.read() as tx:
             return self._record(await tx.one(BY_PHONE, phone=full))
+
+    async def delete_number(self, phone: str) -> PhoneNumber:
+        """Detach a number from numgate (the operator's command): its code requests and
+        (de)registration history go with it. The upstream keeps the number as it is."""
+        phone = normalise_phone(phone)
+        async with self._db.write() as tx:
+            row = await tx.one(BY_PHONE_LOCKED, phone=phone)
+            if row is None:
+                raise PhoneNumberNotFound(f"{phone} is not attached to any app")
+            number = self._record(row)
+            await tx.run(delete(waba_code_requests).where(cr.number_id == number.id))
+            await tx.run(delete(waba_register_events).where(ev.number_id == number.id))
+            await tx.run(delete(waba_numbers).where(wn.id == number.id))
+        log.info("number detached", extra={"account": number.account_id, "app": number.app_id})
+        return number
+
+    @staticmethod
+    async def app_has_numbers(tx: Tx, app_id: int) -> bool:
+        return await tx.one(select(wn.id).where(wn.app_id == app_id).limit(1)) is not None
 
     # verification codes --------------------------------------------------------------------
 

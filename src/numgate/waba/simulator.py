@@ -20,11 +20,13 @@ ending   failing call           Graph error it imitates
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import random
 from dataclasses import dataclass
 
+import argon2
 from sqlalchemy import bindparam, insert, select, update
 
 from numgate.clock import Clock
@@ -32,13 +34,10 @@ from numgate.db.direct import Database, Row, Statement
 from numgate.db.tables import sandbox_outbox, sandbox_phones
 from numgate.errors import CodeMismatch, UpstreamError
 from numgate.waba.model import CodeMethod
-from numgate.waba.upstream import GraphFailure, UpstreamPhone, core_error
+from numgate.waba.upstream import ON_ANOTHER_WABA, GraphFailure, UpstreamPhone, core_error
 
 MAGIC: dict[str, tuple[str, GraphFailure]] = {
-    "9901": (
-        "add",
-        GraphFailure(100, "Invalid parameter: the number is already on another WhatsApp Business Account"),
-    ),
+    "9901": ("add", ON_ANOTHER_WABA),
     "9902": ("request_code", GraphFailure(136024, "Request code error")),
     "9903": ("verify_code", GraphFailure(136025, "Verify code error")),
     "9904": ("read", GraphFailure(1, "An unknown error occurred")),
@@ -85,6 +84,20 @@ SEND = Statement(
         {c: bindparam(c) for c in ("phone", "channel", "locale", "text", "created_ms")}
     )
 )
+
+
+PIN_HASHER = argon2.PasswordHasher()
+
+
+def pin_matches(stored: str, pin: str) -> bool:
+    """Whether ``pin`` is the one ``stored`` was made from (argon2; a SHA-256 hex digest kept by an
+    older numgate is read once and replaced on the next registration)."""
+    if not stored.startswith("$argon2"):
+        return hmac.compare_digest(stored, hashlib.sha256(pin.encode()).hexdigest())
+    try:
+        return PIN_HASHER.verify(stored, pin)
+    except argon2.exceptions.VerificationError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -173,18 +186,18 @@ class SimulatedWhatsApp:
             await tx.run(SET_VERIFIED, pid=upstream_id)
 
     async def register(self, upstream_id: str, pin: str) -> None:
-        self._fail("register", (await self._row(upstream_id))["phone"])
-        pin_hash = hashlib.sha256(pin.encode()).hexdigest()
+        row = await self._row(upstream_id)
+        self._fail("register", row["phone"])
+        if not row["verified"]:
+            raise core_error(GraphFailure(133006, "Phone number re-verification needed"), DURING["register"])
+        # the PIN is kept as Meta would keep it: a slow, salted hash (argon2), checked off the loop
+        stored = row["pin_hash"]
+        if stored is not None and not await asyncio.to_thread(pin_matches, stored, pin):
+            raise core_error(GraphFailure(133005, "Two step verification PIN Mismatch"), DURING["register"])
+        pin_hash = stored if stored is not None and stored.startswith("$argon2") else None
+        if pin_hash is None:
+            pin_hash = await asyncio.to_thread(PIN_HASHER.hash, pin)
         async with self._db.write() as tx:
-            row = self._known(await tx.one(PHONE_BY_ID, pid=upstream_id), upstream_id)
-            if not row["verified"]:
-                raise core_error(
-                    GraphFailure(133006, "Phone number re-verification needed"), DURING["register"]
-                )
-            if row["pin_hash"] is not None and not hmac.compare_digest(row["pin_hash"], pin_hash):
-                raise core_error(
-                    GraphFailure(133005, "Two step verification PIN Mismatch"), DURING["register"]
-                )
             await tx.run(SET_REGISTERED, pid=upstream_id, registered=True, pin_hash=pin_hash)
 
     async def deregister(self, upstream_id: str) -> None:

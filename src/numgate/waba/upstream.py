@@ -65,6 +65,12 @@ class GraphFailure:
     subcode: int | None = None
 
 
+#: Graph's refusal to add a number that is on another WhatsApp Business Account
+ON_ANOTHER_WABA = GraphFailure(
+    100, "Invalid parameter: the number is already on another WhatsApp Business Account"
+)
+
+
 def core_error(failure: GraphFailure, during: str) -> e.NumgateError:
     """The core error for a Graph error met while doing ``during`` (e.g. "requesting a code")."""
     what = f"the WhatsApp upstream refused {during}: {failure.message} (Graph code {failure.code})"

@@ -55,6 +55,8 @@ class Reply:
 
 
 Handler = Callable[[Incoming], Awaitable[Reply]]
+#: renders a refusal made before the handler runs (413: body too large) in the door's envelope
+Refuse = Callable[[int, str], Reply]
 
 
 def json_reply(status: int, data: Any) -> Reply:
@@ -73,22 +75,60 @@ def not_allowed(method: str, path: str) -> dict[str, Any]:
 INTERNAL_ERROR = error_body(500, "Internal server error")
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes | None:
+    """The request body, read in linear time; None if the client went away. Raises BodyTooLarge
+    as soon as the declared length or the bytes received pass ``limit`` (the rest is not read)."""
+    if declared is not None and declared > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for k, v in scope["headers"]:
+        if k == b"content-length":
+            try:
+                return int(v)
+            except ValueError:
+                return None
+    return None
+
+
 class Dispatch:
-    """Exact-path routes ahead of a fallback ASGI app (Starlette)."""
+    """Exact-path routes ahead of a fallback ASGI app (Starlette). Bodies over ``max_body``
+    bytes get 413 in the route's door's envelope, and the connection is closed unread."""
 
-    def __init__(self, fallback: ASGIApp) -> None:
+    def __init__(self, fallback: ASGIApp, max_body: int = 1024 * 1024) -> None:
         self._fallback = fallback
-        self._routes: dict[str, tuple[frozenset[str], Handler]] = {}
+        self.max_body = max_body
+        self._routes: dict[str, tuple[frozenset[str], Handler, Refuse]] = {}
 
-    def add(self, path: str, methods: tuple[str, ...], handler: Handler) -> None:
-        self._routes[path] = (frozenset(methods), handler)
+    def add(self, path: str, methods: tuple[str, ...], handler: Handler, refuse: Refuse) -> None:
+        self._routes[path] = (frozenset(methods), handler, refuse)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self._routes.get(scope["path"]) if scope["type"] == "http" else None
         if route is None:
             await self._fallback(scope, receive, send)
             return
-        methods, handler = route
+        methods, handler, refuse = route
         method = scope["method"]
         if method not in methods:
             allowed = ", ".join(sorted(methods))
@@ -96,14 +136,16 @@ class Dispatch:
             reply.headers = {"Allow": allowed}
             await _send(send, reply)
             return
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client went away: nothing to answer
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
+        try:
+            body = await read_body(receive, self.max_body, _declared_length(scope))
+        except BodyTooLarge:
+            reply = refuse(413, f"the request body is larger than {self.max_body} bytes (NUMGATE_MAX_BODY)")
+            reply.headers = {**(reply.headers or {}), "Connection": "close"}
+            scope.setdefault("state", {})["code"] = 413
+            await _send(send, reply)
+            return
+        if body is None:
+            return  # the client went away: nothing to answer
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
         headers: dict[str, str] = {}
         repeated = False

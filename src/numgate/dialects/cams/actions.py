@@ -24,17 +24,21 @@ class Action:
     name: str
     required: tuple[str, ...]
     run: Callable[[Core, KeyGrant, Params], Awaitable[Payload]]
+    #: the core operations it performs (tenancy/operations.py)
+    operations: tuple[str, ...]
 
 
 ACTIONS: dict[str, Action] = {}
 
 
-def action(*required: str) -> Callable[[Callable[[Core, KeyGrant, Params], Awaitable[Payload]]], Any]:
+def action(
+    *required: str, ops: tuple[str, ...]
+) -> Callable[[Callable[[Core, KeyGrant, Params], Awaitable[Payload]]], Any]:
     def register(fn: Callable[[Core, KeyGrant, Params], Awaitable[Payload]]) -> Any:
         name = "".join(
             part.capitalize() if part != "chatapp" else "Chatapp" for part in fn.__name__.split("_")
         )
-        ACTIONS[name] = Action(name, required, fn)
+        ACTIONS[name] = Action(name, required, fn, ops)
         return fn
 
     return register
@@ -66,7 +70,7 @@ def _space(p: Params) -> str:
     return p["CustSpaceId"]
 
 
-@action("CustSpaceId", "PhoneNumber")
+@action("CustSpaceId", "PhoneNumber", ops=("whatsapp:readNumber",))
 async def get_phone_number_verification_status(core: Core, grant: KeyGrant, p: Params) -> Payload:
     n = await core.waba.number(grant.account.id, p["PhoneNumber"], _space(p))
     return {
@@ -78,38 +82,38 @@ async def get_phone_number_verification_status(core: Core, grant: KeyGrant, p: P
     }
 
 
-@action("CustSpaceId", "PhoneNumber", "Method", "Locale")
+@action("CustSpaceId", "PhoneNumber", "Method", "Locale", ops=("whatsapp:requestCode",))
 async def get_chatapp_verify_code(core: Core, grant: KeyGrant, p: Params) -> Payload:
     method = CodeMethod.parse(p["Method"], "Method")
     await core.waba.request_code(grant.account.id, p["PhoneNumber"], method, p["Locale"], _space(p))
     return {"Success": True}
 
 
-@action("CustSpaceId", "PhoneNumber", "VerifyCode")
+@action("CustSpaceId", "PhoneNumber", "VerifyCode", ops=("whatsapp:verifyCode", "whatsapp:register"))
 async def chatapp_verify_and_register(core: Core, grant: KeyGrant, p: Params) -> Payload:
     await core.waba.verify_and_register(grant.account.id, p["PhoneNumber"], p["VerifyCode"], _space(p))
     return {"Success": True}
 
 
-@action("CustSpaceId", "PhoneNumber")
+@action("CustSpaceId", "PhoneNumber", ops=("whatsapp:register",))
 async def chatapp_phone_number_register(core: Core, grant: KeyGrant, p: Params) -> Payload:
     await core.waba.register(grant.account.id, p["PhoneNumber"], _space(p))
     return {"Success": True}
 
 
-@action("CustSpaceId", "PhoneNumber")
+@action("CustSpaceId", "PhoneNumber", ops=("whatsapp:deregister",))
 async def chatapp_phone_number_deregister(core: Core, grant: KeyGrant, p: Params) -> Payload:
     await core.waba.deregister(grant.account.id, p["PhoneNumber"], _space(p))
     return {}
 
 
-@action("CustSpaceId", "Cc", "PhoneNumber", "VerifiedName")
+@action("CustSpaceId", "Cc", "PhoneNumber", "VerifiedName", ops=("whatsapp:addNumber",))
 async def add_chatapp_phone_number(core: Core, grant: KeyGrant, p: Params) -> Payload:
     await core.waba.add_number(grant.account.id, _space(p), p["PhoneNumber"], p["VerifiedName"], cc=p["Cc"])
     return {"Success": True}
 
 
-@action()
+@action(ops=("whatsapp:listNumbers",))
 async def query_chatapp_phone_numbers(core: Core, grant: KeyGrant, p: Params) -> Payload:
     numbers = await core.waba.list_numbers(
         grant.account.id, p.get("CustSpaceId") or None, p.get("Status") or None
@@ -117,13 +121,13 @@ async def query_chatapp_phone_numbers(core: Core, grant: KeyGrant, p: Params) ->
     return {"Success": True, "PhoneNumbers": [phone_item(n) for n in numbers]}
 
 
-@action("CustSpaceId")
+@action("CustSpaceId", ops=("whatsapp:syncNumbers",))
 async def chatapp_sync_phone_number(core: Core, grant: KeyGrant, p: Params) -> Payload:
     numbers = await core.waba.sync(grant.account.id, _space(p))
     return {"Success": True, "PhoneNumbers": [phone_item(n) for n in numbers]}
 
 
-@action("CustSpaceId", "PhoneNumber")
+@action("CustSpaceId", "PhoneNumber", ops=("whatsapp:readProfile",))
 async def query_phone_business_profile(core: Core, grant: KeyGrant, p: Params) -> Payload:
     pr = (await core.waba.number(grant.account.id, p["PhoneNumber"], _space(p))).profile
     return {
@@ -140,7 +144,7 @@ async def query_phone_business_profile(core: Core, grant: KeyGrant, p: Params) -
     }
 
 
-@action("CustSpaceId", "PhoneNumber")
+@action("CustSpaceId", "PhoneNumber", ops=("whatsapp:updateProfile",))
 async def modify_phone_business_profile(core: Core, grant: KeyGrant, p: Params) -> Payload:
     websites: tuple[str, ...] | None = None
     if p.get("Websites"):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-
 from numgate import errors as e
 
 DOCS = "See numgate docs/whatsapp.md, section 'CAMS error codes'."
@@ -18,6 +16,9 @@ class CamsCode:
     code: str
     #: the vendor's fixed text; None: the core error's own message (it says what to fix)
     text: str | None = None
+    #: the core error's message goes into Recommend (never for outages and bugs: it could
+    #: carry a driver's or a stack's words)
+    explain: bool = True
 
     def render(self, exc: BaseException) -> tuple[str, str, str]:
         """(Code, Message, Recommend)."""
@@ -27,13 +28,20 @@ class CamsCode:
             return f"Missing{name}", f"{name} is mandatory for this action.", DOCS
         if self.text is None:
             return self.code, detail, DOCS
-        return self.code, self.text, f"{detail}. {DOCS}" if detail and detail != self.text else DOCS
+        if not self.explain or not detail or detail == self.text:
+            return self.code, self.text, DOCS
+        return self.code, self.text, f"{detail}. {DOCS}"
 
 
 UNOWNED = CamsCode(400, "Unknown.ResourceOwnerId", "The resource does not belong to the current user.")
-INTERNAL = CamsCode(500, "InternalError", "The request processing has failed due to some unknown error.")
+INTERNAL = CamsCode(
+    500, "InternalError", "The request processing has failed due to some unknown error.", explain=False
+)
 UNAVAILABLE = CamsCode(
-    503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server."
+    503,
+    "ServiceUnavailable",
+    "The request has failed due to a temporary failure of the server.",
+    explain=False,
 )
 
 TABLE: dict[type[BaseException], CamsCode] = {
@@ -41,7 +49,6 @@ TABLE: dict[type[BaseException], CamsCode] = {
     e.InvalidRequest: CamsCode(400, "InvalidParameter"),
     e.AppNotFound: UNOWNED,
     e.AppNotOwned: UNOWNED,
-    e.PhoneNumberNotOwned: UNOWNED,
     e.PhoneNumberNotFound: CamsCode(400, "PhoneNumber.NotFound"),
     e.NotFound: UNOWNED,
     e.BusinessNotEnabled: CamsCode(
@@ -64,10 +71,8 @@ TABLE: dict[type[BaseException], CamsCode] = {
     e.RegisterLimitExceeded: CamsCode(400, "PhoneNumber.RegisterLimitExceeded"),
     e.UpstreamError: CamsCode(502, "Upstream.Error"),
     e.NumgateError: INTERNAL,
-    # the database is unreachable or locked past its timeout: worth retrying
-    e.StorageUnavailable: UNAVAILABLE,
-    OperationalError: UNAVAILABLE,
-    InterfaceError: UNAVAILABLE,
+    # the database or Redis is down, or too slow: worth retrying
+    e.Unavailable: UNAVAILABLE,
     Exception: INTERNAL,
 }
 

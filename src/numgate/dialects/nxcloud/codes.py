@@ -49,6 +49,7 @@ class Code:
 
 SUBMIT_CODES: dict[type[BaseException], Code] = {
     e.ActionNotAllowed: Code(1005, "Insufficient permissions", detail=True),
+    e.BusinessNotEnabled: Code(1005, "Insufficient permissions", detail=True),
     e.InvalidRequest: Code(201, "Parameter error or empty", detail=True),
     e.UnknownCountry: Code(203, "Country operator information not recognized"),
     e.InvalidCheckLevel: Code(207, "Invalid check type"),
@@ -62,16 +63,20 @@ SUBMIT_CODES: dict[type[BaseException], Code] = {
     e.PriceNotFound: Code(205, "No application pricing found"),
     e.InsufficientBalance: Code(211, "Insufficient customer balance"),
     e.LimitExceeded: Code(288, "Request failed", detail=True),
+    # a dependency is down: "try again" (the X-Numgate-Error-Detail header names it)
+    e.Unavailable: Code(299, "System error"),
     e.NumgateError: Code(299, "System error"),
     Exception: Code(299, "System error"),
 }
 
 QUERY_CODES: dict[type[BaseException], Code] = {
     e.ActionNotAllowed: Code(1005, "Insufficient permissions", detail=True),
+    e.BusinessNotEnabled: Code(1005, "Insufficient permissions", detail=True),
     e.InvalidRequest: Code(88, "Parameter error", detail=True),
     e.AppNotFound: SUBMIT_CODES[e.AppNotFound],
     e.AppNotOwned: SUBMIT_CODES[e.AppNotOwned],
     e.LimitExceeded: Code(288, "Request failed", detail=True),
+    e.Unavailable: Code(299, "System error"),
     e.NumgateError: Code(299, "System error"),
     Exception: Code(299, "System error"),
 }
@@ -87,13 +92,13 @@ INTEGRATOR_CODES: dict[type[BaseException], Code] = {
     e.AppNotOwned: Code(9010, "appkey belongs to another customer"),
     e.AppLimitReached: Code(9009, "More than 1000 customer apps"),
     e.PhoneNumberNotFound: Code(-1, "Request failed", detail=True),
-    e.PhoneNumberNotOwned: Code(-1, "Request failed", detail=True),
     e.ActionNotAllowed: Code(1005, "Insufficient permissions", detail=True),
     e.Onboarding: Code(-1, "Request failed", detail=True),
     e.LimitExceeded: Code(-1, "Request failed", detail=True),
     e.UpstreamError: Code(9001, "System business error", detail=True),
-    e.StorageUnavailable: Code(9001, "System business error", detail=True),
-    e.NumgateError: Code(9001, "System business error", detail=True),
+    # a dependency is down: a fixed text, never the driver's words
+    e.Unavailable: Code(9001, "System business error"),
+    e.NumgateError: Code(9001, "System business error"),
     Exception: Code(-1, "Request failed"),
 }
 

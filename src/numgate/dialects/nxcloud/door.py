@@ -13,8 +13,9 @@ import orjson
 from numgate.core import Core
 from numgate.dialects.nxcloud import codes
 from numgate.dialects.nxcloud.codes import Family
-from numgate.dialects.nxcloud.signing import ALGORITHMS, compute_sign
-from numgate.errors import NotIntegrator, NumgateError
+from numgate.dialects.nxcloud.signing import ALGORITHMS, accepted_signs
+from numgate.errors import NotIntegrator, NumgateError, Unavailable
+from numgate.replay import Done, ReplayMismatch
 from numgate.tenancy.service import KeyGrant
 from numgate.web.wire import Incoming
 from numgate.web.wire import Reply as HttpReply
@@ -22,8 +23,11 @@ from numgate.web.wire import Reply as HttpReply
 log = logging.getLogger("numgate.nxcloud")
 
 WINDOW_MS = 60_000
+#: a ts of more digits than this is no millisecond time (and would be a huge integer)
+TS_DIGITS = 16
 REQUIRED_HEADERS = ("accesskey", "ts", "biztype", "action", "sign")
-BUSINESS = {"1": "number_check", "2": "whatsapp"}
+#: what the X-Numgate-Error-Detail header says when a dependency is down (never a driver's text)
+UNAVAILABLE_DETAIL = "numgate cannot reach its {dependency} right now; retry in a few seconds"
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,9 @@ class Endpoint:
     action: str
     family: Family
     handler: Handler
-    #: the RAM-style action name used by rate limits and key policies
-    permission: str
+    #: the core operations it performs (tenancy/operations.py): the business switch, the key's
+    #: allow-list and the rate limit apply to them
+    operations: tuple[str, ...]
     #: only integrator accounts may call it (NXCloud 9007 otherwise)
     integrators_only: bool = False
 
@@ -58,8 +63,25 @@ def _auth_failure(ep: Endpoint, code: tuple[int, str], detail: str, state: dict[
     return _json(codes.render(ep.family, code[0], code[1], None), detail)
 
 
+def _unavailable(ep: Endpoint, exc: Unavailable, state: dict[str, Any]) -> HttpReply:
+    c = codes.code_for(ep.family, exc)
+    state["code"] = c.code
+    return _json(
+        codes.render(ep.family, c.code, c.text, codes.FAILURE_DATA[ep.family]),
+        UNAVAILABLE_DETAIL.format(dependency=exc.dependency),
+    )
+
+
 async def serve_endpoint(core: Core, ep: Endpoint, request: Incoming) -> HttpReply:
-    """Authenticate in the spec's order (1001, 1004, 1005, 1003, 1002, 1005), then run once."""
+    """Authenticate in the spec's order (1001, 1004, 1005, 1003, 1002, 1005), then run once. A
+    dependency that is down (database, Redis) is the family's "system error", whatever the step."""
+    try:
+        return await _serve(core, ep, request)
+    except Unavailable as exc:
+        return _unavailable(ep, exc, request.state)
+
+
+async def _serve(core: Core, ep: Endpoint, request: Incoming) -> HttpReply:
     headers = request.headers
     raw = request.body
     state = request.state
@@ -71,23 +93,19 @@ async def serve_endpoint(core: Core, ep: Endpoint, request: Incoming) -> HttpRep
 
     ts = values["ts"]
     now_ms = core.clock.time_ms()
-    if not ts.isdigit() or abs(now_ms - int(ts)) > WINDOW_MS:
-        what = (
-            "ts must be the client time in milliseconds"
-            if not ts.isdigit()
-            else (f"ts differs from server time by {abs(now_ms - int(ts))} ms (allowed: {WINDOW_MS})")
+    if not (ts.isascii() and ts.isdigit() and len(ts) <= TS_DIGITS):
+        return _auth_failure(
+            ep, codes.TIMESTAMP_EXPIRED, "ts must be the client time in milliseconds (ASCII digits)", state
         )
+    if abs(now_ms - int(ts)) > WINDOW_MS:
+        what = f"ts differs from server time by {abs(now_ms - int(ts))} ms (allowed: {WINDOW_MS})"
         return _auth_failure(ep, codes.TIMESTAMP_EXPIRED, what, state)
 
     access_key = values["accesskey"]
     grant = await core.tenancy.grant(access_key)
-    if grant is None or not grant.enabled:
-        return _auth_failure(
-            ep,
-            codes.INSUFFICIENT_PERMISSIONS,
-            "unknown access key" if grant is None else "this access key is disabled",
-            state,
-        )
+    if grant is None or grant.refusal is not None:
+        why = "unknown access key" if grant is None else grant.refusal
+        return _auth_failure(ep, codes.INSUFFICIENT_PERMISSIONS, why or "", state)
     state["account"] = grant.account.id
 
     algorithm = headers.get("algorithm", "md5").strip().lower() or "md5"
@@ -96,9 +114,11 @@ async def serve_endpoint(core: Core, ep: Endpoint, request: Incoming) -> HttpRep
             ep, codes.PARAMETER_ERROR, f"unknown algorithm {algorithm!r}: use md5 or sha256", state
         )
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    expected = compute_sign(access_key, values["biztype"], values["action"], ts, raw, grant.secret, algorithm)
     sign = values["sign"].lower()
-    if not hmac.compare_digest(expected.encode(), sign.encode()):
+    expected = accepted_signs(
+        access_key, values["biztype"], values["action"], ts, raw, grant.secret, algorithm
+    )
+    if not any(hmac.compare_digest(e.encode(), sign.encode()) for e in expected):
         return _auth_failure(ep, codes.INVALID_SIGNATURE, "the signature does not match this request", state)
     if content_type != "application/json":
         return _auth_failure(ep, codes.INVALID_SIGNATURE, "Content-Type must be application/json", state)
@@ -111,33 +131,53 @@ async def serve_endpoint(core: Core, ep: Endpoint, request: Incoming) -> HttpRep
         body = orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError:
         return _auth_failure(ep, codes.PARAMETER_ERROR, "the body is not valid JSON", state)
+    if body == []:  # an empty array: no parameters, like an empty body (docs/nxcloud.md)
+        body = {}
     if not isinstance(body, dict):
         return _auth_failure(ep, codes.PARAMETER_ERROR, "the body must be a JSON object", state)
-    if not getattr(grant.account, BUSINESS[ep.biz_type]):
-        return _auth_failure(ep, codes.INSUFFICIENT_PERMISSIONS, "this account lacks this business", state)
 
     state["code"] = "replayed"
 
-    async def run() -> bytes:
-        reply = await _execute(core, ep, grant, body)
+    async def run() -> Done:
+        reply, executed = await _execute(core, ep, grant, body)
         state["code"] = reply.code
-        return codes.render(ep.family, reply.code, reply.message, reply.data)
+        return Done(codes.render(ep.family, reply.code, reply.message, reply.data), remember=executed)
 
-    # a replay inside the window gets the first reply; the work is never done twice
-    reply_bytes = await core.replay.once(f"nx:{access_key}:{sign}", 2 * WINDOW_MS / 1000, run)
+    # a replay inside the window gets the first reply (the work is never done twice); the same
+    # signature sent to another endpoint is refused
+    try:
+        reply_bytes = await core.replay.once(
+            f"nx:{access_key}:{sign}", 2 * WINDOW_MS / 1000, f"{request.method} {request.path}", run
+        )
+    except ReplayMismatch:
+        return _auth_failure(
+            ep, codes.INVALID_SIGNATURE, "this signature was already used for another endpoint", state
+        )
     return _json(reply_bytes)
 
 
-async def _execute(core: Core, ep: Endpoint, grant: KeyGrant, body: dict[str, Any]) -> Reply:
+async def _execute(core: Core, ep: Endpoint, grant: KeyGrant, body: dict[str, Any]) -> tuple[Reply, bool]:
+    """The reply, and whether it is remembered for replays (refusals before the work are not)."""
     try:
-        await core.limits.admit(grant, ep.permission)
+        await core.admission.admit(grant, *ep.operations)
         if ep.integrators_only and not grant.account.integrator:
             raise NotIntegrator("only integrator accounts may call the integrator endpoints")
-        return await ep.handler(core, grant, body)
+    except Unavailable:
+        raise
     except NumgateError as exc:
-        c = codes.code_for(ep.family, exc)
-        return Reply(c.code, c.message(exc), codes.FAILURE_DATA[ep.family])
+        return _failure(ep, exc), False
+    try:
+        return await ep.handler(core, grant, body), True
+    except Unavailable:
+        raise
+    except NumgateError as exc:
+        return _failure(ep, exc), True
     except Exception as exc:  # a bug: log it, answer in the envelope, never a traceback
         log.exception("unhandled error on %s", ep.path)
         c = codes.code_for(ep.family, exc)
-        return Reply(c.code, c.text, codes.FAILURE_DATA[ep.family])
+        return Reply(c.code, c.text, codes.FAILURE_DATA[ep.family]), True
+
+
+def _failure(ep: Endpoint, exc: NumgateError) -> Reply:
+    c = codes.code_for(ep.family, exc)
+    return Reply(c.code, c.message(exc), codes.FAILURE_DATA[ep.family])

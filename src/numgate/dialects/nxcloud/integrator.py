@@ -9,7 +9,6 @@ import phonenumbers
 from numgate.core import Core
 from numgate.dialects.nxcloud import fields
 from numgate.dialects.nxcloud.door import Reply
-from numgate.numbers.service import validate_callback_url
 from numgate.tenancy.service import KeyGrant
 from numgate.waba.model import CodeMethod, PhoneNumber, Registration, Verification
 
@@ -63,8 +62,7 @@ async def login(core: Core, grant: KeyGrant, body: dict[str, Any]) -> Reply:
 async def create_app(core: Core, grant: KeyGrant, body: dict[str, Any]) -> Reply:
     name = fields.text(body, "app_name", required=True) or ""
     webhook = fields.text(body, "webhook", required=True) or ""
-    validate_callback_url(webhook, "webhook")
-    app = await core.tenancy.create_app(grant.account.id, name, webhook)
+    app = await core.tenancy.create_app(grant.account.id, name, webhook, url_field="webhook")
     return Reply(0, OK, {"app_id": app.id, "app_name": app.name, "app_key": app.appkey})
 
 

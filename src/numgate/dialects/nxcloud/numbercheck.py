@@ -16,6 +16,8 @@ from numgate.numbers.classify import Basic, NumberKind
 from numgate.numbers.results import CheckResult, Level, Outcome
 from numgate.tenancy.service import KeyGrant
 
+NOT_CHECKED_YET = "not checked yet"
+
 #: core outcome → (callback code, msg)
 OUTCOME_CODES: dict[Outcome, tuple[int, str]] = {
     Outcome.OK: (0, "success"),
@@ -99,7 +101,7 @@ async def submit(core: Core, grant: KeyGrant, body: dict[str, Any]) -> Reply:
         appkey=appkey,
         phone=phone,
         level=level,
-        batch_no=str(batch_no) if batch_no not in (None, "") else None,
+        batch_no=fields.clean("batchNo", str(batch_no)) if batch_no not in (None, "") else None,
         dr_url=fields.text(body, "drUrl"),
     )
     return Reply(0, "success", {"messageId": sub.message_id, "batchNo": sub.batch_no})
@@ -123,6 +125,12 @@ def _query_row(row: Any) -> dict[str, Any]:
         "phone": row.phone,
         "checkLevel": int(row.level),
     }
+    # numgate's addition: the number's callback code and msg ("" and "not checked yet" before
+    # its check ends), so that a failed number (112, 114, 122 …) is told from a pending one
+    if r is None:
+        out["code"], out["msg"] = "", NOT_CHECKED_YET
+    else:
+        out["code"], out["msg"] = OUTCOME_CODES[r.outcome]
     for k in (
         "preCheck",
         "regionCode",

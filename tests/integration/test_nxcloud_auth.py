@@ -6,18 +6,17 @@ import json
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import RunningServer, Tenant, make_tenant
+from conftest import RunningServer, Tenant, load_vectors, make_tenant
 from numgate.client import NxClient, headers_for
 from numgate.clock import FixedClock
 from numgate.dialects.nxcloud.signing import compute_sign
 
-VECTORS = json.loads((Path(__file__).parents[2] / "shared" / "spec" / "vectors.json").read_text())["nxcloud"]
+VECTORS = load_vectors()["nxcloud"]
 CHECK = "/api/number/check"
 QUERY = "/api/number/query"
 
@@ -130,8 +129,15 @@ def test_1004_window_is_60000_ms_both_ways(make_server: Any) -> None:
 
 def test_1005_unknown_and_disabled_key(server: RunningServer, tenant: Tenant) -> None:
     assert post(server, QUERY, tenant, QBODY, accessKey="nosuchkey")["code"] == 1005
-    server.call(lambda core: core.tenancy.disable_key(tenant.access_key))
+    server.call(lambda core: core.tenancy.set_key_enabled(tenant.access_key, False))
     assert post(server, QUERY, tenant, QBODY)["code"] == 1005
+    server.call(lambda core: core.tenancy.set_key_enabled(tenant.access_key, True))
+    assert post(server, QUERY, tenant, QBODY)["code"] != 1005
+    # a disabled account's keys are refused too, on every door, until it is enabled again
+    server.call(lambda core: core.tenancy.set_account_enabled(tenant.account_id, False))
+    assert post(server, QUERY, tenant, QBODY)["code"] == 1005
+    server.call(lambda core: core.tenancy.set_account_enabled(tenant.account_id, True))
+    assert post(server, QUERY, tenant, QBODY)["code"] != 1005
 
 
 def test_1005_is_checked_before_1003(server: RunningServer, tenant: Tenant) -> None:

@@ -218,23 +218,46 @@ def test_errors_reach_the_sdk_as_the_real_service_would(server: RunningServer, s
 
 
 def test_another_accounts_space_and_number_are_not_yours(server: RunningServer, sdk: Any, space: str) -> None:
+    """Another tenant's space or number answers exactly as one that does not exist: a tenant
+    cannot tell from numgate's answers which numbers other tenants have."""
     other = make_tenant(server, name="other")
     other_space = new_space(server, other.account_id)
     add_number(server, other_space, "4915112345678")
-    for spc, phone in ((other_space, "4915112345678"), (space, "4915112345678")):
-        exc = sdk_error(
+
+    def status_error(spc: str, phone: str) -> Any:
+        return sdk_error(
             sdk.get_phone_number_verification_status,
             m.GetPhoneNumberVerificationStatusRequest(cust_space_id=spc, phone_number=phone),
         )
+
+    for spc in (other_space, "cams-nosuchspace"):
+        exc = status_error(spc, "4915112345678")
         assert (exc.status_code, exc.code) == (400, "Unknown.ResourceOwnerId")
-    # attaching a number that is on another account's space is refused, not moved
-    exc = sdk_error(
-        sdk.add_chatapp_phone_number,
-        m.AddChatappPhoneNumberRequest(
-            cust_space_id=space, cc="49", phone_number="15112345678", verified_name="X"
-        ),
+    theirs, nobodys = status_error(space, "4915112345678"), status_error(space, "4915112340000")
+    assert (
+        (theirs.status_code, theirs.code)
+        == (nobodys.status_code, nobodys.code)
+        == (400, "PhoneNumber.NotFound")
     )
-    assert exc.code == "InvalidParameter" and "already attached" in exc.message
+    assert theirs.data["Message"].replace("4915112345678", "N") == nobodys.data["Message"].replace(
+        "4915112340000", "N"
+    )
+
+    # attaching a number that is on another account's space is refused, not moved, with the
+    # answer the upstream gives for a number on another WhatsApp Business Account (ending 9901)
+    def add_error(national: str) -> Any:
+        return sdk_error(
+            sdk.add_chatapp_phone_number,
+            m.AddChatappPhoneNumberRequest(
+                cust_space_id=space, cc="49", phone_number=national, verified_name="X"
+            ),
+        )
+
+    taken, elsewhere = add_error("15112345678"), add_error("15112349901")
+    assert (
+        (taken.status_code, taken.code) == (elsewhere.status_code, elsewhere.code) == (502, "Upstream.Error")
+    )
+    assert taken.data["Message"] == elsewhere.data["Message"]
 
 
 def test_permission_deny_names_the_action(server: RunningServer, tenant: Tenant, space: str) -> None:

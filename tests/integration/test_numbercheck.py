@@ -301,9 +301,7 @@ def test_receiver_fails_then_recovers(server: RunningServer, tenant: Tenant, rec
 
 
 async def _deliveries(core: Core) -> list[dict[str, Any]]:
-    from numgate.delivery.log import list_deliveries
-
-    return await list_deliveries(core, account_id=None, status=None, limit=100)
+    return [d.to_json() for d in await core.deliveries.recent(limit=100)]
 
 
 def test_callback_marked_failed_after_the_window(
@@ -345,12 +343,73 @@ def test_refused_connection_and_timeouts_are_retried(
 
 
 @pytest.mark.parametrize(
-    "url", ["http://10.1.2.3/cb", "http://169.254.169.254/latest", "http://[::1]:9/x", "http://localhost:9/x"]
+    ("url", "why"),
+    [
+        ("http://10.1.2.3/cb", "a private address"),
+        ("http://169.254.169.254/latest", "a link-local (cloud metadata) address"),
+        ("http://[::1]:9/x", "a loopback address"),
+        ("http://localhost:9/x", "a loopback address"),
+        ("http://2130706433/x", "a loopback address"),  # 127.0.0.1 written as one number
+        ("http://127.1:8080/x", "a loopback address"),
+        ("http://0x7f.1/x", "a loopback address"),
+    ],
 )
-def test_url_guard_refuses_internal_targets(make_server: Any, url: str) -> None:
+def test_internal_callback_targets_are_refused_at_submit(make_server: Any, url: str, why: str) -> None:
+    """An address the outbound guard refuses is refused when it is given (201), in any form
+    inet_aton reads, instead of failing for the whole retry window."""
     srv = make_server(callback_allow=())
     t = make_tenant(srv)
-    submit(srv, t, phone=NG, drUrl=url)
+    r = submit(srv, t, phone=NG, drUrl=url)
+    assert r["code"] == 201 and why in r["msg"] and "NUMGATE_CALLBACK_ALLOW" in r["msg"], r
+    assert srv.call(_count_deliveries) == 0
+    assert ledger_identity(srv, t.account_id).open_reservations == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://user:pw@example.com/cb", "must not carry credentials"),
+        ("https://example.com:99999/cb", "invalid port"),
+        ("http://example.com:0/cb", "port 0"),
+        ("ftp://example.com/cb", "must be an http(s) URL"),
+        ("http://example.com/" + "a" * 2100, "the limit is 2048"),
+        ("http://exa mple.com/", "spaces or control characters"),
+    ],
+)
+def test_unusable_callback_urls_are_refused_at_submit(
+    server: RunningServer, tenant: Tenant, url: str, why: str
+) -> None:
+    r = submit(server, tenant, phone=NG, drUrl=url)
+    assert r["code"] == 201 and r["msg"].startswith("drUrl ") and why in r["msg"], r
+
+
+def test_canonical_address_is_stored(make_server: Any, receiver: Receiver) -> None:
+    """``127.1`` is 127.0.0.1: allowed here (loopback is), stored and called in its canonical form."""
+    srv = make_server()
+    t = make_tenant(srv)
+    port = receiver.base_url.rsplit(":", 1)[1]
+    assert submit(srv, t, phone=NG, drUrl=f"http://127.1:{port}/canon")["code"] == 0
+    receiver.wait_for(1, "/canon")
+    (row,) = srv.call(_deliveries)
+    assert row["url"] == f"http://127.0.0.1:{port}/canon"
+
+
+def test_url_guard_refuses_a_stored_internal_target_when_sending(make_server: Any) -> None:
+    """A URL that passed an older numgate's checks (stored before them) is still refused by the
+    guard when the callback is sent, once, for good."""
+    srv = make_server(callback_allow=())
+    t = make_tenant(srv)
+
+    async def store_old_url(core: Core) -> None:
+        from sqlalchemy import update
+
+        from numgate.db.tables import apps
+
+        async with core.db.write() as tx:
+            await tx.run(update(apps).where(apps.c.id == t.app_id).values(callback_url="http://10.1.2.3/cb"))
+
+    srv.call(store_old_url)
+    assert submit(srv, t, phone=NG)["code"] == 0
     end = time.monotonic() + 10
     while time.monotonic() < end:
         rows = srv.call(_deliveries)
@@ -419,15 +478,15 @@ def test_callbacks_handed_over_in_memory_survive_a_crash(
     submit(srv, t, phone=",".join(f"2348031{n:06d}" for n in range(30)), drUrl=receiver.url())
 
     async def check_then_die(core: Core) -> int:
-        from numgate.delivery.worker import Handoff
+        from numgate.delivery.outbox import Handoff
         from numgate.numbers.check import BasicChecks
         from numgate.numbers.worker import CheckWorker
 
-        handoff = core.callback_handoff = Handoff()
+        handoff = core.outbox.handoff = Handoff()
         try:
             done = await CheckWorker(core, BasicChecks(0)).run_once()
         finally:
-            core.callback_handoff = None
+            core.outbox.handoff = None
         leased = handoff.take()
         assert leased is not None and len(leased.rows) == 30 and handoff.take() is None
         return done  # … and the process "dies" with the hand-over unsent
@@ -437,19 +496,17 @@ def test_callbacks_handed_over_in_memory_survive_a_crash(
 
         return await drain(core)
 
-    async def lease_s(core: Core) -> float:
-        from numgate.delivery.worker import lease_ms
-
-        return lease_ms(core, handed_over=True) / 1000
-
     assert srv.call(check_then_die) == 30
     bal = ledger_identity(srv, t.account_id)
     assert bal.charges == 30 * 100 and bal.open_reservations == 0
     assert srv.call(drain_deliveries) == 0  # leased to the dead process: not yet
-    lease = srv.call(lease_s)
+    rows = srv.call(_deliveries)  # the log shows them in flight while their lease runs …
+    assert {r["status"] for r in rows} == {"in-flight"}
+    lease = settings.worker_lease_s
     clock.advance(seconds=lease - 5)
-    assert srv.call(drain_deliveries) == 0  # a hand-over may wait behind four batches: still its
-    clock.advance(seconds=6)  # the lease ran out
+    assert srv.call(drain_deliveries) == 0  # the lease is NUMGATE_WORKER_LEASE, no more
+    clock.advance(seconds=6)  # the lease ran out: nobody renewed it
+    assert {r["status"] for r in srv.call(_deliveries)} == {"pending"}  # … and pending after
     assert srv.call(drain_deliveries) == 30
     got = receiver.accepted()
     assert len({json.loads(r.body)["messageId"] for r in got}) == len(got) == 30

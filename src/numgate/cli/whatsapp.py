@@ -1,15 +1,14 @@
-"""The WhatsApp part of the CLI: ``admin space``, ``admin number`` and ``sandbox outbox``."""
+"""The WhatsApp commands: ``admin space``, ``admin number`` and ``sandbox outbox``."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from numgate import ids
-from numgate.cli import JsonOpt, admin, app, emit, run
+from numgate.cli.common import JsonOpt, emit, run, when
 from numgate.core import Core
 from numgate.waba.model import PhoneNumber
 
@@ -19,9 +18,6 @@ space_cmd = typer.Typer(
 )
 number_cmd = typer.Typer(help="WhatsApp Business numbers attached to apps / spaces.", no_args_is_help=True)
 sandbox_cmd = typer.Typer(help="The sandbox WhatsApp upstream (simulator).", no_args_is_help=True)
-admin.add_typer(space_cmd, name="space")
-admin.add_typer(number_cmd, name="number")
-app.add_typer(sandbox_cmd, name="sandbox")
 
 
 def number_json(n: PhoneNumber) -> dict[str, Any]:
@@ -78,21 +74,38 @@ def number_list(
     space_or_appkey: Annotated[str | None, typer.Argument(metavar="[SPACE_OR_APPKEY]")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List attached numbers and where each stands in its lifecycle."""
+    """List attached numbers (every account's), and where each stands in its lifecycle."""
     numbers = run(lambda core: core.waba.list_numbers(None, space_or_appkey))
     rows = [number_json(n) for n in numbers]
-    t = Table("phone", "appkey", "name", "verification", "registration", "status")
+    t = Table("phone", "account", "appkey", "name", "verification", "registration", "status")
     for r in rows:
         t.add_row(
-            r["phone"], r["appkey"], r["verified_name"], r["verification"], r["registration"], r["status"]
+            r["phone"],
+            str(r["account_id"]),
+            r["appkey"],
+            r["verified_name"],
+            r["verification"],
+            r["registration"],
+            r["status"],
         )
     emit(rows, as_json, t)
+
+
+@number_cmd.command("delete")
+def number_delete(
+    phone: Annotated[str, typer.Argument(metavar="PHONE", help="Digits with country code.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Detach a number from numgate (with its code requests and registration history). Nothing is
+    changed upstream: deregister it first if it should stop working."""
+    n = run(lambda core: core.waba.delete_number(phone))
+    emit(number_json(n) | {"deleted": True}, as_json, text=f"+{n.phone} detached from {n.appkey}")
 
 
 @sandbox_cmd.command("outbox")
 def sandbox_outbox(
     phone: Annotated[str | None, typer.Option("--phone", help="Only messages to this number.")] = None,
-    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many, newest first.")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
     """The codes the simulator "sent" by SMS or voice, newest first."""
@@ -101,7 +114,6 @@ def sandbox_outbox(
     async def read(core: Core) -> list[Any]:
         return await read_outbox(core.db, phone, limit)
 
-    messages = run(read)
     rows = [
         {
             "id": m.id,
@@ -109,11 +121,11 @@ def sandbox_outbox(
             "channel": m.channel,
             "locale": m.locale,
             "text": m.text,
-            "sent_at": datetime.fromtimestamp(m.created_ms / 1000, UTC).isoformat(timespec="seconds"),
+            "sent_at": when(m.created_ms),
         }
-        for m in messages
+        for m in run(read)
     ]
-    t = Table("sent at (UTC)", "phone", "channel", "locale", "message")
+    t = Table("sent at", "phone", "channel", "locale", "message")
     for r in rows:
         t.add_row(r["sent_at"], r["phone"], r["channel"], r["locale"], r["text"])
     emit(rows, as_json, t)

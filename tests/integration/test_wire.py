@@ -45,8 +45,11 @@ def test_a_handler_bug_is_a_json_500_without_a_traceback() -> None:
     async def fallback(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
         raise AssertionError("the path is the dispatcher's")
 
+    def refuse(status: int, detail: str) -> Reply:  # pragma: no cover - the body is small
+        raise AssertionError(detail)
+
     dispatch = Dispatch(fallback)
-    dispatch.add("/x", ("POST",), broken)
+    dispatch.add("/x", ("POST",), broken, refuse)
     sent: list[dict[str, Any]] = []
     messages = [
         {"type": "http.request", "body": b"{", "more_body": True},

@@ -15,6 +15,8 @@ NOT_ON_THE_WIRE = {
     e.NumgateError,
     e.ConfigurationError,
     e.SchemaOutOfDate,
+    e.DatabaseMissing,
+    e.Unavailable,  # its kinds (StorageUnavailable, SharedStateUnavailable) are on the wire
     e.Conflict,  # services turn it into the domain error that names what collided
     e.InvalidRequest,
     e.NotFound,
@@ -31,9 +33,7 @@ CORE_ERRORS = [
     for _, c in inspect.getmembers(e, inspect.isclass)
     if issubclass(c, e.NumgateError) and c not in NOT_ON_THE_WIRE
 ]
-ONBOARDING = [
-    c for c in CORE_ERRORS if issubclass(c, e.Onboarding | e.PhoneNumberNotFound | e.PhoneNumberNotOwned)
-]
+ONBOARDING = [c for c in CORE_ERRORS if issubclass(c, e.Onboarding | e.PhoneNumberNotFound)]
 
 
 def make(cls: type[e.NumgateError]) -> e.NumgateError:
@@ -66,10 +66,20 @@ def test_onboarding_errors_keep_their_message(cls: type[e.NumgateError]) -> None
     assert nx.code_for(nx.Family.INTEGRATOR, exc).message(exc) == "what is wrong"
 
 
-def test_database_outage_is_service_unavailable() -> None:
+def test_a_driver_outage_is_service_unavailable_without_its_words() -> None:
+    """A driver's error becomes StorageUnavailable in db/errors.py; the doors answer "try again"
+    with a fixed text and never pass the driver's words (host names, SQL) on."""
     from sqlalchemy.exc import OperationalError
 
-    exc = OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
-    code = cams.code_for(exc)
-    assert (code.status, code.code) == (503, "ServiceUnavailable")
+    from numgate.db.errors import translate
+
+    raw = OperationalError("SELECT 1", {}, ConnectionRefusedError("connect to 10.0.0.7:5432 refused"))
+    exc = translate(raw)
+    assert isinstance(exc, e.StorageUnavailable)
+    code, message, recommend = cams.code_for(exc).render(exc)
+    assert (cams.code_for(exc).status, code) == (503, "ServiceUnavailable")
+    assert "10.0.0.7" not in message + recommend
+    for family in nx.Family:
+        c = nx.code_for(family, exc)
+        assert c.code in (299, 9001) and c.message(exc) == c.text
     assert cams.code_for(RuntimeError("a bug")) is cams.INTERNAL

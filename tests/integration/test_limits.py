@@ -7,15 +7,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pytest
-import redis
 from alibabacloud_cams20200606 import models as m
 from alibabacloud_tea_openapi.exceptions import ClientException
 
 from conftest import RunningServer, Tenant, add_number, cams_client, make_tenant
 from numgate.client import NxClient
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
 PHONE = "8613800001234"
 
 
@@ -60,21 +57,12 @@ def test_exactly_ten_per_second_under_concurrency(make_server: Any) -> None:
     assert limited and "calls per second" in limited[0]
 
 
-@pytest.fixture
-def redis_db() -> str:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.flushdb()
-    except redis.ConnectionError:
-        pytest.fail(f"Redis is not reachable at {REDIS_URL}")
-    finally:
-        client.close()
-    return REDIS_URL
-
-
-def test_limit_is_shared_by_several_servers_through_redis(make_server: Any, redis_db: str) -> None:
-    a = make_server(rate_limit_per_second=10, redis_url=redis_db)
-    b = make_server(rate_limit_per_second=10, redis_url=redis_db)
+def test_limit_is_shared_by_several_servers_through_redis(
+    make_server: Any, redis_url: tuple[str, str]
+) -> None:
+    url, prefix = redis_url
+    a = make_server(rate_limit_per_second=10, redis_url=url, redis_prefix=prefix)
+    b = make_server(rate_limit_per_second=10, redis_url=url, redis_prefix=prefix)
     t = make_tenant(a)
     add_number(a, t.appkey, PHONE)
     assert_ten_per_second(*burst([a, b], t, 30))

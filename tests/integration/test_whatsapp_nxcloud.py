@@ -119,9 +119,10 @@ def test_integrator_codes(server: RunningServer, tenant: Tenant, nx: NxClient) -
     assert nx_error(nx, "phoneList", {"appkey": other.appkey})["code"] == 9010
     r = nx_error(nx, "getCode", {"phone_number": "4915100000000", "method": "sms"})
     assert r["code"] == -1 and "not on any of your apps" in r["message"]
+    # another tenant's number reads exactly like one that does not exist
     add_number(server, other.appkey, "4915100000001")
-    r = nx_error(nx, "getCode", {"phone_number": "4915100000001", "method": "sms"})
-    assert r["code"] == -1 and "not on any app of this account" in r["message"]
+    theirs = nx_error(nx, "getCode", {"phone_number": "4915100000001", "method": "sms"})
+    assert theirs == {**r, "message": r["message"].replace("4915100000000", "4915100000001")}
     add_number(server, tenant.appkey, PHONE)
     r = nx_error(nx, "getCode", {"phone_number": PHONE, "method": "pigeon"})
     assert r["code"] == -1 and "'sms' or 'voice'" in r["message"]

@@ -1,0 +1,130 @@
+"""hardening: account switch, deleted apps, callback URLs stored once, durable replay memory,
+core operation names in key policies, unbounded phone items, PIN hashes
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-29 17:00:00
+"""
+
+import hashlib
+import json
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+#: the doors' old policy names → the core operation names (numgate/tenancy/operations.py);
+#: ChatappVerifyAndRegister performs two of them
+RENAMED: dict[str, tuple[str, ...]] = {
+    "numbercheck:get": ("numbercheck:check",),
+    "wa:login": ("whatsapp:signup",),
+    "wa:createApp": ("whatsapp:createApp",),
+    "wa:phoneList": ("whatsapp:listNumbers",),
+    "wa:getCode": ("whatsapp:requestCode",),
+    "wa:checkCode": ("whatsapp:verifyCode",),
+    "wa:createClient": ("whatsapp:register",),
+    "cams:GetPhoneNumberVerificationStatus": ("whatsapp:readNumber",),
+    "cams:GetChatappVerifyCode": ("whatsapp:requestCode",),
+    "cams:ChatappVerifyAndRegister": ("whatsapp:verifyCode", "whatsapp:register"),
+    "cams:ChatappPhoneNumberRegister": ("whatsapp:register",),
+    "cams:ChatappPhoneNumberDeregister": ("whatsapp:deregister",),
+    "cams:AddChatappPhoneNumber": ("whatsapp:addNumber",),
+    "cams:QueryChatappPhoneNumbers": ("whatsapp:listNumbers",),
+    "cams:ChatappSyncPhoneNumber": ("whatsapp:syncNumbers",),
+    "cams:QueryPhoneBusinessProfile": ("whatsapp:readProfile",),
+    "cams:ModifyPhoneBusinessProfile": ("whatsapp:updateProfile",),
+}
+
+
+def receiver_of(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+
+    with op.batch_alter_table("accounts") as b:
+        b.add_column(sa.Column("enabled", sa.Boolean(), server_default=sa.true(), nullable=False))
+    with op.batch_alter_table("apps") as b:
+        b.add_column(sa.Column("deleted_ms", sa.BigInteger(), nullable=True))
+
+    # key policies in core operation names
+    keys = sa.table("access_keys", sa.column("access_key", sa.String), sa.column("allowed_actions", sa.Text))
+    for key, allowed in bind.execute(sa.select(keys.c.access_key, keys.c.allowed_actions)).all():
+        if allowed is None:
+            continue
+        names = sorted({new for old in json.loads(allowed) for new in RENAMED.get(old, (old,))})
+        bind.execute(keys.update().where(keys.c.access_key == key).values(allowed_actions=json.dumps(names)))
+
+    # callback URLs once, in their own table
+    op.create_table(
+        "callback_targets",
+        sa.Column("id", BigId, autoincrement=True, nullable=False),
+        sa.Column("url_hash", sa.String(length=64), nullable=False),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("receiver", sa.String(length=300), nullable=False),
+        sa.Column("created_ms", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_callback_targets")),
+        sa.UniqueConstraint("url_hash", name=op.f("uq_callback_targets_url_hash")),
+    )
+    targets = sa.table(
+        "callback_targets",
+        sa.column("id", sa.BigInteger),
+        sa.column("url_hash", sa.String),
+        sa.column("url", sa.Text),
+        sa.column("receiver", sa.String),
+        sa.column("created_ms", sa.BigInteger),
+    )
+    deliveries = sa.table("deliveries", sa.column("url", sa.Text), sa.column("target_id", sa.BigInteger))
+    batches = sa.table("batches", sa.column("dr_url", sa.Text), sa.column("target_id", sa.BigInteger))
+    with op.batch_alter_table("deliveries") as b:
+        b.add_column(sa.Column("target_id", sa.BigInteger(), nullable=True))
+    with op.batch_alter_table("batches") as b:
+        b.add_column(sa.Column("target_id", sa.BigInteger(), nullable=True))
+    urls = {u for (u,) in bind.execute(sa.select(deliveries.c.url).distinct())}
+    urls |= {u for (u,) in bind.execute(sa.select(batches.c.dr_url).distinct()) if u}
+    for url in sorted(urls):
+        h = hashlib.sha256(url.encode()).hexdigest()
+        bind.execute(targets.insert().values(url_hash=h, url=url, receiver=receiver_of(url), created_ms=0))
+        tid = bind.execute(sa.select(targets.c.id).where(targets.c.url_hash == h)).scalar_one()
+        bind.execute(deliveries.update().where(deliveries.c.url == url).values(target_id=tid))
+        bind.execute(batches.update().where(batches.c.dr_url == url).values(target_id=tid))
+    with op.batch_alter_table("deliveries") as b:
+        b.alter_column("target_id", existing_type=sa.BigInteger(), nullable=False)
+        b.create_foreign_key(
+            op.f("fk_deliveries_target_id_callback_targets"), "callback_targets", ["target_id"], ["id"]
+        )
+        b.drop_column("url")
+    with op.batch_alter_table("batches") as b:
+        b.create_foreign_key(
+            op.f("fk_batches_target_id_callback_targets"), "callback_targets", ["target_id"], ["id"]
+        )
+        b.drop_column("dr_url")
+
+    op.create_table(
+        "replay_keys",
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("fingerprint", sa.String(length=300), nullable=False),
+        sa.Column("reply", sa.LargeBinary(), nullable=True),
+        sa.Column("expires_ms", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_replay_keys")),
+    )
+    op.create_index("ix_replay_keys_expires", "replay_keys", ["expires_ms"], unique=False)
+
+    # phone items are bounded by the request body; PIN hashes are argon2 strings
+    for table, column, nullable in (("checks", "phone", False), ("sandbox_phones", "pin_hash", True)):
+        with op.batch_alter_table(table) as b:
+            b.alter_column(column, type_=sa.Text(), existing_type=sa.String(64), existing_nullable=nullable)
+
+
+def downgrade() -> None:  # pragma: no cover - numgate migrates forward only
+    raise NotImplementedError("numgate migrations go forward only")
