@@ -3,19 +3,16 @@ window, version, unknown actions, malformed signatures, form bodies and GET."""
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import pytest
 
+from camssign import cams_request
 from conftest import RunningServer, load_vectors
 from numgate.clock import FixedClock
 from numgate.core import Core
-from numgate.dialects.cams import signing
 from numgate.waba.simulator import code_in, read_outbox
 
 VECTORS = load_vectors()
@@ -114,27 +111,19 @@ def signed(
     form: dict[str, str] | None = None,
     body_hash: str | None = None,
 ) -> httpx.Response:
-    """A request signed as the SDK signs (ACS3), for the cases the SDK will not produce."""
-    query = urlencode(sorted(params.items()))
-    body = urlencode(form).encode() if form else b""
-    h = {
-        "host": f"127.0.0.1:{srv.port}",
-        "x-acs-version": version,
-        "x-acs-action": action,
-        "x-acs-date": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "x-acs-signature-nonce": uuid.uuid4().hex,
-        "accept": "application/json",
-        "x-acs-content-sha256": body_hash or hashlib.sha256(body).hexdigest(),
-    }
-    if form:
-        h["content-type"] = "application/x-www-form-urlencoded"
-    names = sorted(h)
-    sts = signing.acs3_string_to_sign(
-        method, query, {k: [h[k]] for k in names}, names, h["x-acs-content-sha256"]
+    """A request of the vectors' key, signed as the SDK signs (ACS3)."""
+    return cams_request(
+        srv,
+        action,
+        params,
+        key=KEY,
+        secret=SECRET,
+        when=when,
+        version=version,
+        method=method,
+        form=form,
+        body_hash=body_hash,
     )
-    sig = signing.acs3_signature(SECRET, sts)
-    h["Authorization"] = f"ACS3-HMAC-SHA256 Credential={KEY},SignedHeaders={';'.join(names)},Signature={sig}"
-    return httpx.request(method, f"{srv.base_url}/?{query}", headers=h, content=body)
 
 
 def test_gateway_errors(pinned: tuple[RunningServer, FixedClock]) -> None:

@@ -267,3 +267,47 @@ def test_1001_in_the_integrator_envelope(server: RunningServer, tenant: Tenant) 
         server.base_url + path, content=b'{"appkey":"x"}', headers={"Content-Type": "application/json"}
     )
     assert r.content == b'{"code":1001,"data":null,"message":"Missing parameters"}'
+
+
+def test_an_empty_body_is_accepted_however_clients_sign_it(server: RunningServer) -> None:
+    """An empty body, ``{}`` and ``[]`` carry no parameters; clients sign them with the body left
+    out, with ``&body=`` and nothing after it, or with ``&body={}`` / ``&body=[]``. Every one of
+    those signatures opens ``login`` with every one of those bodies (docs/nxcloud.md)."""
+    import hashlib
+
+    t = make_tenant(server, name="emptybody")
+    path = "/api/wa/integrator/embedded/register/login"
+
+    def sign_over(body_part: bytes | None, ts: str) -> str:
+        head = f"accessKey={t.access_key}&action=login&bizType=2&ts={ts}".encode()
+        tail = f"&accessSecret={t.access_secret}".encode()
+        middle = b"" if body_part is None else b"&body=" + body_part
+        return hashlib.md5(head + middle + tail).hexdigest()
+
+    for sent in (b"", b"{}", b"[]"):
+        for signed_as in (None, b"", b"{}", b"[]"):
+            ts = str(server.clock.time_ms())
+            headers = {
+                "accessKey": t.access_key,
+                "ts": ts,
+                "bizType": "2",
+                "action": "login",
+                "sign": sign_over(signed_as, ts),
+                "Content-Type": "application/json",
+            }
+            r = httpx.post(server.base_url + path, content=sent, headers=headers).json()
+            assert r["code"] == 0 and r["data"]["token"], (sent, signed_as, r)
+    # a body with parameters is signed over its raw bytes only
+    ts = str(server.clock.time_ms())
+    body = b'{"appkey":"x"}'
+    headers = {
+        "accessKey": t.access_key,
+        "ts": ts,
+        "bizType": "2",
+        "action": "login",
+        "Content-Type": "application/json",
+    }
+    r = httpx.post(
+        server.base_url + path, content=body, headers=headers | {"sign": sign_over(b"{}", ts)}
+    ).json()
+    assert r["code"] == 1003

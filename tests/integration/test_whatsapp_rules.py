@@ -144,3 +144,24 @@ def test_ten_registrations_per_moving_72_hours(world: World) -> None:
     world.clock.advance(seconds=1)  # the window moves: the first event has left it, one slot is free
     world.ok("createClient", phone_number=PHONE)
     assert world.row()["register_status"] == 5
+
+
+def test_the_simulator_keeps_the_pin_as_a_slow_salted_hash(world: World) -> None:
+    """The two-step PIN the simulator holds (as Meta would) is an argon2 hash, never a plain or
+    fast digest of six digits."""
+    from sqlalchemy import select
+
+    from numgate.db.tables import sandbox_phones
+
+    world.verify()
+    world.ok("createClient", phone_number=PHONE)
+
+    async def stored(core: Any) -> str:
+        async with core.db.read() as tx:
+            return str(
+                await tx.scalar(select(sandbox_phones.c.pin_hash).where(sandbox_phones.c.phone == PHONE))
+            )
+
+    pin_hash = world.srv.call(stored)
+    assert pin_hash.startswith("$argon2id$") and "$m=" not in pin_hash[:10]
+    assert len({world.srv.call(stored) for _ in range(2)}) == 1  # kept, not made again on reads

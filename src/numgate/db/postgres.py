@@ -90,7 +90,9 @@ class PgDatabase:
                     asyncio.wait_for(
                         asyncpg.create_pool(
                             self._dsn,
-                            min_size=1,
+                            # no background refill: during an outage it would log a traceback
+                            # every few seconds; a connection is opened when one is needed
+                            min_size=0,
                             max_size=self._size,
                             reset=_keep_session,
                             timeout=self._timeout,
@@ -135,7 +137,8 @@ class PgDatabase:
             raise
         finally:
             if broken:
-                conn.terminate()
+                with contextlib.suppress(Exception):  # already closed by the driver
+                    conn.terminate()
             await _quietly(pool.release(conn), self._timeout)
         OUTAGES.up("database")
 

@@ -185,8 +185,7 @@ class SqliteDatabase:
         except BaseException:
             self._end(conn, "ROLLBACK")
             raise
-        self._end(conn, "COMMIT")
-        OUTAGES.up("database")
+        self._end(conn, "COMMIT")  # (a read does not end an outage: writes may still be locked out)
 
     # writes: group commit ----------------------------------------------------------------------
     #

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from numgate.core import Core
+from numgate.errors import Unavailable
 
 log = logging.getLogger("numgate.jobs")
 
@@ -58,6 +59,10 @@ class WorkerSet:
                 await factory(self.core, self._stop)
             except asyncio.CancelledError:
                 raise
+            except Unavailable as exc:  # an outage (logged once, in outages.py): wait, go on
+                log.debug("worker %s waits for its %s: %s", name, exc.dependency, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
             except Exception:
                 log.exception("worker %s crashed; restarting in 1 s", name)
                 with contextlib.suppress(TimeoutError):

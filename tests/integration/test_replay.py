@@ -1,0 +1,111 @@
+"""Replay protection that holds across restarts and endpoints: a signed request re-sent after
+numgate restarted gets the first reply (one batch, one charge); a CAMS nonce stays used; a
+signature re-sent to another path is refused (1003); a refused request (288) is not remembered,
+so its retry runs. The same with the memory in Redis, shared by two servers."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import orjson
+
+from camssign import cams_request
+from conftest import RunningServer, Tenant, make_tenant
+from numgate.client import headers_for
+
+CHECK = "/api/number/check"
+CHECK_GET = "/api/number/check/get"
+
+
+def signed(srv: RunningServer, t: Tenant, body: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    raw = orjson.dumps(body)
+    return raw, headers_for(t.access_key, t.access_secret, "1", "numbercheck", raw, ts=srv.clock.time_ms())
+
+
+def send(srv: RunningServer, path: str, raw: bytes, headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(srv.base_url + path, content=raw, headers=headers)
+
+
+async def _batches(core: Any) -> int:
+    return len(await core.batches.recent())
+
+
+def test_a_replay_after_a_restart_gets_the_first_reply(make_server: Any) -> None:
+    first = make_server()
+    t = make_tenant(first)
+    raw, headers = signed(first, t, {"phone": "2348031234567", "appkey": t.appkey})
+    reply = send(first, CHECK, raw, headers)
+    assert reply.json()["code"] == 0
+    first.stop()
+    again = make_server()  # the same database, a new process's memory
+    replayed = send(again, CHECK, raw, headers)
+    assert replayed.content == reply.content
+    assert again.call(_batches) == 1
+
+    async def balance(core: Any) -> Any:
+        return (await core.ledger.balances(t.account_id))[0]
+
+    bal = again.call(balance)
+    assert bal.charges + bal.open_reservations == 100  # one number, charged (or held) once
+
+
+def test_a_cams_nonce_stays_used_after_a_restart(make_server: Any) -> None:
+    first = make_server()
+    t = make_tenant(first)
+    when = first.clock.now()
+
+    def call(srv: RunningServer) -> httpx.Response:
+        return cams_request(
+            srv,
+            "QueryChatappPhoneNumbers",
+            {"CustSpaceId": t.appkey},
+            key=t.access_key,
+            secret=t.access_secret,
+            when=when,
+            nonce="a-nonce-used-once",
+        )
+
+    assert call(first).status_code == 200
+    first.stop()
+    r = call(make_server())
+    assert (r.status_code, r.json()["Code"]) == (400, "SignatureNonceUsed")
+
+
+def test_a_signature_replayed_to_another_path_is_refused(server: RunningServer, tenant: Tenant) -> None:
+    raw, headers = signed(server, tenant, {"phone": "2348031234567", "appkey": tenant.appkey})
+    ok = send(server, CHECK_GET, raw, headers)
+    assert ok.json()["code"] == 0
+    assert send(server, CHECK_GET, raw, headers).content == ok.content  # a replay: the same reply
+    other = send(server, CHECK, raw, headers)
+    assert other.json()["code"] == 1003 and "another endpoint" in other.headers["X-Numgate-Error-Detail"]
+    assert server.call(_batches) == 1
+
+
+def test_a_refused_request_is_not_remembered(make_server: Any) -> None:
+    srv = make_server(rate_limit_per_second=1)
+    t = make_tenant(srv)
+    a = signed(srv, t, {"phone": "2348031234567", "appkey": t.appkey, "batchNo": "a"})
+    b = signed(srv, t, {"phone": "2348031234567", "appkey": t.appkey, "batchNo": "b"})
+    assert send(srv, CHECK, *a).json()["code"] == 0
+    refused = send(srv, CHECK, *b).json()
+    assert refused["code"] == 288 and "retry in a second" in refused["msg"]
+    time.sleep(1.5)
+    assert send(srv, CHECK, *b).json()["code"] == 0  # the same bytes, now executed
+    assert srv.call(_batches) == 2
+
+
+def test_the_memory_in_redis_is_shared_and_bound_to_the_path(
+    make_server: Any, redis_url: tuple[str, str]
+) -> None:
+    url, prefix = redis_url
+    a = make_server(redis_url=url, redis_prefix=prefix)
+    b = make_server(redis_url=url, redis_prefix=prefix)
+    t = make_tenant(a)
+    raw, headers = signed(a, t, {"phone": "2348031234567", "appkey": t.appkey})
+    first = send(a, CHECK, raw, headers)
+    assert first.json()["code"] == 0
+    assert send(b, CHECK, raw, headers).content == first.content
+    assert send(b, CHECK_GET, raw, headers).json()["code"] == 1003
+    assert a.call(_batches) == 1
