@@ -48,9 +48,8 @@ class NumgateApp:
             lifespan=self._lifespan,
             exception_handlers={404: _not_found, 405: _not_allowed, 500: _internal},
         )
-        self._asgi = AccessLog(
-            self._doors(Dispatch(self._starlette, settings.max_body)), enabled=settings.access_log
-        )
+        self._dispatch = self._doors(Dispatch(self._starlette, settings.max_body))
+        self._asgi = AccessLog(self._dispatch, enabled=settings.access_log)
 
     def _doors(self, dispatch: Dispatch) -> Dispatch:
         """The vendor endpoints, dispatched ahead of Starlette (see ``web/wire.py``)."""
@@ -67,6 +66,10 @@ class NumgateApp:
         routes = [Route("/healthz", self._healthz, methods=["GET"])]
         routes += signup_routes(self._require_core)
         return routes
+
+    def oversize_response(self, path: str) -> bytes:
+        """The 413 answer the server sends itself for a body declared over NUMGATE_MAX_BODY."""
+        return self._dispatch.oversize_response(path)
 
     def _require_core(self) -> Core:
         if self.core is None:  # pragma: no cover - the lifespan always runs first

@@ -37,6 +37,7 @@ def ledger_identity(srv: RunningServer, account_id: int) -> Any:
         (bal,) = await core.ledger.balances(account_id)
         assert bal.balance == bal.topups - bal.charges - bal.open_reservations
         assert bal.open_reservations >= 0
+        assert bal.available == bal.balance  # the projection the hot paths read agrees
         return bal
 
     return srv.call(main)

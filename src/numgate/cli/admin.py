@@ -317,16 +317,20 @@ def app_secret(appkey: str, as_json: JsonOpt = False) -> None:
 
 
 def _balances_json(bals: list[Any]) -> list[dict[str, Any]]:
-    return [
-        {
+    out = []
+    for b in bals:
+        row = {
             "currency": b.currency,
             "balance": money(b.balance),
             "topups": money(b.topups),
             "charges": money(b.charges),
             "open_reservations": money(b.open_reservations),
         }
-        for b in bals
-    ]
+        if b.available is not None and b.available != b.balance:
+            # the projection disagrees with the entries: say so (the entries are the record)
+            row["projection_differs"] = money(b.available)
+        out.append(row)
+    return out
 
 
 @balance_cmd.command("topup")
@@ -346,11 +350,14 @@ def balance_topup(
 
 @balance_cmd.command("show")
 def balance_show(account_id: int, as_json: JsonOpt = False) -> None:
-    """Balances per currency, reconciled: balance = top-ups − charges − open reservations."""
+    """Balances per currency, reconciled from the ledger: balance = top-ups − charges − open
+    reservations (a warning column appears if the kept balance ever disagrees with the entries)."""
     rows = _balances_json(run(lambda core: core.ledger.balances(account_id)))
     t = Table("currency", "balance", "top-ups", "charges", "open reservations")
     for r in rows:
         t.add_row(r["currency"], r["balance"], r["topups"], r["charges"], r["open_reservations"])
+        if "projection_differs" in r:
+            t.add_row("", f"[red]kept balance {r['projection_differs']} differs[/]", "", "", "")
     emit(rows, as_json, t)
 
 

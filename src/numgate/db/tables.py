@@ -125,6 +125,19 @@ callback_targets = Table(
     Column("created_ms", BigInteger, nullable=False),
 )
 
+# the spendable balance per account and currency: a projection of ledger_entries (Σtopup −
+# Σreserve + Σrelease), kept in step in the same transaction as each entry, so that a
+# reservation is one conditional UPDATE instead of a sum over the account's whole history. The
+# ledger stays the record; `numgate admin balance show` reconciles the two.
+balances = Table(
+    "balances",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("available", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
 batches = Table(
     "batches",
     metadata,

@@ -9,18 +9,23 @@ Entry kinds (``amount`` is always positive):
 
 balance = Σtopup − Σcharge − open reservations, and open reservations = Σreserve − Σcharge −
 Σrelease; so the spendable balance is Σtopup − Σreserve + Σrelease.
+
+That sum is over an account's whole history, so the spendable balance is also kept as a
+projection (``balances``), moved in the same transaction as every entry: a reservation is one
+conditional UPDATE (it fits, or nothing changes) and the row it updates is what serialises
+spending on the account. The entries stay the record; ``balances()`` reports both.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, or_, select, update
 
 from numgate.clock import Clock
 from numgate.db.direct import Database, Statement, Tx
-from numgate.db.tables import accounts, batches, ledger_entries, prices
+from numgate.db.tables import accounts, balances, batches, ledger_entries, prices
 from numgate.errors import InsufficientBalance, InvalidParameter, NotFound, PriceNotFound
 from numgate.ledger.money import parse_currency
 from numgate.numbers.classify import parse_region
@@ -35,6 +40,8 @@ class Balance:
     charges: int
     reserved: int
     released: int
+    #: the projection the hot paths read (``balances``); equal to ``balance`` unless broken
+    available: int | None = None
 
     @property
     def open_reservations(self) -> int:
@@ -83,7 +90,23 @@ def _price(r: Any) -> Price:
 
 
 _ACCOUNT = Statement(select(accounts.c.id).where(accounts.c.id == bindparam("id")))
-_LOCK_ACCOUNT = Statement(select(accounts.c.id).where(accounts.c.id == bindparam("id")).with_for_update())
+_BAL = balances.c
+_BALANCE_KEY = (_BAL.account_id == bindparam("account_id"), _BAL.currency == bindparam("currency"))
+#: spend, only if it fits: the check and the update in one statement
+_DEBIT = Statement(
+    update(balances)
+    .where(*_BALANCE_KEY, _BAL.available >= bindparam("amount"))
+    .values(available=_BAL.available - bindparam("amount"), updated_ms=bindparam("now"))
+)
+_CREDIT = Statement(
+    update(balances)
+    .where(*_BALANCE_KEY)
+    .values(available=_BAL.available + bindparam("amount"), updated_ms=bindparam("now"))
+)
+_OPEN_BALANCE = Statement(
+    balances.insert().values({c: bindparam(c) for c in ("account_id", "currency", "available", "updated_ms")})
+)
+_AVAILABLE = Statement(select(_BAL.available).where(*_BALANCE_KEY))
 _PRICES_FOR = Statement(
     select(prices).where(
         prices.c.country == bindparam("country"),
@@ -233,37 +256,59 @@ class Ledger:
         currency = parse_currency(currency)
         async with self._db.write() as tx:
             await require_account(tx, account_id)
-            await self._append(tx, account_id, currency, "topup", amount, None, note)
+            await self._append(tx, account_id, currency, [("topup", amount)], None, note)
+            if not await tx.run(
+                _CREDIT, account_id=account_id, currency=currency, amount=amount, now=self._now()
+            ):
+                await tx.run(
+                    _OPEN_BALANCE,
+                    account_id=account_id,
+                    currency=currency,
+                    available=amount,
+                    updated_ms=self._now(),
+                )
             return await self.balance_in(tx, account_id, currency)
+
+    def _now(self) -> int:
+        return self._clock.time_ms()
 
     async def _append(
         self,
         tx: Tx,
         account_id: int,
         currency: str,
-        kind: str,
-        amount: int,
+        entries: list[tuple[str, int]],
         batch_id: int | None,
         note: str | None = None,
     ) -> None:
-        await tx.run(
+        """Ledger entries (kind, amount) in one driver call."""
+        now = self._now()
+        await tx.many(
             _APPEND,
-            account_id=account_id,
-            currency=currency,
-            kind=kind,
-            amount=amount,
-            batch_id=batch_id,
-            note=note,
-            created_ms=self._clock.time_ms(),
+            [
+                {
+                    "account_id": account_id,
+                    "currency": currency,
+                    "kind": kind,
+                    "amount": amount,
+                    "batch_id": batch_id,
+                    "note": note,
+                    "created_ms": now,
+                }
+                for kind, amount in entries
+            ],
         )
 
     @staticmethod
     async def balance_in(tx: Tx, account_id: int, currency: str) -> Balance:
+        """The full reconciliation from the entries (a sum over the account's history: for
+        reports, not for the hot path, which reads ``balances``)."""
         row = await tx.one(_BALANCE, account_id=account_id, currency=currency)
         assert row is not None  # an aggregate always has a row
         return Balance(currency, int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
     async def balances(self, account_id: int) -> list[Balance]:
+        """Per currency, reconciled from the entries, with the projection beside it."""
         async with self._db.read() as tx:
             await require_account(tx, account_id)
             currencies = await tx.all(
@@ -272,7 +317,12 @@ class Ledger:
                 .distinct()
                 .order_by(ledger_entries.c.currency)
             )
-            return [await self.balance_in(tx, account_id, c[0]) for c in currencies]
+            out = []
+            for (currency,) in currencies:
+                b = await self.balance_in(tx, account_id, currency)
+                available = await tx.scalar(_AVAILABLE, account_id=account_id, currency=currency)
+                out.append(replace(b, available=int(available or 0)))
+            return out
 
     async def statement(
         self,
@@ -327,27 +377,17 @@ class Ledger:
             )
         return out
 
-    @staticmethod
-    async def lock_account(tx: Tx, account_id: int) -> None:
-        """Serialise spending on one account for the rest of the caller's transaction.
-
-        Call it first in a transaction that will reserve: on PostgreSQL, inserting a row that
-        references the account takes a KEY SHARE lock, and two transactions that both upgrade
-        that to FOR UPDATE later deadlock. SQLite transactions begin IMMEDIATE: already serial.
-        """
-        if tx.is_postgres:
-            await tx.one(_LOCK_ACCOUNT, id=account_id)
-
     async def reserve(self, tx: Tx, account_id: int, currency: str, amount: int, batch_id: int) -> None:
-        """Hold ``amount`` for a batch inside the caller's transaction, or raise InsufficientBalance.
-        The caller has called :meth:`lock_account` at the start of its transaction."""
-        bal = await self.balance_in(tx, account_id, currency)
-        if bal.balance < amount:
+        """Hold ``amount`` for a batch inside the caller's transaction, or raise
+        InsufficientBalance: one conditional UPDATE of the balance (which also serialises
+        spending on the account) and one entry."""
+        if not await tx.run(_DEBIT, account_id=account_id, currency=currency, amount=amount, now=self._now()):
+            available = await tx.scalar(_AVAILABLE, account_id=account_id, currency=currency) or 0
             raise InsufficientBalance(
                 f"the batch costs {amount / 10000:.4f} {currency} but the balance is "
-                f"{bal.balance / 10000:.4f} {currency}"
+                f"{available / 10000:.4f} {currency}"
             )
-        await self._append(tx, account_id, currency, "reserve", amount, batch_id)
+        await self._append(tx, account_id, currency, [("reserve", amount)], batch_id)
 
     async def settle(
         self,
@@ -359,7 +399,28 @@ class Ledger:
         released: int,
     ) -> None:
         """Turn part of a batch's reservation into a charge and return the rest."""
-        if charged:
-            await self._append(tx, account_id, currency, "charge", charged, batch_id)
+        entries = [(kind, n) for kind, n in (("charge", charged), ("release", released)) if n]
+        if entries:
+            await self._append(tx, account_id, currency, entries, batch_id)
         if released:
-            await self._append(tx, account_id, currency, "release", released, batch_id)
+            await tx.run(_CREDIT, account_id=account_id, currency=currency, amount=released, now=self._now())
+
+    async def charge_now(self, tx: Tx, account_id: int, currency: str, amount: int, batch_id: int) -> None:
+        """Reserve and charge at once (a check answered in the request): the same two entries a
+        batch gets, one balance update."""
+        if not amount:
+            return
+        if not await tx.run(_DEBIT, account_id=account_id, currency=currency, amount=amount, now=self._now()):
+            available = await tx.scalar(_AVAILABLE, account_id=account_id, currency=currency) or 0
+            raise InsufficientBalance(
+                f"the check costs {amount / 10000:.4f} {currency} but the balance is "
+                f"{available / 10000:.4f} {currency}"
+            )
+        await self._append(tx, account_id, currency, [("reserve", amount), ("charge", amount)], batch_id)
+
+    async def available(self, account_id: int, currency: str) -> int:
+        """The spendable balance (the projection the hot paths read)."""
+        async with self._db.read() as tx:
+            return int(
+                await tx.scalar(_AVAILABLE, account_id=account_id, currency=parse_currency(currency)) or 0
+            )

@@ -220,7 +220,6 @@ class NumberCheckService:
         now = self._clock.time_ms()
         single = len(items) == 1
         async with self._db.write() as tx:
-            await self._ledger.lock_account(tx, account_id)
             price = await self._ledger.find_price(tx, account_id, app.id, region, int(lvl))
             batch_id = await tx.scalar(
                 INSERT_BATCH,
@@ -343,7 +342,6 @@ class NumberCheckService:
         message_id = ids.new_message_id()
         now = self._clock.time_ms()
         async with self._db.write() as tx:
-            await self._ledger.lock_account(tx, account_id)
             region = result.basic.region if result.basic is not None and result.basic.region else None
             if region is None:
                 cc = calling_code_of(item)
@@ -360,9 +358,7 @@ class NumberCheckService:
                 target_id=None,
                 total=1,
             )
-            if unit:
-                await self._ledger.reserve(tx, account_id, currency, unit, batch_id)
-                await self._ledger.settle(tx, account_id, currency, batch_id, cost, unit - cost)
+            await self._ledger.charge_now(tx, account_id, currency, cost, batch_id)
             await tx.run(
                 INSERT_DONE_CHECK,
                 batch_id=batch_id,

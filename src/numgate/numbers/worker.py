@@ -237,7 +237,9 @@ class CheckWorker:
                     settle[batch_id][0 if cost else 1] += infos[batch_id].unit_price
                 await tx.many(FINISH, w.updates)
                 enqueued = await core.outbox.enqueue(tx, w.callbacks)
-                for batch_id, (charged, released) in settle.items():
+                # balances in one order (account, currency): two workers never wait on each other
+                for batch_id in sorted(settle, key=lambda b: (infos[b].account_id, infos[b].currency, b)):
+                    charged, released = settle[batch_id]
                     info = infos[batch_id]
                     await core.ledger.settle(tx, info.account_id, info.currency, batch_id, charged, released)
         except BaseException:

@@ -123,6 +123,27 @@ class Dispatch:
     def add(self, path: str, methods: tuple[str, ...], handler: Handler, refuse: Refuse) -> None:
         self._routes[path] = (frozenset(methods), handler, refuse)
 
+    def _too_large(self, refuse: Refuse | None) -> Reply:
+        detail = f"the request body is larger than {self.max_body} bytes (NUMGATE_MAX_BODY)"
+        reply = refuse(413, detail) if refuse is not None else json_reply(413, error_body(413, detail))
+        reply.headers = {**(reply.headers or {}), "Connection": "close"}
+        return reply
+
+    def oversize_response(self, path: str) -> bytes:
+        """The whole HTTP/1.1 413 answer for a request to ``path`` whose declared body is over the
+        limit, for the server to send before the request reaches the application (a flood of
+        huge posts then costs a parse of their headers, not an application task each)."""
+        route = self._routes.get(path)
+        reply = self._too_large(route[2] if route is not None else None)
+        head = [b"HTTP/1.1 413 Request Entity Too Large"]
+        head.append(b"content-type: " + reply.media_type.encode("latin-1"))
+        head.append(b"content-length: " + str(len(reply.body)).encode())
+        head += [
+            k.lower().encode("latin-1") + b": " + v.encode("latin-1")
+            for k, v in (reply.headers or {}).items()
+        ]
+        return b"\r\n".join(head) + b"\r\n\r\n" + reply.body
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self._routes.get(scope["path"]) if scope["type"] == "http" else None
         if route is None:
@@ -139,10 +160,8 @@ class Dispatch:
         try:
             body = await read_body(receive, self.max_body, _declared_length(scope))
         except BodyTooLarge:
-            reply = refuse(413, f"the request body is larger than {self.max_body} bytes (NUMGATE_MAX_BODY)")
-            reply.headers = {**(reply.headers or {}), "Connection": "close"}
             scope.setdefault("state", {})["code"] = 413
-            await _send(send, reply)
+            await _send(send, self._too_large(refuse))
             return
         if body is None:
             return  # the client went away: nothing to answer

@@ -120,6 +120,47 @@ def upgrade() -> None:
     )
     op.create_index("ix_replay_keys_expires", "replay_keys", ["expires_ms"], unique=False)
 
+    # the spendable balance as a projection of the ledger, kept in step with each entry
+    op.create_table(
+        "balances",
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("available", sa.BigInteger(), nullable=False),
+        sa.Column("updated_ms", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_balances_account_id_accounts")
+        ),
+        sa.PrimaryKeyConstraint("account_id", "currency", name=op.f("pk_balances")),
+    )
+    le = sa.table(
+        "ledger_entries",
+        sa.column("account_id", sa.Integer),
+        sa.column("currency", sa.String),
+        sa.column("kind", sa.String),
+        sa.column("amount", sa.BigInteger),
+    )
+    effect = sa.case(
+        (le.c.kind.in_(["topup", "release"]), le.c.amount), (le.c.kind == "reserve", -le.c.amount), else_=0
+    )
+    totals = bind.execute(
+        sa.select(le.c.account_id, le.c.currency, sa.func.sum(effect)).group_by(
+            le.c.account_id, le.c.currency
+        )
+    ).all()
+    bal = sa.table(
+        "balances",
+        sa.column("account_id", sa.Integer),
+        sa.column("currency", sa.String),
+        sa.column("available", sa.BigInteger),
+        sa.column("updated_ms", sa.BigInteger),
+    )
+    for account_id, currency, available in totals:
+        bind.execute(
+            bal.insert().values(
+                account_id=account_id, currency=currency, available=int(available), updated_ms=0
+            )
+        )
+
     # phone items are bounded by the request body; PIN hashes are argon2 strings
     for table, column, nullable in (("checks", "phone", False), ("sandbox_phones", "pin_hash", True)):
         with op.batch_alter_table(table) as b:
