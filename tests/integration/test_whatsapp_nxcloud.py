@@ -207,18 +207,22 @@ def signup_flow(srv: RunningServer, t: Tenant, nx: NxClient, token: str) -> None
 def test_concurrent_requests_for_one_number(server: RunningServer, tenant: Tenant) -> None:
     add_number(server, tenant.appkey, PHONE)
 
-    def call(name: str, body: dict[str, Any]) -> int:
+    def call(name: str, body: dict[str, Any], i: int) -> int:
+        # each request its own ts: two identical signed requests are one request and its replay
+        ts = server.clock.time_ms() + i
         with NxClient(server.base_url, tenant.access_key, tenant.access_secret) as c:
-            return int(c.post(f"/api/wa/integrator/embedded/register/{name}", body)["code"])
+            return int(c.post(f"/api/wa/integrator/embedded/register/{name}", body, ts=ts)["code"])
 
     with ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(lambda _: call("getCode", {"phone_number": PHONE, "method": "sms"}), range(8)))
+        codes = list(
+            pool.map(lambda i: call("getCode", {"phone_number": PHONE, "method": "sms"}, i), range(8))
+        )
     assert sorted(codes) == [-1] * 7 + [0]
     code = outbox_code(server, PHONE)
     with NxClient(server.base_url, tenant.access_key, tenant.access_secret) as c:
         c.integrator("checkCode", {"phone_number": PHONE, "code": code})
     with ThreadPoolExecutor(6) as pool:
-        codes = list(pool.map(lambda _: call("createClient", {"phone_number": PHONE}), range(6)))
+        codes = list(pool.map(lambda i: call("createClient", {"phone_number": PHONE}, i), range(6)))
     assert codes.count(0) == 1 and codes.count(-1) == 5
 
     async def state(core: Core) -> tuple[Any, ...]:

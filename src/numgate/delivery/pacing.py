@@ -1,0 +1,147 @@
+"""How hard to push one receiver: its connection limit, its pauses and its health.
+
+Receivers are chosen by tenants, and they differ by orders of magnitude: a load-balanced service
+takes hundreds of callbacks at once, a webhook handler on Python's standard ``http.server`` takes
+one at a time and drops connections past a listen backlog of five. numgate finds each one's pace
+the way TCP finds a path's: a :class:`Pacer` per receiver (scheme, host and port)
+
+- starts at two connections and doubles its limit each round of answers while the receiver keeps
+  up (slow start), then grows it by one a round (congestion avoidance), up to
+  ``NUMGATE_CALLBACK_CONCURRENCY``;
+- halves it — at most once per round — when the receiver shows strain: a time-out, a refused or
+  reset connection, HTTP 429 or 503, or an answer far slower than its usual (a dropped connection
+  the kernel retried a second later);
+- after five failures in a row pauses the receiver: 1 s, then 2, 4 … up to 60 s, during which
+  none of its callbacks is attempted (they keep their place and their retry schedule), then
+  probes it with one connection.
+
+A pacer is pure bookkeeping over an injected clock; the scheduler (``scheduler.py``) asks it for
+room and tells it how each attempt went.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+START = 2
+PAUSE_AFTER = 5
+PAUSE_FIRST_S = 1.0
+PAUSE_MAX_S = 60.0
+#: answers remembered for the success rate and latency percentiles
+WINDOW = 200
+#: an answer slower than this many times the receiver's usual is strain
+SLOW_FACTOR = 8.0
+#: … and slower than this (a fast receiver's jitter is no strain)
+SLOW_FLOOR_MS = 250.0
+
+
+class Result(Enum):
+    OK = "ok"
+    #: the receiver is overloaded or unreachable: fewer connections
+    STRAIN = "strain"
+    #: it answered with an error (a 4xx, a 500): retried later, the pace unchanged
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class PacerState:
+    """What ``numgate deliveries receivers`` shows of a receiver."""
+
+    limit: int
+    in_flight: int
+    paused_for_s: float
+    success_rate: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    attempts: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Pacer:
+    def __init__(self, max_limit: int, now: float) -> None:
+        self.max_limit = max(max_limit, 1)
+        self.limit = float(min(START, self.max_limit))
+        self.threshold = float(self.max_limit)  # slow start until here
+        self.in_flight = 0
+        self.failures_in_row = 0
+        self.pauses = 0
+        self.paused_until = 0.0
+        self._last_decrease = -math.inf
+        self._window: deque[tuple[bool, float]] = deque(maxlen=WINDOW)
+        self._usual_ms: float | None = None  # a slow moving average of successful latencies
+        self.attempts = 0
+
+    # room ------------------------------------------------------------------------------------
+
+    def paused(self, now: float) -> bool:
+        return now < self.paused_until
+
+    def room(self, now: float) -> int:
+        """How many more attempts may start now."""
+        if self.paused(now):
+            return 0
+        return max(int(self.limit) - self.in_flight, 0)
+
+    def started(self, n: int = 1) -> None:
+        self.in_flight += n
+        self.attempts += n
+
+    # answers ---------------------------------------------------------------------------------
+
+    def finished(self, result: Result, latency_ms: float, now: float, n: int = 1) -> None:
+        """One attempt (carrying ``n`` callbacks) ended."""
+        self.in_flight = max(self.in_flight - n, 0)
+        if result is Result.OK and self._is_slow(latency_ms):
+            result = Result.STRAIN
+        self._window.append((result is Result.OK, latency_ms))
+        if result is Result.OK:
+            self.failures_in_row = 0
+            self.pauses = 0
+            self._usual_ms = latency_ms if self._usual_ms is None else 0.9 * self._usual_ms + 0.1 * latency_ms
+            grow = 1.0 if self.limit < self.threshold else 1.0 / self.limit
+            self.limit = min(self.limit + grow, float(self.max_limit))
+            return
+        self.failures_in_row += 1
+        if result is Result.STRAIN:
+            self._decrease(latency_ms, now)
+        if self.failures_in_row >= PAUSE_AFTER:
+            wait = min(PAUSE_FIRST_S * 2**self.pauses, PAUSE_MAX_S)
+            self.paused_until = now + wait
+            self.pauses += 1
+            self.failures_in_row = 0
+            self.limit = 1.0  # then one probe at a time
+
+    def _is_slow(self, latency_ms: float) -> bool:
+        usual = self._usual_ms
+        return usual is not None and latency_ms > max(SLOW_FACTOR * usual, SLOW_FLOOR_MS)
+
+    def _decrease(self, latency_ms: float, now: float) -> None:
+        # once per round: a burst of failures from one round of attempts is one signal
+        round_s = max((self._usual_ms or latency_ms) / 1000, 0.05)
+        if now - self._last_decrease < round_s:
+            return
+        self._last_decrease = now
+        self.threshold = max(self.limit / 2, 1.0)
+        self.limit = self.threshold
+
+    # what it shows ---------------------------------------------------------------------------
+
+    def state(self, now: float) -> PacerState:
+        answers = list(self._window)
+        ok = [ms for good, ms in answers if good]
+        lat = sorted(ok)
+        return PacerState(
+            limit=int(self.limit),
+            in_flight=self.in_flight,
+            paused_for_s=round(max(self.paused_until - now, 0.0), 1),
+            success_rate=round(len(ok) / len(answers), 3) if answers else None,
+            p50_ms=round(lat[len(lat) // 2], 1) if lat else None,
+            p99_ms=round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1) if lat else None,
+            attempts=self.attempts,
+        )
