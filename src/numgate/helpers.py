@@ -1,9 +1,11 @@
 """Helper processes: CPU-bound work a worker hands to other cores (Python runs one thread at a
-time per process). The Basic checks' classifier processes and the callbacks' sender processes
-are both a :class:`HelperPool`: spawned (never forked from a process with a running event loop),
-started by an initializer that loads what they need once, left out of Ctrl-C (the parent stops
-them), and waited for when they stop. A helper that dies is replaced on the next call; the call
-that was under way raises ``BrokenProcessPool`` and its caller decides what that call meant.
+time per process). The Basic checks' classifier processes are a :class:`HelperPool` (a call
+in, its answer out); the callbacks' sender processes are long-lived and talk over a pipe
+(``delivery/outbound.py``). Both are spawned (never forked from a process with a running event
+loop), left out of Ctrl-C (the parent stops them), waited for when they stop, killed if they do
+not, and exit by themselves when their parent is gone (:func:`watch_parent`). A classifier that
+dies is replaced on the next call; the call that was under way raises ``BrokenProcessPool`` and
+its caller decides what that call meant.
 """
 
 from __future__ import annotations
@@ -25,17 +27,22 @@ log = logging.getLogger("numgate.helpers")
 T = TypeVar("T")
 
 
-def _watch_parent(parent: int) -> None:
-    """Exit when the parent is gone (killed with SIGKILL, it cannot stop its helpers itself)."""
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent:
-            os._exit(0)
+def watch_parent(parent: int) -> None:
+    """In a helper: exit when the parent is gone (killed with SIGKILL, it cannot stop its helpers
+    itself), checked every second from a thread."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 def _start(parent: int, initializer: Callable[..., None], args: tuple[Any, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops its helpers
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="parent-watch").start()
+    watch_parent(parent)
     initializer(*args)
 
 

@@ -220,9 +220,11 @@ def test_sigterm_drains_in_time_with_callbacks_stuck_on_a_silent_receiver(
                 dr_url=f"http://127.0.0.1:{silent.getsockname()[1]}/cb",
             )
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(held) < 10:
+        while time.monotonic() < deadline and len(held) < 2:
             time.sleep(0.1)
-        assert len(held) >= 10  # callbacks are in flight, their receiver silent
+        time.sleep(0.5)
+        # callbacks are in flight, their receiver silent: it gets its first two connections only
+        assert len(held) == 2
         start = time.monotonic()
         s.proc.send_signal(signal.SIGTERM)
         s.proc.communicate(timeout=30)

@@ -78,6 +78,8 @@ apps = Table(
     Column("created_ms", BigInteger, nullable=False),
     # deleted apps keep their row (batches refer to it) and their appkey stays taken
     Column("deleted_ms", BigInteger, nullable=True),
+    # callbacks per POST (1: NXCloud's one per number; up to 1,000 as a JSON array)
+    Column("callback_batch", Integer, nullable=False, default=1, server_default="1"),
 )
 
 # scope: account_id 0 = every account; app_id 0 = every app of the account
@@ -112,8 +114,19 @@ ledger_entries = Table(
     Index("ix_ledger_account_currency", "account_id", "currency"),
 )
 
-# each distinct callback URL, stored once (deliveries refer to it). ``receiver`` is its scheme,
-# host and port: callbacks are queued and paced per receiver
+# each receiver of callbacks (scheme://host:port): callbacks are queued and paced per receiver.
+# The pace columns are what a delivery worker last reported (``numgate deliveries receivers``)
+callback_receivers = Table(
+    "callback_receivers",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("receiver", String(300), nullable=False, unique=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("pace", Text, nullable=True),
+    Column("pace_ms", BigInteger, nullable=True),
+)
+
+# each distinct callback URL, stored once (batches and deliveries refer to it)
 callback_targets = Table(
     "callback_targets",
     metadata,
@@ -121,7 +134,7 @@ callback_targets = Table(
     # SHA-256 of the URL: a unique index on the URL itself would not fit long URLs on PostgreSQL
     Column("url_hash", String(64), nullable=False, unique=True),
     Column("url", Text, nullable=False),
-    Column("receiver", String(300), nullable=False),
+    Column("receiver_id", BigInteger, ForeignKey("callback_receivers.id"), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
 )
 
@@ -193,6 +206,8 @@ deliveries = Table(
     Column("account_id", Integer, nullable=False),
     Column("app_id", Integer, nullable=False),
     Column("target_id", BigInteger, ForeignKey("callback_targets.id"), nullable=False),
+    # the target's receiver, here too: callbacks are claimed per receiver
+    Column("receiver_id", BigInteger, nullable=False),
     Column("body", Text, nullable=False),
     Column("status", SmallInteger, nullable=False, default=0),
     Column("attempts", SmallInteger, nullable=False, default=0),
@@ -206,6 +221,7 @@ deliveries = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
     Index("ix_deliveries_due", "status", "next_ms"),
+    Index("ix_deliveries_receiver_due", "status", "receiver_id", "next_ms"),
     Index("ix_deliveries_account", "account_id", "created_ms"),
 )
 

@@ -1,78 +1,217 @@
-"""Where callback POSTs are made: in the delivery worker's own event loop, or in a sender
-process (``NUMGATE_CALLBACK_PROCESSES``, one by default on a machine with two or more CPUs).
+"""Where callback POSTs are made: in the delivery worker's own event loop, or in sender processes
+(``NUMGATE_CALLBACK_PROCESSES``, one by default on a machine with two or more CPUs).
 
 A POST through aiohttp costs tens of microseconds of CPU (request building, the HTTP parser,
 HMAC signing); at thousands of callbacks a second that is the largest single cost of Number
-Check, so by default it runs on another core. The sender process is a pure executor: it is given
-a batch of :class:`Outgoing` items and returns one :class:`Outcome` each. It never touches the
-database — the delivery worker records every attempt — so a sender that dies loses nothing: the
-batch's callbacks stay leased, their lease runs out and they are sent again with the same
-delivery id. The URL guard runs where the connection is made (in the sender).
+Check, so by default it runs on another core. Either way the same :class:`Scheduler` decides
+what is sent when (per-receiver queues and pacing); the delivery worker hands it callbacks with
+``send`` and collects what happened to each with ``outcomes``.
+
+A sender process is a pure executor: it never touches the database — the delivery worker
+records every attempt — so one that dies loses nothing: what it had not answered is reported as
+a failed attempt (retried on schedule, with the same delivery id) and a new one takes its place.
+Receivers are spread over several sender processes by a hash of their name, so that each
+receiver's pace is kept in one place. The sender talks to the worker over a pipe: batches of
+callbacks in, batches of outcomes (every few milliseconds) and its receivers' state out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import zlib
 from collections.abc import Sequence
-from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from numgate.delivery.guard import Network
+from numgate.delivery.scheduler import Scheduler
 from numgate.delivery.sender import CallbackSender, Outcome, Outgoing
-from numgate.helpers import HelperPool
+
+log = logging.getLogger("numgate.delivery")
+
+Done = list[tuple[str, Outcome]]
+#: how often a sender process sends its outcomes back (and its receivers' state, every 20th time)
+FLUSH_S = 0.005
+
+
+class _Collector:
+    """Outcomes waiting for the delivery worker, and a way to wait for them."""
+
+    def __init__(self) -> None:
+        self._done: Done = []
+        self._event = asyncio.Event()
+
+    def add(self, done: Done) -> None:
+        self._done += done
+        self._event.set()
+
+    async def take(self, timeout: float) -> Done:
+        if not self._done:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), timeout)
+        self._event.clear()
+        done, self._done = self._done, []
+        return done
 
 
 class InProcessOutbound:
-    """POSTs from the delivery worker's own event loop."""
+    """The scheduler and the POSTs in the delivery worker's own event loop."""
 
     def __init__(
         self, *, allow: Sequence[Network], timeout_s: float, concurrency: int, response_max: int
     ) -> None:
-        self._sender = CallbackSender(
-            allow=allow, timeout_s=timeout_s, concurrency=concurrency, response_max=response_max
-        )
+        self._sender = CallbackSender(allow=allow, timeout_s=timeout_s, response_max=response_max)
+        self._collector = _Collector()
+        self._concurrency = concurrency
+        self._scheduler: Scheduler | None = None
 
     async def __aenter__(self) -> InProcessOutbound:
         await self._sender.__aenter__()
+        self._scheduler = Scheduler(
+            self._sender, max_per_receiver=self._concurrency, on_outcomes=self._collector.add
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._scheduler is not None:
+            await self._scheduler.close()
         await self._sender.__aexit__(*exc)
 
-    async def send_all(self, items: Sequence[Outgoing]) -> list[Outcome]:
-        return await self._sender.send_all(items)
+    def send(self, items: Sequence[Outgoing]) -> None:
+        assert self._scheduler is not None
+        self._scheduler.add(items)
+
+    async def outcomes(self, timeout: float = 1.0) -> Done:
+        return await self._collector.take(timeout)
+
+    def receivers(self) -> dict[str, dict[str, Any]]:
+        assert self._scheduler is not None
+        return self._scheduler.snapshot()
+
+    def paused(self) -> set[str]:
+        assert self._scheduler is not None
+        return self._scheduler.paused()
 
 
-# the sender process's side ---------------------------------------------------------------------
-
-_loop: asyncio.AbstractEventLoop | None = None
-_sender: CallbackSender | None = None
+# a sender process ----------------------------------------------------------------------------------
 
 
-def _start_sender(allow: tuple[Network, ...], timeout_s: float, concurrency: int, response_max: int) -> None:
-    global _loop, _sender
+def _sender_main(
+    conn: Any, parent: int, allow: tuple[Network, ...], timeout_s: float, concurrency: int, response_max: int
+) -> None:
+    """A sender process: receives callbacks on ``conn``, sends back outcomes and state."""
+    from numgate.helpers import watch_parent
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops its senders
+    watch_parent(parent)
+    loop: asyncio.AbstractEventLoop
     try:
         import uvloop
 
-        _loop = uvloop.new_event_loop()
+        loop = uvloop.new_event_loop()
     except ImportError:  # pragma: no cover - uvicorn[standard] installs uvloop
-        _loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(_loop)
-    _sender = CallbackSender(
-        allow=allow, timeout_s=timeout_s, concurrency=concurrency, response_max=response_max
-    )
-    _loop.run_until_complete(_sender.__aenter__())
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(_serve_pipe(conn, allow, timeout_s, concurrency, response_max))
 
 
-def _send_batch(items: list[Outgoing]) -> list[Outcome]:
-    assert _loop is not None and _sender is not None
-    return _loop.run_until_complete(_sender.send_all(items))
+async def _serve_pipe(
+    conn: Any, allow: tuple[Network, ...], timeout_s: float, concurrency: int, response_max: int
+) -> None:
+    loop = asyncio.get_running_loop()
+    done: Done = []
+    closing = asyncio.Event()
+    async with CallbackSender(allow=allow, timeout_s=timeout_s, response_max=response_max) as sender:
+        scheduler = Scheduler(sender, max_per_receiver=concurrency, on_outcomes=done.extend)
+
+        def read() -> None:  # a thread: blocking reads of the pipe
+            try:
+                while True:
+                    kind, payload = conn.recv()
+                    if kind == "send":
+                        loop.call_soon_threadsafe(scheduler.add, payload)
+                    else:
+                        break
+            except (EOFError, OSError):
+                pass
+            loop.call_soon_threadsafe(closing.set)
+
+        threading.Thread(target=read, daemon=True, name="sender-pipe").start()
+        rounds = 0
+        while not closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing.wait(), FLUSH_S)
+            rounds += 1
+            state = scheduler.snapshot() if rounds % 20 == 0 else None
+            if done or state is not None:
+                batch, done[:] = list(done), []
+                try:
+                    conn.send(("done", batch, state))
+                except (BrokenPipeError, OSError):
+                    break
+        await scheduler.close()
 
 
-# the delivery worker's side --------------------------------------------------------------------
+class _SenderProcess:
+    """One sender process and its pipe, from the delivery worker's side."""
+
+    def __init__(self, index: int, args: tuple[Any, ...], on_done: Any, on_lost: Any) -> None:
+        self.index = index
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(
+            target=_sender_main, args=(child, os.getpid(), *args), name=f"numgate-sender-{index}", daemon=True
+        )
+        self.process.start()
+        child.close()
+        #: delivery ids sent and not answered yet (reported failed if the process dies)
+        self.outstanding: set[str] = set()
+        self.state: dict[str, dict[str, Any]] = {}
+        self._loop = asyncio.get_running_loop()
+        self._on_done = on_done
+        self._on_lost = on_lost
+        self._reader = threading.Thread(target=self._read, daemon=True, name=f"sender-{index}-pipe")
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                _, done, state = self.conn.recv()
+                self._loop.call_soon_threadsafe(self._received, done, state)
+        except (EOFError, OSError):
+            pass
+        self._loop.call_soon_threadsafe(self._on_lost, self)
+
+    def _received(self, done: Done, state: dict[str, dict[str, Any]] | None) -> None:
+        for uid, _ in done:
+            self.outstanding.discard(uid)
+        if state is not None:
+            self.state = state
+        self._on_done(done)
+
+    def send(self, items: Sequence[Outgoing]) -> None:
+        self.outstanding.update(i.uid for i in items)
+        self.conn.send(("send", list(items)))
+
+    async def stop(self, grace_s: float) -> None:
+        with contextlib.suppress(OSError, BrokenPipeError):
+            self.conn.send(("stop", None))
+        await asyncio.to_thread(self.process.join, grace_s)
+        if self.process.is_alive():
+            log.warning("a callback sender process did not stop within %.0f s: killing it", grace_s)
+            self.process.kill()
+            await asyncio.to_thread(self.process.join, 5.0)
+        with contextlib.suppress(OSError):
+            self.conn.close()
 
 
 class ProcessOutbound:
-    """POSTs made by sender processes; batches are handed over whole and answered whole."""
+    """The scheduler and the POSTs in ``processes`` sender processes, receivers spread by hash."""
 
     def __init__(
         self,
@@ -83,24 +222,52 @@ class ProcessOutbound:
         concurrency: int,
         response_max: int,
     ) -> None:
-        self._helpers = HelperPool(
-            "callback sender", processes, _start_sender, (tuple(allow), timeout_s, concurrency, response_max)
-        )
+        self._n = processes
+        self._args = (tuple(allow), timeout_s, concurrency, response_max)
+        self._senders: list[_SenderProcess] = []
+        self._collector = _Collector()
+        self._closing = False
 
     async def __aenter__(self) -> ProcessOutbound:
-        await self._helpers.start()
+        self._collector = _Collector()
+        self._senders = [self._spawn(i) for i in range(self._n)]
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self._helpers.close()
+    def _spawn(self, index: int) -> _SenderProcess:
+        return _SenderProcess(index, self._args, self._collector.add, self._lost)
 
-    async def send_all(self, items: Sequence[Outgoing]) -> list[Outcome]:
-        try:
-            return await self._helpers.call(_send_batch, list(items))
-        except BrokenProcessPool:
-            # the sender died mid-batch: some of these may have been delivered, so report every
-            # one as failed (a retry carries the same delivery id); a new sender takes the next
-            return [Outcome(False, None, 0, "the sender process stopped during the attempt")] * len(items)
+    def _lost(self, sender: _SenderProcess) -> None:
+        """A sender process is gone: what it had not answered failed; a new one takes over."""
+        if self._closing or self._senders[sender.index] is not sender:
+            return
+        if sender.outstanding:
+            failed = Outcome(False, None, 0, "the sender process stopped during the attempt")
+            self._collector.add([(uid, failed) for uid in sender.outstanding])
+        log.warning("a callback sender process stopped; starting a new one")
+        self._senders[sender.index] = self._spawn(sender.index)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._closing = True
+        await asyncio.gather(*(s.stop(2.0) for s in self._senders))
+
+    def send(self, items: Sequence[Outgoing]) -> None:
+        by_sender: dict[int, list[Outgoing]] = {}
+        for item in items:
+            by_sender.setdefault(zlib.crc32(item.receiver.encode()) % self._n, []).append(item)
+        for index, group in by_sender.items():
+            self._senders[index].send(group)
+
+    async def outcomes(self, timeout: float = 1.0) -> Done:
+        return await self._collector.take(timeout)
+
+    def receivers(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for s in self._senders:
+            out.update(s.state)
+        return out
+
+    def paused(self) -> set[str]:
+        return {k for k, v in self.receivers().items() if v.get("paused_for_s")}
 
 
 Outbound = InProcessOutbound | ProcessOutbound

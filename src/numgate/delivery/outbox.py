@@ -2,42 +2,54 @@
 
 ``Outbox.enqueue(tx, callbacks)`` is the one entry point: it stores the callbacks in the caller's
 transaction (a check worker finishing a chunk) and, when a delivery worker runs in the same
-process and has room, stores them already leased to it; ``Outbox.committed(enqueued)`` then
-hands them over in memory once that transaction has committed. If the process stops before they
-are sent, their lease runs out and any delivery worker claims them from the table.
+process and has room for their receiver, stores them already leased to it;
+``Outbox.committed(enqueued)`` then hands them over in memory once that transaction has
+committed. If the process stops before they are sent, their lease runs out and any delivery
+worker claims them from the table.
 
-Callback URLs are stored once each (``callback_targets``); a batch and its callbacks refer to
-their target by id, and each process keeps the id ↔ URL mapping in memory (it never changes).
+Callback URLs are stored once each (``callback_targets``), with their receiver (scheme, host and
+port: ``callback_receivers``); a batch and its callbacks refer to their target by id, and each
+process keeps the id ↔ URL mapping in memory (it never changes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select
 
 from numgate import ids
 from numgate.clock import Clock
 from numgate.db.direct import BulkInsert, Database, Statement
-from numgate.db.tables import callback_targets, deliveries
+from numgate.db.tables import callback_receivers, callback_targets, deliveries
 from numgate.delivery.urls import receiver_of
 from numgate.errors import Conflict
+from numgate.jobs.claims import new_lease_token
 
 PENDING, IN_FLIGHT, DELIVERED, FAILED = 0, 1, 2, 3
 STATUS_NAMES = {PENDING: "pending", IN_FLIGHT: "in-flight", DELIVERED: "delivered", FAILED: "failed"}
 
-#: chunks of fresh callbacks that may wait in a hand-over (see Handoff)
-HANDOFF_CHUNKS = 4
 
-ct = callback_targets.c
-_TARGET_BY_HASH = Statement(select(ct.id).where(ct.url_hash == bindparam("h")))
-_TARGET_BY_ID = Statement(select(ct.url, ct.receiver).where(ct.id == bindparam("id")))
+ct, cr = callback_targets.c, callback_receivers.c
+_TARGET_BY_HASH = Statement(select(ct.id, ct.receiver_id).where(ct.url_hash == bindparam("h")))
+_TARGET_BY_ID = Statement(
+    select(ct.url, ct.receiver_id, cr.receiver)
+    .select_from(callback_targets.join(callback_receivers, cr.id == ct.receiver_id))
+    .where(ct.id == bindparam("id"))
+)
+_RECEIVER_BY_KEY = Statement(select(cr.id).where(cr.receiver == bindparam("key")))
+_INSERT_RECEIVER = Statement(
+    callback_receivers.insert().values({c: bindparam(c) for c in ("receiver", "created_ms")})
+)
 _INSERT_TARGET = Statement(
-    callback_targets.insert().values({c: bindparam(c) for c in ("url_hash", "url", "receiver", "created_ms")})
+    callback_targets.insert().values(
+        {c: bindparam(c) for c in ("url_hash", "url", "receiver_id", "created_ms")}
+    )
 )
 _INSERT = BulkInsert(
     deliveries,
@@ -47,6 +59,7 @@ _INSERT = BulkInsert(
         "account_id",
         "app_id",
         "target_id",
+        "receiver_id",
         "body",
         "status",
         "attempts",
@@ -60,14 +73,23 @@ _INSERT = BulkInsert(
 )
 
 
+@dataclass(frozen=True)
+class Target:
+    url: str
+    receiver_id: int
+    #: scheme://host:port
+    receiver: str
+
+
 class CallbackTargets:
-    """Callback URL ↔ target id, stored once per URL and cached per process."""
+    """Callback URL ↔ target, and its receiver, stored once each and cached per process (a
+    target never changes)."""
 
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
         self._ids: dict[str, int] = {}
-        self._urls: dict[int, tuple[str, str]] = {}
+        self._targets: dict[int, Target] = {}
 
     async def id_for(self, url: str) -> int:
         """The id of a (checked) URL, stored the first time it is seen."""
@@ -76,45 +98,48 @@ class CallbackTargets:
             return tid
         h = hashlib.sha256(url.encode()).hexdigest()
         async with self._db.read() as tx:
-            tid = await tx.scalar(_TARGET_BY_HASH, h=h)
-        if tid is None:
-            try:
+            row = await tx.one(_TARGET_BY_HASH, h=h)
+        if row is None:
+            receiver_id = await self._receiver_id(receiver_of(url))
+            with contextlib.suppress(Conflict):  # stored at the same moment by another request
                 async with self._db.write() as tx:
                     await tx.run(
-                        _INSERT_TARGET,
-                        url_hash=h,
-                        url=url,
-                        receiver=receiver_of(url),
-                        created_ms=self._clock.time_ms(),
+                        _INSERT_TARGET, url_hash=h, url=url, receiver_id=receiver_id, created_ms=self._now()
                     )
-            except Conflict:  # stored at the same moment by another request: use that one
-                pass
             async with self._db.read() as tx:
-                tid = await tx.scalar(_TARGET_BY_HASH, h=h)
-        assert tid is not None
-        self._remember(url, int(tid))
-        return int(tid)
+                row = await tx.one(_TARGET_BY_HASH, h=h)
+        assert row is not None
+        tid = int(row[0])
+        if len(self._ids) > 100_000:
+            self._ids.clear()
+        self._ids[url] = tid
+        return tid
 
-    async def url_of(self, target_id: int) -> str:
-        return (await self._target(target_id))[0]
+    async def _receiver_id(self, key: str) -> int:
+        async with self._db.read() as tx:
+            rid = await tx.scalar(_RECEIVER_BY_KEY, key=key)
+        if rid is None:
+            with contextlib.suppress(Conflict):
+                async with self._db.write() as tx:
+                    await tx.run(_INSERT_RECEIVER, receiver=key, created_ms=self._now())
+            async with self._db.read() as tx:
+                rid = await tx.scalar(_RECEIVER_BY_KEY, key=key)
+        return int(rid)
 
-    async def receiver_of(self, target_id: int) -> str:
-        return (await self._target(target_id))[1]
-
-    async def _target(self, target_id: int) -> tuple[str, str]:
-        hit = self._urls.get(target_id)
+    async def get(self, target_id: int) -> Target:
+        hit = self._targets.get(target_id)
         if hit is None:
             async with self._db.read() as tx:
                 row = await tx.one(_TARGET_BY_ID, id=target_id)
             assert row is not None, f"callback target {target_id} is gone"
-            hit = (row["url"], row["receiver"])
-            self._urls[target_id] = hit
+            hit = self._targets[target_id] = Target(row["url"], int(row["receiver_id"]), row["receiver"])
         return hit
 
-    def _remember(self, url: str, target_id: int) -> None:
-        if len(self._ids) > 100_000:
-            self._ids.clear()
-        self._ids[url] = target_id
+    def cached(self, target_id: int) -> Target | None:
+        return self._targets.get(target_id)
+
+    def _now(self) -> int:
+        return self._clock.time_ms()
 
 
 @dataclass(frozen=True)
@@ -131,29 +156,21 @@ class Leased:
     """Callbacks leased under one token: a claim, or a hand-over."""
 
     token: int
-    #: (uid, target_id, body, attempts, app_id, deadline_ms) each, as CLAIM_DUE returns them
+    #: (uid, target_id, receiver_id, body, attempts, app_id, deadline_ms) each, as CLAIM_DUE
+    #: returns them
     rows: list[Any]
 
 
-class Handoff:
-    """The queue from this process's check worker to its delivery worker. Bounded, so that a
-    hand-over never waits long."""
+class Handoff(Protocol):
+    """This process's delivery worker, as the outbox sees it."""
 
-    def __init__(self, chunks: int = HANDOFF_CHUNKS) -> None:
-        self._queue: asyncio.Queue[Leased] = asyncio.Queue(chunks)
+    def room(self, receiver_id: int) -> int:
+        """How many more callbacks for this receiver it takes now (0: store them for later)."""
+        ...
 
-    def has_room(self) -> bool:
-        return not self._queue.full()
-
-    def put(self, leased: Leased) -> None:
-        """Raises ``asyncio.QueueFull`` when full (the caller checked ``has_room`` before)."""
-        self._queue.put_nowait(leased)
-
-    def take(self) -> Leased | None:
-        try:
-            return self._queue.get_nowait()
-        except asyncio.QueueEmpty:
-            return None
+    def take(self, leased: Leased) -> None:
+        """Callbacks stored leased to it, their transaction committed."""
+        ...
 
 
 @dataclass
@@ -181,40 +198,51 @@ class Outbox:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def enqueue(self, tx: Any, callbacks: Sequence[NewCallback]) -> Enqueued:
-        """Store ``callbacks`` in ``tx``; call :meth:`committed` with the result after it commits."""
+        """Store ``callbacks`` in ``tx``; call :meth:`committed` with the result after it commits.
+        Those whose receiver this process's delivery worker has room for are stored leased to it
+        and handed over after the commit; the rest wait in the table for any worker's claim."""
         if not callbacks:
             return Enqueued()
         now = self.clock.time_ms()
         deadline = now + int(self.retry_window_s * 1000)
         handoff = self.handoff
+        targets = {c.target_id: await self.targets.get(c.target_id) for c in callbacks}
+        room: dict[int, int] = {}
         token: int | None = None
-        until: int | None = None
-        status = PENDING
-        if handoff is not None and handoff.has_room():
-            from numgate.jobs.claims import new_lease_token
-
-            token, until, status = new_lease_token(), now + int(self.lease_s * 1000), IN_FLIGHT
-            self.held.add(token)
+        until = now + int(self.lease_s * 1000)
         uids = ids.new_message_ids(len(callbacks))
-        rows = [
-            {
-                "uid": uid,
-                "check_id": c.check_id,
-                "account_id": c.account_id,
-                "app_id": c.app_id,
-                "target_id": c.target_id,
-                "body": c.body.decode(),
-                "status": status,
-                "attempts": 0,
-                "next_ms": now,
-                "deadline_ms": deadline,
-                "lease_until_ms": until,
-                "lease_token": token,
-                "created_ms": now,
-                "updated_ms": now,
-            }
-            for uid, c in zip(uids, callbacks, strict=True)
-        ]
+        rows = []
+        for uid, c in zip(uids, callbacks, strict=True):
+            receiver_id = targets[c.target_id].receiver_id
+            lease = False
+            if handoff is not None:
+                left = room.get(receiver_id)
+                if left is None:
+                    left = handoff.room(receiver_id)
+                lease = left > 0
+                room[receiver_id] = left - 1
+            if lease and token is None:
+                token = new_lease_token()
+                self.held.add(token)
+            rows.append(
+                {
+                    "uid": uid,
+                    "check_id": c.check_id,
+                    "account_id": c.account_id,
+                    "app_id": c.app_id,
+                    "target_id": c.target_id,
+                    "receiver_id": receiver_id,
+                    "body": c.body.decode(),
+                    "status": IN_FLIGHT if lease else PENDING,
+                    "attempts": 0,
+                    "next_ms": now,
+                    "deadline_ms": deadline,
+                    "lease_until_ms": until if lease else None,
+                    "lease_token": token if lease else None,
+                    "created_ms": now,
+                    "updated_ms": now,
+                }
+            )
         try:
             await tx.bulk_insert(_INSERT, rows)
         except BaseException:
@@ -224,7 +252,12 @@ class Outbox:
         leased = None
         if token is not None:
             leased = Leased(
-                token, [(r["uid"], r["target_id"], r["body"], 0, r["app_id"], deadline) for r in rows]
+                token,
+                [
+                    (r["uid"], r["target_id"], r["receiver_id"], r["body"], 0, r["app_id"], deadline)
+                    for r in rows
+                    if r["lease_token"] is not None
+                ],
             )
         return Enqueued(leased, len(rows))
 
@@ -233,12 +266,10 @@ class Outbox:
             return
         leased = enqueued.handed_over
         if leased is not None:
-            try:
-                if self.handoff is None:
-                    raise asyncio.QueueFull
-                self.handoff.put(leased)
-            except asyncio.QueueFull:  # the worker stopped meanwhile: let the lease run out
+            if self.handoff is None:  # the worker stopped meanwhile: let the lease run out
                 self.held.discard(leased.token)
+            else:
+                self.handoff.take(leased)
         self.wakeup.set()
 
     def rolled_back(self, enqueued: Enqueued) -> None:

@@ -1,4 +1,14 @@
-"""Outbound callback POSTs with aiohttp (the fastest client measured here), behind the URL guard."""
+"""One callback POST with aiohttp (the fastest client measured here), behind the URL guard.
+
+A POST carries one callback (NXCloud's contract) or, for an app that opted in
+(``--callback-batch N``), a JSON array of up to N callback bodies, each exactly what it would
+have been alone. Headers (the body stays byte-compatible):
+
+- ``X-Numgate-Signature: sha256=<hex HMAC-SHA256(app secret, raw body)>`` — over the whole body;
+- one callback: ``X-Numgate-Delivery-Id`` (stable across retries) and ``X-Numgate-Attempt``;
+- an array: ``X-Numgate-Batch-Size: n``, ``X-Numgate-Delivery-Ids: id1,id2,…`` (one per element,
+  in order) and ``X-Numgate-Attempt`` (the highest attempt among them).
+"""
 
 from __future__ import annotations
 
@@ -12,16 +22,31 @@ import aiohttp
 
 from numgate import __version__
 from numgate.delivery.guard import CallbackRefused, GuardedResolver, Network, is_ip_literal, refusal
-from numgate.delivery.signing import ATTEMPT_HEADER, DELIVERY_ID_HEADER, SIGNATURE_HEADER, sign_body
+from numgate.delivery.pacing import Result
+from numgate.delivery.signing import (
+    ATTEMPT_HEADER,
+    BATCH_IDS_HEADER,
+    BATCH_SIZE_HEADER,
+    DELIVERY_ID_HEADER,
+    SIGNATURE_HEADER,
+    sign_body,
+)
+
+#: every callback POST in flight at once, whatever the receivers (a bound on descriptors)
+MAX_CONNECTIONS = 1024
 
 
 @dataclass(frozen=True)
 class Outgoing:
     uid: str
+    #: scheme://host:port — what callbacks are queued and paced by
+    receiver: str
     url: str
     body: bytes
     secret: str
     attempt: int
+    #: callbacks per POST the app asked for (1: NXCloud's one per number)
+    batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -32,6 +57,8 @@ class Outcome:
     error: str | None
     #: True when retrying cannot help (the URL is refused by the guard, or malformed)
     permanent: bool = False
+    #: what the attempt says about the receiver's pace
+    result: Result = Result.OK
 
 
 def _cause_chain(exc: BaseException) -> list[BaseException]:
@@ -42,22 +69,29 @@ def _cause_chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
+def body_of(items: Sequence[Outgoing]) -> bytes:
+    """One callback's body, or the JSON array of several."""
+    if len(items) == 1:
+        return items[0].body
+    return b"[" + b",".join(i.body for i in items) + b"]"
+
+
 class CallbackSender:
-    def __init__(
-        self, *, allow: Sequence[Network], timeout_s: float, concurrency: int, response_max: int = 65536
-    ) -> None:
+    def __init__(self, *, allow: Sequence[Network], timeout_s: float, response_max: int = 65536) -> None:
         self._allow = tuple(allow)
         #: bytes of a receiver's answer read (it is only logged); past it the connection is closed
         self._response_max = response_max
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None
         #: per URL, why the guard refuses it (None: allowed, or a host name the resolver checks)
         self._refusals: dict[str, str | None] = {}
 
     async def __aenter__(self) -> CallbackSender:
         connector = aiohttp.TCPConnector(
-            limit=self._concurrency, resolver=GuardedResolver(self._allow), ttl_dns_cache=10
+            limit=MAX_CONNECTIONS,
+            limit_per_host=0,  # each receiver's own limit is its pacer's
+            resolver=GuardedResolver(self._allow),
+            ttl_dns_cache=10,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -90,18 +124,6 @@ class CallbackSender:
         self._refusals[url] = reason
         return reason
 
-    async def send_all(self, items: Sequence[Outgoing]) -> list[Outcome]:
-        """Send every item, ``concurrency`` at a time; the outcomes in the items' order."""
-        outcomes: list[Outcome | None] = [None] * len(items)
-        todo = iter(range(len(items)))
-
-        async def lane() -> None:
-            for i in todo:
-                outcomes[i] = await self.send(items[i])
-
-        await asyncio.gather(*(lane() for _ in range(min(self._concurrency, len(items)))))
-        return outcomes  # type: ignore[return-value]  # every slot was filled
-
     async def _drain(self, resp: aiohttp.ClientResponse) -> None:
         """Read at most ``response_max`` bytes of the answer; a longer one closes the connection
         (the rest is never read: receivers are chosen by tenants)."""
@@ -114,20 +136,25 @@ class CallbackSender:
         if not resp.content.at_eof():
             resp.close()
 
-    async def send(self, item: Outgoing) -> Outcome:
+    async def send(self, items: Sequence[Outgoing]) -> Outcome:
+        """POST one callback, or several (one app, one URL) as a JSON array."""
         assert self._session is not None
-        if (reason := self._refusal(item.url)) is not None:
-            return Outcome(False, None, 0, reason, permanent=True)
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign_body(item.secret, item.body),
-            DELIVERY_ID_HEADER: item.uid,
-            ATTEMPT_HEADER: str(item.attempt),
-        }
+        first = items[0]
+        if (reason := self._refusal(first.url)) is not None:
+            return Outcome(False, None, 0, reason, permanent=True, result=Result.FAILED)
+        body = body_of(items)
+        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign_body(first.secret, body)}
+        if len(items) == 1:
+            headers[DELIVERY_ID_HEADER] = first.uid
+            headers[ATTEMPT_HEADER] = str(first.attempt)
+        else:
+            headers[BATCH_SIZE_HEADER] = str(len(items))
+            headers[BATCH_IDS_HEADER] = ",".join(i.uid for i in items)
+            headers[ATTEMPT_HEADER] = str(max(i.attempt for i in items))
         start = time.perf_counter()
         try:
             async with self._session.post(
-                item.url, data=item.body, headers=headers, allow_redirects=False
+                first.url, data=body, headers=headers, allow_redirects=False
             ) as resp:
                 await self._drain(resp)
                 status = resp.status
@@ -135,11 +162,15 @@ class CallbackSender:
             ms = int((time.perf_counter() - start) * 1000)
             for e in _cause_chain(exc):
                 if isinstance(e, CallbackRefused):
-                    return Outcome(False, None, ms, f"refused by the URL guard: {e}", permanent=True)
+                    return Outcome(False, None, ms, f"refused by the URL guard: {e}", True, Result.FAILED)
             if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-                return Outcome(False, None, ms, f"timed out after {self._timeout.total:g} s")
-            return Outcome(False, None, ms, f"{type(exc).__name__}: {exc}"[:500])
+                return Outcome(
+                    False, None, ms, f"timed out after {self._timeout.total:g} s", result=Result.STRAIN
+                )
+            # refused, reset, unreachable: the receiver is down or overloaded
+            return Outcome(False, None, ms, f"{type(exc).__name__}: {exc}"[:500], result=Result.STRAIN)
         ms = int((time.perf_counter() - start) * 1000)
         if 200 <= status < 300:
             return Outcome(True, status, ms, None)
-        return Outcome(False, status, ms, f"receiver answered HTTP {status}")
+        pace = Result.STRAIN if status in (429, 502, 503, 504) else Result.FAILED
+        return Outcome(False, status, ms, f"receiver answered HTTP {status}", result=pace)

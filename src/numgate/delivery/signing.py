@@ -5,6 +5,10 @@ Headers numgate adds to every callback (the body stays byte-compatible with the 
 - ``X-Numgate-Signature: sha256=<lowercase hex HMAC-SHA256(app secret, raw body)>``
 - ``X-Numgate-Delivery-Id: <32 hex>`` — stable across retries, for de-duplication
 - ``X-Numgate-Attempt: <1, 2, …>``
+
+A POST that carries several callbacks (an app's ``--callback-batch N``) has, instead of the
+delivery id, ``X-Numgate-Batch-Size: <n>`` and ``X-Numgate-Delivery-Ids: <id1>,<id2>,…`` (one per
+element of the array, in order); ``X-Numgate-Attempt`` is then the highest attempt among them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import hmac
 SIGNATURE_HEADER = "X-Numgate-Signature"
 DELIVERY_ID_HEADER = "X-Numgate-Delivery-Id"
 ATTEMPT_HEADER = "X-Numgate-Attempt"
+BATCH_SIZE_HEADER = "X-Numgate-Batch-Size"
+BATCH_IDS_HEADER = "X-Numgate-Delivery-Ids"
 
 
 def sign_body(secret: str, body: bytes) -> str:

@@ -1,29 +1,38 @@
-"""The delivery worker: claims due callbacks, POSTs them concurrently, records each attempt,
-and schedules the retries. A crash loses nothing: an unrecorded attempt's lease runs out and the
-callback is sent again with the same delivery id (receivers de-duplicate on it).
+"""The delivery worker: hands callbacks to the scheduler where the POSTs are made, records what
+happened to each, and schedules the retries. A crash loses nothing: a callback whose attempt was
+not recorded stays leased only while its worker lives (the lease is renewed), then any worker
+claims it again and sends it with the same delivery id (receivers de-duplicate on it).
 
-Fresh callbacks skip the claim: a check worker in the same process stores them already leased to
-this process and hands them over in memory (:class:`Handoff`) once its transaction commits. If
-the process stops first, their lease runs out and any worker claims them from the table.
+Callbacks come two ways. Fresh ones are handed over in memory by this process's check worker
+(``Outbox.enqueue``), stored already leased to this worker, when their receiver has room here.
+The rest wait in the table, and the worker claims them **per receiver**: it finds the receivers
+that have callbacks due (a loose index scan, cheap however many callbacks wait), and claims for
+each only what that receiver has room for — nothing for a receiver that is paused or whose queue
+here is full. A receiver that hangs therefore holds only its own callbacks; the others are
+claimed and sent as if it were not there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, text, update
 
 from numgate.core import Core
 from numgate.db.direct import Statement
-from numgate.db.tables import deliveries
-from numgate.delivery.outbound import Outbound, open_outbound
-from numgate.delivery.outbox import DELIVERED, FAILED, IN_FLIGHT, PENDING, Handoff, Leased
+from numgate.db.tables import callback_receivers, deliveries
+from numgate.delivery.outbound import Done, Outbound, open_outbound
+from numgate.delivery.outbox import DELIVERED, FAILED, IN_FLIGHT, PENDING, Leased
 from numgate.delivery.retry import next_attempt_ms
 from numgate.delivery.sender import Outgoing
+from numgate.errors import Unavailable
 from numgate.jobs.claims import LeaseKeeper, Leases, new_lease_token
 from numgate.jobs.runner import register, wait_for_work
 
@@ -31,14 +40,39 @@ log = logging.getLogger("numgate.delivery")
 
 __all__ = ["DELIVERED", "FAILED", "IN_FLIGHT", "PENDING", "DeliveryWorker", "drain"]
 
+#: callbacks claimed for one receiver at a time, at most
 CLAIM = 500
+#: a receiver's callbacks waiting here (handed over or claimed, not answered): this many times
+#: its largest possible number of connections (NUMGATE_CALLBACK_CONCURRENCY) times its batch size
+QUEUE_FACTOR = 4
+#: how often the receivers' pace is written for ``numgate deliveries receivers``
+PACE_EVERY_S = 2.0
 
 d = deliveries.c
 LEASES = Leases(deliveries)
-CLAIM_DUE = LEASES.claim_statement(
-    where=[d.status == PENDING, d.next_ms <= bindparam("now")],
+_ROW = [d.uid, d.target_id, d.receiver_id, d.body, d.attempts, d.app_id, d.deadline_ms]
+CLAIM_FOR = LEASES.claim_statement(
+    where=[d.status == PENDING, d.receiver_id == bindparam("rid"), d.next_ms <= bindparam("now")],
     order_by=d.next_ms,
-    returning=[d.uid, d.target_id, d.body, d.attempts, d.app_id, d.deadline_ms],
+    returning=_ROW,
+)
+#: receivers with a callback due: a loose index scan over (status, receiver_id, next_ms)
+DUE_RECEIVERS = Statement(
+    text(
+        f"""
+        WITH RECURSIVE r(rid) AS (
+          SELECT MIN(receiver_id) FROM deliveries WHERE status = {PENDING}
+          UNION ALL
+          SELECT (SELECT MIN(receiver_id) FROM deliveries WHERE status = {PENDING} AND receiver_id > r.rid)
+          FROM r WHERE r.rid IS NOT NULL
+        )
+        SELECT rid FROM r
+        WHERE rid IS NOT NULL AND EXISTS (
+          SELECT 1 FROM deliveries
+          WHERE status = {PENDING} AND receiver_id = r.rid AND next_ms <= :now
+        )
+        """
+    )
 )
 RECORD_ATTEMPT = Statement(
     update(deliveries)
@@ -56,85 +90,142 @@ RECORD_ATTEMPT = Statement(
     )
 )
 NEXT_DUE = Statement(select(func.min(d.next_ms)).where(d.status == PENDING))
+SAVE_PACE = Statement(
+    update(callback_receivers)
+    .where(callback_receivers.c.id == bindparam("b_rid"))
+    .values(pace=bindparam("b_pace"), pace_ms=bindparam("b_now"))
+)
+
+
+@dataclass(frozen=True)
+class _Sent:
+    token: int
+    receiver_id: int
+    attempts: int
+    deadline_ms: int
 
 
 class DeliveryWorker:
-    def __init__(self, core: Core, outbound: Outbound, handoff: Handoff | None = None) -> None:
+    """Also the outbox's hand-over (``Handoff``): ``room`` and ``take``."""
+
+    def __init__(self, core: Core, outbound: Outbound) -> None:
         self.core = core
         self.outbound = outbound
-        self.handoff = handoff
-        self._next_sweep = 0.0
         #: the leases this worker holds (renewed by a LeaseKeeper while it runs)
         self.held = core.outbox.held
         self.keeper = LeaseKeeper(
             core.db, LEASES, core.settings.worker_lease_s, core.clock.time_ms, self.held
         )
+        self._sent: dict[str, _Sent] = {}
+        self._outstanding: Counter[int] = Counter()
+        self._token_left: Counter[int] = Counter()
+        #: receiver id → its name, and the largest batch size its apps asked for
+        self._names: dict[int, str] = {}
+        self._batch: dict[int, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._next_sweep = 0.0
 
-    async def _claim(self) -> Leased | None:
+    # room --------------------------------------------------------------------------------------
+
+    def room(self, receiver_id: int) -> int:
+        name = self._names.get(receiver_id)
+        if name is not None and name in self.outbound.paused():
+            return 0
+        cap = QUEUE_FACTOR * self.core.settings.callback_concurrency * self._batch.get(receiver_id, 1)
+        return max(cap - self._outstanding[receiver_id], 0)
+
+    @property
+    def outstanding(self) -> int:
+        """Callbacks taken and not recorded yet (counted when taken, before they are sent)."""
+        return sum(self._token_left.values())
+
+    # in ----------------------------------------------------------------------------------------
+
+    def take(self, leased: Leased) -> None:
+        """Callbacks leased to this worker: counted now, sent as soon as their app's secret is known."""
+        for row in leased.rows:
+            self._outstanding[row[2]] += 1
+        self._token_left[leased.token] += len(leased.rows)
+        task = asyncio.get_running_loop().create_task(self._send(leased))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, leased: Leased) -> None:
+        core = self.core
+        rows = leased.rows  # uid, target_id, receiver_id, body, attempts, app_id, deadline_ms
+        items: list[Outgoing] = []
+        for r in rows:
+            target = await core.outbox.targets.get(r[1])
+            app = await core.tenancy.callback_settings(r[5])
+            self._names[target.receiver_id] = target.receiver
+            if app.batch > self._batch.get(target.receiver_id, 1):
+                self._batch[target.receiver_id] = app.batch
+            self._sent[r[0]] = _Sent(leased.token, target.receiver_id, r[4], r[6])
+            items.append(
+                Outgoing(r[0], target.receiver, target.url, r[3].encode(), app.secret, r[4] + 1, app.batch)
+            )
+        self.outbound.send(items)
+
+    async def claim_round(self) -> int:
+        """Claim, for each receiver with callbacks due, what it has room for; the number claimed."""
         core = self.core
         now = core.clock.time_ms()
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + 5.0
             async with core.db.write() as tx:
                 await LEASES.release_expired(tx, now)
-        token = new_lease_token()
-        self.held.add(token)
-        try:
-            async with core.db.write() as tx:
-                rows = await tx.all(CLAIM_DUE, now=now, limit=CLAIM, until=self.keeper.until(), token=token)
-        except BaseException:
-            self.held.discard(token)
-            raise
-        if not rows:
-            self.held.discard(token)
-            return None
-        return Leased(token, rows)
+        async with core.db.read() as tx:
+            due = [int(r[0]) for r in await tx.all(DUE_RECEIVERS, now=now)]
+        claimed = 0
+        for rid in due:
+            room = min(self.room(rid), CLAIM)
+            if room <= 0:
+                continue
+            token = new_lease_token()
+            self.held.add(token)
+            try:
+                async with core.db.write() as tx:
+                    rows = await tx.all(
+                        CLAIM_FOR, rid=rid, now=now, limit=room, until=self.keeper.until(), token=token
+                    )
+            except BaseException:
+                self.held.discard(token)
+                raise
+            if not rows:
+                self.held.discard(token)
+                continue
+            self.take(Leased(token, rows))
+            claimed += len(rows)
+        return claimed
 
-    async def run_once(self) -> int:
-        leased = self.handoff.take() if self.handoff is not None else None
-        if leased is None:
-            leased = await self._claim()
-        if leased is None:
-            return 0
-        try:
-            await self.attempt(leased)
-        except BaseException:
-            # stopping (or the database is down): give the callbacks back now, not after the lease
-            with contextlib.suppress(Exception):
-                async with self.core.db.write() as tx:
-                    await LEASES.release_token(tx, leased.token)
-            raise
-        finally:
-            self.held.discard(leased.token)
-        return len(leased.rows)
+    # out ---------------------------------------------------------------------------------------
 
-    async def attempt(self, leased: Leased) -> None:
-        """POST each callback once and record how it went."""
+    async def record(self, done: Done) -> None:
+        """Record each attempt and schedule what is retried."""
         core = self.core
-        rows = leased.rows  # uid, target_id, body, attempts, app_id, deadline_ms
-        secrets = {app_id: await core.tenancy.app_secret(app_id) for app_id in {r[4] for r in rows}}
-        urls = {tid: await core.outbox.targets.url_of(tid) for tid in {r[1] for r in rows}}
-        outcomes = await self.outbound.send_all(
-            [Outgoing(r[0], urls[r[1]], r[2].encode(), secrets[r[4]], r[3] + 1) for r in rows]
-        )
-        done = core.clock.time_ms()
+        now = core.clock.time_ms()
         interval = int(core.settings.callback_retry_interval_s * 1000)
         updates: list[dict[str, Any]] = []
-        for r, o in zip(rows, outcomes, strict=True):
+        finished: list[_Sent] = []
+        for uid, o in done:
+            sent = self._sent.pop(uid, None)
+            if sent is None:  # given back already (a lost sender process, then its late answer)
+                continue
+            finished.append(sent)
             if o.ok:
-                status, nxt = DELIVERED, done
+                status, nxt = DELIVERED, now
             else:
-                retry_at = None if o.permanent else next_attempt_ms(done, r[5], interval)
-                status, nxt = (PENDING, retry_at) if retry_at is not None else (FAILED, done)
+                retry_at = None if o.permanent else next_attempt_ms(now, sent.deadline_ms, interval)
+                status, nxt = (PENDING, retry_at) if retry_at is not None else (FAILED, now)
                 if status == FAILED:
                     log.warning(
-                        "callback %s failed for good after %d attempt(s): %s", r[0], r[3] + 1, o.error
+                        "callback %s failed for good after %d attempt(s): %s", uid, sent.attempts + 1, o.error
                     )
             updates.append(
                 {
-                    "b_uid": r[0],
-                    "b_token": leased.token,
-                    "b_done": done,
+                    "b_uid": uid,
+                    "b_token": sent.token,
+                    "b_done": now,
                     "b_status": status,
                     "b_next": nxt,
                     "b_last_status": o.status,
@@ -142,8 +233,31 @@ class DeliveryWorker:
                     "b_latency": o.latency_ms,
                 }
             )
-        async with core.db.write() as tx:
-            await tx.many(RECORD_ATTEMPT, updates)
+        if updates:
+            async with core.db.write() as tx:
+                await tx.many(RECORD_ATTEMPT, updates)
+        for sent in finished:
+            self._outstanding[sent.receiver_id] -= 1
+            self._token_left[sent.token] -= 1
+            if self._token_left[sent.token] <= 0:
+                del self._token_left[sent.token]
+                self.held.discard(sent.token)
+        if finished:
+            core.outbox.wakeup.set()  # room again: the claimer may take more
+
+    async def save_pace(self) -> None:
+        """Write each receiver's pace for ``numgate deliveries receivers``."""
+        state = self.outbound.receivers()
+        ids = {name: rid for rid, name in self._names.items()}
+        now = self.core.clock.time_ms()
+        rows = [
+            {"b_rid": ids[name], "b_pace": json.dumps(s), "b_now": now}
+            for name, s in state.items()
+            if name in ids
+        ]
+        if rows:
+            async with self.core.db.write() as tx:
+                await tx.many(SAVE_PACE, rows)
 
     async def next_due_in(self) -> float | None:
         async with self.core.db.read() as tx:
@@ -151,6 +265,21 @@ class DeliveryWorker:
         if nxt is None:
             return None
         return max((int(nxt) - self.core.clock.time_ms()) / 1000, 0.0)
+
+    async def give_back(self) -> None:
+        """Stopping: every callback leased here and not recorded is pending again at once (the
+        next start sends it, with the same delivery id)."""
+        for t in list(self._tasks):
+            t.cancel()
+        tokens = set(self._token_left) | set(self.held)
+        self.held.difference_update(tokens)
+        with contextlib.suppress(Exception):
+            async with self.core.db.write() as tx:
+                for token in tokens:
+                    await LEASES.release_token(tx, token)
+        self._sent.clear()
+        self._token_left.clear()
+        self._outstanding.clear()
 
 
 def make_outbound(core: Core, processes: int | None = None) -> Outbound:
@@ -169,48 +298,55 @@ async def drain(core: Core) -> int:
     total = 0
     async with make_outbound(core, 0) as outbound:
         worker = DeliveryWorker(core, outbound)
-        while n := await worker.run_once():
-            total += n
+        try:
+            while n := await worker.claim_round():
+                total += n
+                while worker.outstanding:
+                    await worker.record(await outbound.outcomes(0.2))
+        finally:
+            await worker.give_back()
     return total
-
-
-async def _release_handed_over(core: Core, handoff: Handoff) -> None:
-    """Stopping: give back what was handed over and not sent, so the next start sends it at once."""
-    while (leased := handoff.take()) is not None:
-        core.outbox.held.discard(leased.token)
-        with contextlib.suppress(Exception):
-            async with core.db.write() as tx:
-                await LEASES.release_token(tx, leased.token)
 
 
 @register("deliveries")
 async def run_delivery_worker(core: Core, stop: asyncio.Event) -> None:
     wake: asyncio.Event = core.outbox.wakeup
     poll = core.settings.worker_poll_s
-    handoff = Handoff()
     async with make_outbound(core) as outbound:
-        worker = DeliveryWorker(core, outbound, handoff)
-        keeper = asyncio.create_task(worker.keeper.run(stop))
-        # with sender processes, one lane more than senders keeps each busy while a lane
-        # records its batch
-        senders = core.settings.resolved_callback_processes
-        lanes = senders + 1 if senders else 1
+        worker = DeliveryWorker(core, outbound)
 
-        async def lane() -> None:
+        async def recorder() -> None:
+            while not stop.is_set():
+                done = await outbound.outcomes(poll)
+                if done:
+                    await worker.record(done)
+
+        async def claimer() -> None:
             while not stop.is_set():
                 wake.clear()
-                if await worker.run_once():
+                if await worker.claim_round():
                     continue
                 due = await worker.next_due_in()
                 timeout = poll if due is None else min(max(due, 0.01), poll * 5)
                 await wait_for_work(wake, stop, timeout)
 
-        core.outbox.handoff = handoff
+        async def pacer() -> None:
+            while not stop.is_set():
+                await wait_for_work(asyncio.Event(), stop, PACE_EVERY_S)
+                with contextlib.suppress(Unavailable):
+                    await worker.save_pace()
+
+        core.outbox.handoff = worker
+        tasks = [asyncio.create_task(f()) for f in (recorder, claimer, pacer)]
+        tasks.append(asyncio.create_task(worker.keeper.run(stop)))
         try:
-            await asyncio.gather(*(lane() for _ in range(lanes)))
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                if t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
         finally:
             core.outbox.handoff = None
-            await _release_handed_over(core, handoff)
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await worker.give_back()

@@ -88,6 +88,8 @@ class App:
     appkey: str
     name: str
     callback_url: str | None
+    #: callbacks per POST (1: NXCloud's one per number)
+    callback_batch: int = 1
 
     @property
     def space_id(self) -> str:
@@ -107,7 +109,15 @@ def _account(r: Any) -> Account:
 
 
 def _app(r: Any) -> App:
-    return App(r["id"], r["account_id"], r["appkey"], r["name"], r["callback_url"])
+    return App(r["id"], r["account_id"], r["appkey"], r["name"], r["callback_url"], r["callback_batch"])
+
+
+@dataclass(frozen=True)
+class AppCallback:
+    """What sending an app's callbacks needs: its signing secret and its batch size."""
+
+    secret: str
+    batch: int
 
 
 _GRANT = Statement(
@@ -126,7 +136,13 @@ _GRANT = Statement(
     .where(access_keys.c.access_key == bindparam("key"))
 )
 _APP_BY_KEY = Statement(select(apps).where(apps.c.appkey == bindparam("appkey"), apps.c.deleted_ms.is_(None)))
-_APP_SECRET = Statement(select(apps.c.secret_enc).where(apps.c.id == bindparam("id")))
+_APP_CALLBACK = Statement(
+    select(apps.c.secret_enc, apps.c.callback_batch).where(apps.c.id == bindparam("id"))
+)
+#: an app's callback settings are cached this long in a process (a change or a rotated secret
+#: reaches every worker within it)
+APP_CACHE_SECONDS = 5.0
+MAX_CALLBACK_BATCH = 1000
 _INSERT_KEY = Statement(
     access_keys.insert().values(
         {
@@ -144,7 +160,7 @@ class TenancyService:
         self._clock = clock
         self._urls = urls
         self._key_cache: dict[str, tuple[float, KeyGrant | None]] = {}
-        self._app_secret_cache: dict[int, str] = {}
+        self._app_cache: dict[int, tuple[float, AppCallback]] = {}
 
     # accounts -----------------------------------------------------------------------------
 
@@ -358,7 +374,7 @@ class TenancyService:
                 )
             except Conflict:
                 raise InvalidParameter("appkey", f"the appkey {key!r} is taken") from None
-        return App(app_id, account_id, key, name, callback_url or None)
+        return App(app_id, account_id, key, name, callback_url or None, 1)
 
     async def list_apps(self, account_id: int) -> list[App]:
         async with self._db.read() as tx:
@@ -418,14 +434,41 @@ class TenancyService:
             raise AppNotOwned(f"appkey {appkey!r} belongs to another customer")
         return app
 
-    async def app_secret(self, app_id: int) -> str:
-        cached = self._app_secret_cache.get(app_id)
-        if cached is not None:
-            return cached
+    async def callback_settings(self, app_id: int) -> AppCallback:
+        """An app's signing secret and batch size (cached briefly: this is on every callback)."""
+        now = time.monotonic()
+        hit = self._app_cache.get(app_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
         async with self._db.read() as tx:
-            enc = await tx.scalar(_APP_SECRET, id=app_id)
-        if enc is None:
+            row = await tx.one(_APP_CALLBACK, id=app_id)
+        if row is None:
             raise NotFound(f"no app with id {app_id}")
-        secret = self._vault.decrypt(enc)
-        self._app_secret_cache[app_id] = secret
-        return secret
+        settings = AppCallback(self._vault.decrypt(row["secret_enc"]), int(row["callback_batch"]))
+        if len(self._app_cache) > 10_000:
+            self._app_cache.clear()
+        self._app_cache[app_id] = (now + APP_CACHE_SECONDS, settings)
+        return settings
+
+    async def app_secret(self, app_id: int) -> str:
+        return (await self.callback_settings(app_id)).secret
+
+    async def set_callback_batch(self, appkey: str, batch: int) -> App:
+        """Callbacks per POST for an app: 1 (NXCloud's one per number) to 1,000 (a JSON array)."""
+        if not 1 <= batch <= MAX_CALLBACK_BATCH:
+            raise InvalidParameter(
+                "callback_batch",
+                f"the callback batch size must be from 1 to {MAX_CALLBACK_BATCH}, got {batch}",
+            )
+        async with self._db.write() as tx:
+            n = await tx.run(
+                update(apps)
+                .where(apps.c.appkey == appkey, apps.c.deleted_ms.is_(None))
+                .values(callback_batch=batch)
+            )
+        if not n:
+            raise AppNotFound(f"no app with appkey {appkey!r}")
+        app = await self.find_app(appkey)
+        assert app is not None
+        self._app_cache.pop(app.id, None)
+        return app

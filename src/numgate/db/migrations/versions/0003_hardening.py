@@ -44,9 +44,11 @@ RENAMED: dict[str, tuple[str, ...]] = {
 
 
 def receiver_of(url: str) -> str:
+    """As numgate.delivery.urls.receiver_of (a migration does not import the application)."""
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+    host = (parts.hostname or "").lower()
+    return f"{parts.scheme}://[{host}]:{port}" if ":" in host else f"{parts.scheme}://{host}:{port}"
 
 
 def upgrade() -> None:
@@ -56,6 +58,7 @@ def upgrade() -> None:
         b.add_column(sa.Column("enabled", sa.Boolean(), server_default=sa.true(), nullable=False))
     with op.batch_alter_table("apps") as b:
         b.add_column(sa.Column("deleted_ms", sa.BigInteger(), nullable=True))
+        b.add_column(sa.Column("callback_batch", sa.Integer(), server_default="1", nullable=False))
 
     # key policies in core operation names
     keys = sa.table("access_keys", sa.column("access_key", sa.String), sa.column("allowed_actions", sa.Text))
@@ -65,45 +68,84 @@ def upgrade() -> None:
         names = sorted({new for old in json.loads(allowed) for new in RENAMED.get(old, (old,))})
         bind.execute(keys.update().where(keys.c.access_key == key).values(allowed_actions=json.dumps(names)))
 
-    # callback URLs once, in their own table
+    # callback URLs once, in their own table; receivers (scheme://host:port) in theirs
+    op.create_table(
+        "callback_receivers",
+        sa.Column("id", BigId, autoincrement=True, nullable=False),
+        sa.Column("receiver", sa.String(length=300), nullable=False),
+        sa.Column("created_ms", sa.BigInteger(), nullable=False),
+        sa.Column("pace", sa.Text(), nullable=True),
+        sa.Column("pace_ms", sa.BigInteger(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_callback_receivers")),
+        sa.UniqueConstraint("receiver", name=op.f("uq_callback_receivers_receiver")),
+    )
     op.create_table(
         "callback_targets",
         sa.Column("id", BigId, autoincrement=True, nullable=False),
         sa.Column("url_hash", sa.String(length=64), nullable=False),
         sa.Column("url", sa.Text(), nullable=False),
-        sa.Column("receiver", sa.String(length=300), nullable=False),
+        sa.Column("receiver_id", sa.BigInteger(), nullable=False),
         sa.Column("created_ms", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["receiver_id"],
+            ["callback_receivers.id"],
+            name=op.f("fk_callback_targets_receiver_id_callback_receivers"),
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_callback_targets")),
         sa.UniqueConstraint("url_hash", name=op.f("uq_callback_targets_url_hash")),
+    )
+    receivers = sa.table(
+        "callback_receivers",
+        sa.column("id", sa.BigInteger),
+        sa.column("receiver", sa.String),
+        sa.column("created_ms", sa.BigInteger),
     )
     targets = sa.table(
         "callback_targets",
         sa.column("id", sa.BigInteger),
         sa.column("url_hash", sa.String),
         sa.column("url", sa.Text),
-        sa.column("receiver", sa.String),
+        sa.column("receiver_id", sa.BigInteger),
         sa.column("created_ms", sa.BigInteger),
     )
-    deliveries = sa.table("deliveries", sa.column("url", sa.Text), sa.column("target_id", sa.BigInteger))
+    deliveries = sa.table(
+        "deliveries",
+        sa.column("url", sa.Text),
+        sa.column("target_id", sa.BigInteger),
+        sa.column("receiver_id", sa.BigInteger),
+    )
     batches = sa.table("batches", sa.column("dr_url", sa.Text), sa.column("target_id", sa.BigInteger))
     with op.batch_alter_table("deliveries") as b:
         b.add_column(sa.Column("target_id", sa.BigInteger(), nullable=True))
+        b.add_column(sa.Column("receiver_id", sa.BigInteger(), nullable=True))
     with op.batch_alter_table("batches") as b:
         b.add_column(sa.Column("target_id", sa.BigInteger(), nullable=True))
     urls = {u for (u,) in bind.execute(sa.select(deliveries.c.url).distinct())}
     urls |= {u for (u,) in bind.execute(sa.select(batches.c.dr_url).distinct()) if u}
+    receiver_ids: dict[str, int] = {}
     for url in sorted(urls):
+        key = receiver_of(url)
+        if key not in receiver_ids:
+            bind.execute(receivers.insert().values(receiver=key, created_ms=0))
+            receiver_ids[key] = bind.execute(
+                sa.select(receivers.c.id).where(receivers.c.receiver == key)
+            ).scalar_one()
+        rid = receiver_ids[key]
         h = hashlib.sha256(url.encode()).hexdigest()
-        bind.execute(targets.insert().values(url_hash=h, url=url, receiver=receiver_of(url), created_ms=0))
+        bind.execute(targets.insert().values(url_hash=h, url=url, receiver_id=rid, created_ms=0))
         tid = bind.execute(sa.select(targets.c.id).where(targets.c.url_hash == h)).scalar_one()
-        bind.execute(deliveries.update().where(deliveries.c.url == url).values(target_id=tid))
+        bind.execute(
+            deliveries.update().where(deliveries.c.url == url).values(target_id=tid, receiver_id=rid)
+        )
         bind.execute(batches.update().where(batches.c.dr_url == url).values(target_id=tid))
     with op.batch_alter_table("deliveries") as b:
         b.alter_column("target_id", existing_type=sa.BigInteger(), nullable=False)
+        b.alter_column("receiver_id", existing_type=sa.BigInteger(), nullable=False)
         b.create_foreign_key(
             op.f("fk_deliveries_target_id_callback_targets"), "callback_targets", ["target_id"], ["id"]
         )
         b.drop_column("url")
+        b.create_index("ix_deliveries_receiver_due", ["status", "receiver_id", "next_ms"], unique=False)
     with op.batch_alter_table("batches") as b:
         b.create_foreign_key(
             op.f("fk_batches_target_id_callback_targets"), "callback_targets", ["target_id"], ["id"]
