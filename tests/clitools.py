@@ -7,6 +7,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +63,29 @@ def one_line_error(p: subprocess.CompletedProcess[str], code: int = 2) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
     assert "Traceback" not in p.stderr and "listening" not in p.stderr + p.stdout
     return lines[0]
+
+
+class Serving:
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "numgate", "serve", "--port", str(self.port), *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self) -> None:
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                    assert json.loads(r.read())["status"] == "ok"
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise AssertionError(self.proc.communicate()) from None
+                time.sleep(0.1)
+        raise AssertionError("numgate serve did not answer")

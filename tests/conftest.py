@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -400,3 +401,35 @@ def new_space(srv: RunningServer, account_id: int, name: str = "space") -> str:
         return (await core.tenancy.create_app(account_id, name, appkey=ids.new_space_id())).appkey
 
     return srv.call(make)
+
+
+# numgate's own processes (end-to-end tests) -------------------------------------------------------
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of a numgate command run as a user runs it (``clitools.numgate``)."""
+    from clitools import cli_env
+
+    return cli_env(database_url, tmp_path)
+
+
+@pytest.fixture
+def serving(env: dict[str, str]) -> Iterator[Callable[..., Any]]:
+    """Starts ``numgate serve`` processes (migrated first); kills what is left afterwards."""
+    from clitools import Serving, numgate
+
+    started: list[Serving] = []
+
+    def start(*args: str, extra: dict[str, str] | None = None) -> Serving:
+        s = Serving(env | (extra or {}), *args)
+        started.append(s)
+        s.wait_ready()
+        return s
+
+    numgate(env, "migrate")
+    yield start
+    for s in started:
+        if s.proc.poll() is None:
+            os.killpg(s.proc.pid, signal.SIGKILL)
+        s.proc.communicate(timeout=10)  # reaps it and closes its pipes

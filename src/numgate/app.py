@@ -61,9 +61,11 @@ class NumgateApp:
         return dispatch
 
     def _routes(self) -> list[Route]:
+        from numgate.web.metrics import metrics_routes
         from numgate.web.signup import signup_routes
 
         routes = [Route("/healthz", self._healthz, methods=["GET"])]
+        routes += metrics_routes(self._require_core, self.settings)
         routes += signup_routes(self._require_core)
         return routes
 

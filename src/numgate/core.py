@@ -15,6 +15,7 @@ from numgate.delivery.log import DeliveryLog
 from numgate.delivery.outbox import CallbackTargets, Outbox
 from numgate.delivery.urls import CallbackUrls
 from numgate.ledger.service import Ledger
+from numgate.metrics import metered
 from numgate.numbers.batches import BatchReports
 from numgate.replay import DatabaseReplayGuard, RedisReplayGuard, ReplayGuard
 from numgate.settings import Settings
@@ -120,10 +121,16 @@ async def open_core(
         deliveries=DeliveryLog(db, clock, outbox),
         numbers=NumberCheckService(db, clock, tenancy, ledger, NxCallbackRenderer(), urls, targets),
         batches=BatchReports(db),
-        providers=providers or simulator(),
-        waba=WabaService(db, clock, vault, tenancy, upstream),
+        providers=_metered(providers or simulator()),
+        waba=WabaService(db, clock, vault, tenancy, metered(upstream, "waba", settings.waba_upstream)),
         waba_signup=SignupTokens(vault, clock),
     )
+
+
+def _metered(p: Providers) -> Providers:
+    from numgate.numbers.providers import Providers
+
+    return Providers(hlr=metered(p.hlr, "hlr"), call=metered(p.call, "call"))
 
 
 def _waba_upstream(settings: Settings, db: Database, clock: Clock) -> WabaUpstream:

@@ -188,6 +188,11 @@ class Settings:
     sqlite_wal_max: int = 64 * 1024 * 1024
     #: on SIGTERM: seconds for requests and workers to finish before what is left is cut off
     drain_s: float = 10.0
+    #: ``GET /metrics`` asks for ``Authorization: Bearer <token>``; without one it is served only
+    #: when numgate listens on a loopback address
+    metrics_token: str | None = None
+    #: where numgate's processes keep their counters for ``/metrics``; None: <data dir>/metrics
+    metrics_dir: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -195,6 +200,10 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'numgate.db').resolve()}"
+
+    @property
+    def resolved_metrics_dir(self) -> Path:
+        return self.metrics_dir if self.metrics_dir is not None else self.data_dir / "metrics"
 
     @property
     def resolved_check_processes(self) -> int:
@@ -280,4 +289,6 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "NUMGATE_DB_TIMEOUT": ("db_timeout_s", _float(0.1, 300), "database and Redis timeout, seconds"),
     "NUMGATE_SQLITE_WAL_MAX": ("sqlite_wal_max", _int(1024 * 1024), "WAL size that triggers a truncation"),
     "NUMGATE_DRAIN": ("drain_s", _float(0, 300), "seconds to drain on SIGTERM"),
+    "NUMGATE_METRICS_TOKEN": ("metrics_token", _text, "bearer token `GET /metrics` asks for"),
+    "NUMGATE_METRICS_DIR": ("metrics_dir", _path, "where the processes keep their counters"),
 }

@@ -11,18 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import typer
 
-from clitools import cli_env, js, numgate
+from clitools import js, numgate
 from conftest import RunningServer, make_tenant
 from numgate.cli import app as cli_app
 from numgate.client import NxClient
-
-
-@pytest.fixture
-def env(database_url: str, tmp_path: Path) -> dict[str, str]:
-    return cli_env(database_url, tmp_path)
 
 
 def leaf_commands() -> list[tuple[str, Any]]:

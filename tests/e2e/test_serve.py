@@ -9,23 +9,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from clitools import clean_env, cli_env, free_port, numgate, one_line_error
+from clitools import clean_env, free_port, numgate, one_line_error
 from conftest import PG_URL, SECRET_KEY
-
-
-@pytest.fixture
-def env(database_url: str, tmp_path: Path) -> dict[str, str]:
-    return cli_env(database_url, tmp_path)
 
 
 def test_configuration_mistakes_are_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -85,50 +75,6 @@ def test_worker_options_are_validated(env: dict[str, str]) -> None:
     assert "foo" in line and "checks, deliveries" in line
     out = json.loads(numgate(env, "worker", "--only", "checks,deliveries", "--drain", "--json").stdout)
     assert out == {"checked": 0, "callbacks_attempted": 0}
-
-
-class Serving:
-    def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "numgate", "serve", "--port", str(self.port), *args],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self) -> None:
-        for _ in range(200):
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
-                    assert json.loads(r.read())["status"] == "ok"
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise AssertionError(self.proc.communicate()) from None
-                time.sleep(0.1)
-        raise AssertionError("numgate serve did not answer")
-
-
-@pytest.fixture
-def serving(env: dict[str, str]) -> Iterator[Any]:
-    started: list[Serving] = []
-
-    def start(*args: str, extra: dict[str, str] | None = None) -> Serving:
-        s = Serving(env | (extra or {}), *args)
-        started.append(s)
-        s.wait_ready()
-        return s
-
-    numgate(env, "migrate")
-    yield start
-    for s in started:
-        if s.proc.poll() is None:
-            os.killpg(s.proc.pid, signal.SIGKILL)
-        s.proc.communicate(timeout=10)  # reaps it and closes its pipes
 
 
 def test_serve_says_listening_in_json_and_shuts_down_on_sigterm(serving: Any) -> None:

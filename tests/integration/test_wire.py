@@ -49,7 +49,7 @@ def test_a_handler_bug_is_a_json_500_without_a_traceback() -> None:
         raise AssertionError(detail)
 
     dispatch = Dispatch(fallback)
-    dispatch.add("/x", ("POST",), broken, refuse)
+    dispatch.add("/x", ("POST",), broken, refuse, "test")
     sent: list[dict[str, Any]] = []
     messages = [
         {"type": "http.request", "body": b"{", "more_body": True},

@@ -243,6 +243,7 @@ def _app_json(a: Any) -> dict[str, Any]:
         "appkey": a.appkey,
         "name": a.name,
         "callback_url": a.callback_url,
+        "callback_batch": a.callback_batch,
     }
 
 
@@ -280,15 +281,40 @@ def app_update(
     no_callback_url: Annotated[
         bool, typer.Option("--no-callback-url", help="Remove the default callback URL.")
     ] = False,
+    callback_batch: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=1000,
+            help="Callbacks per POST: 1 (NXCloud's one per number, the default) or up to 1,000 in one "
+            "JSON array (docs/numbercheck.md, 'Batched callbacks').",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Change an app's settings."""
-    if callback_url is None and not no_callback_url:
-        fail("nothing to change: give --callback-url URL or --no-callback-url")
+    """Change an app's settings: its default callback URL, its callbacks per POST."""
+    if callback_url is None and not no_callback_url and callback_batch is None:
+        fail("nothing to change: give --callback-url URL, --no-callback-url or --callback-batch N")
     if callback_url is not None and no_callback_url:
         fail("give --callback-url or --no-callback-url, not both")
-    a = run(lambda core: core.tenancy.set_callback_url(appkey, callback_url, "--callback-url"))
-    emit(_app_json(a), as_json, text=f"app {a.appkey}: callback URL {a.callback_url or '(none)'}")
+
+    async def main(core: Core) -> Any:
+        a = await core.tenancy.find_app(appkey)
+        if callback_url is not None or no_callback_url:
+            a = await core.tenancy.set_callback_url(appkey, callback_url, "--callback-url")
+        if callback_batch is not None:
+            a = await core.tenancy.set_callback_batch(appkey, callback_batch)
+        if a is None:
+            raise AppNotFound(f"no app with appkey {appkey!r}")
+        return a
+
+    a = run(main)
+    emit(
+        _app_json(a),
+        as_json,
+        text=f"app {a.appkey}: callback URL {a.callback_url or '(none)'}, "
+        f"{a.callback_batch} callback(s) per POST",
+    )
 
 
 @app_cmd.command("delete")

@@ -163,6 +163,47 @@ def deliveries_show(delivery_id: str, as_json: JsonOpt = False) -> None:
     emit(r, as_json, text="\n".join(f"{k:14} {'' if v is None else v}" for k, v in r.items()))
 
 
+@deliveries_cmd.command("receivers")
+def deliveries_receivers(as_json: JsonOpt = False) -> None:
+    """Each receiver (scheme, host, port): callbacks queued, in flight and failed, and its pace as a
+    delivery worker last reported it — connection limit, pause, success rate, latency p50/p99."""
+    reports = run(lambda core: core.deliveries.receivers())
+    rows: list[dict[str, Any]] = []
+    for r in reports:
+        row = r.to_json()
+        row["reported"] = when(r.pace_ms)
+        row.pop("pace_ms")
+        rows.append(row)
+    t = Table(
+        "receiver",
+        "queued",
+        "in flight",
+        "failed",
+        "limit",
+        "paused",
+        "success",
+        "p50 ms",
+        "p99 ms",
+        "reported",
+    )
+    for row in rows:
+        pace = row["pace"] or {}
+        rate = pace.get("success_rate")
+        t.add_row(
+            row["receiver"],
+            str(row["queued"]),
+            str(row["in_flight"]),
+            str(row["failed"]),
+            str(pace.get("limit", "")),
+            f"{pace['paused_for_s']} s" if pace.get("paused_for_s") else "",
+            f"{rate:.0%}" if rate is not None else "",
+            str(pace.get("p50_ms") or ""),
+            str(pace.get("p99_ms") or ""),
+            row["reported"],
+        )
+    emit(rows, as_json, t)
+
+
 @deliveries_cmd.command("retry")
 def deliveries_retry(
     delivery_ids: Annotated[list[str] | None, typer.Argument(metavar="[DELIVERY_ID]...")] = None,

@@ -16,6 +16,7 @@ import typer
 from numgate import __version__, logs
 from numgate.cli.common import EXIT_SETUP, JsonOpt, err, fail, redacted_url, run, run_async, settings
 from numgate.core import Core
+from numgate.metrics import share as share_metrics
 from numgate.settings import Settings
 
 
@@ -91,6 +92,7 @@ def start_server(s: Settings, as_json: bool = False) -> None:
     from numgate.web.server import NumgateServer, uvicorn_config
 
     logs.configure(s.log_level)
+    share_metrics(s.resolved_metrics_dir)
     _preflight(s)
     sock = _bind(s.host, s.port)
     url = f"http://{s.host}:{s.port}"
@@ -142,6 +144,7 @@ def worker(
         fail(f"--only: {exc}", EXIT_SETUP)
     s = settings()
     logs.configure(s.log_level)
+    share_metrics(s.resolved_metrics_dir)
 
     async def main(core: Core) -> dict[str, Any]:
         if drain:

@@ -17,6 +17,7 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
     "/api/number/check": ("1", "numbercheck"),
     "/api/number/check/get": ("1", "numbercheck"),
     "/api/number/query": ("1", "numbercheck"),
+    "/api/number/results": ("1", "numbercheck"),
 }
 INTEGRATOR = "/api/wa/integrator/embedded/register/"
 
@@ -135,6 +136,10 @@ def _submit_body(
     return body
 
 
+def _feed_body(cursor: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "cursor": cursor} if cursor else body
+
+
 def _check_get_body(phone: str, appkey: str, batch_no: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {"phone": phone, "appkey": appkey, "checkLevel": 1}
     if batch_no is not None:
@@ -194,6 +199,10 @@ class NxClient(_Base):
 
     def number_query(self, **body: Any) -> dict[str, Any]:
         return _check(self.post("/api/number/query", body))
+
+    def number_results(self, cursor: str | None = None, **body: Any) -> dict[str, Any]:
+        """numgate's pull feed: ``{"results": [callback bodies], "cursor": …, "more": …}``."""
+        return _check(self.post("/api/number/results", _feed_body(cursor, body)))
 
     def number_check_get(self, phone: str, *, appkey: str, batch_no: str | None = None) -> dict[str, Any]:
         return _check(self.post("/api/number/check/get", _check_get_body(phone, appkey, batch_no)))
@@ -255,6 +264,9 @@ class AsyncNxClient(_Base):
 
     async def number_query(self, **body: Any) -> dict[str, Any]:
         return _check(await self.post("/api/number/query", body))
+
+    async def number_results(self, cursor: str | None = None, **body: Any) -> dict[str, Any]:
+        return _check(await self.post("/api/number/results", _feed_body(cursor, body)))
 
     async def number_check_get(
         self, phone: str, *, appkey: str, batch_no: str | None = None

@@ -194,6 +194,8 @@ checks = Table(
     Index("ix_checks_claim", "status", "account_id", "id"),
     Index("ix_checks_batch_seq", "batch_id", "seq"),
     Index("ix_checks_message_id", "message_id"),
+    # the pull feed: an account's results in the order they were finished
+    Index("ix_checks_results", "account_id", "status", "done_ms", "id"),
 )
 
 # callback outbox. status: 0 pending, 1 in flight (leased), 2 delivered, 3 failed

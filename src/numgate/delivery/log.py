@@ -8,14 +8,15 @@ what it is — any worker will take it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from numgate.clock import Clock
 from numgate.db.direct import Database
-from numgate.db.tables import batches, callback_targets, checks, deliveries
+from numgate.db.tables import batches, callback_receivers, callback_targets, checks, deliveries
 from numgate.delivery.outbox import DELIVERED, FAILED, IN_FLIGHT, PENDING, STATUS_NAMES, Outbox
 from numgate.errors import InvalidParameter, NotFound
 
@@ -63,6 +64,22 @@ def status_code(name: str) -> int:
         raise InvalidParameter(
             "status", f"status must be one of {', '.join(STATUS_NAMES.values())}; got {name!r}"
         ) from None
+
+
+@dataclass(frozen=True)
+class ReceiverReport:
+    receiver: str
+    #: callbacks waiting in the table (due or scheduled for a retry)
+    queued: int
+    #: callbacks leased to a worker (in its queue or being sent)
+    in_flight: int
+    failed: int
+    #: what the delivery worker last reported of its pace (None: never sent to)
+    pace: dict[str, Any] | None
+    pace_ms: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 class DeliveryLog:
@@ -137,6 +154,29 @@ class DeliveryLog:
         if r is None or (account_id is not None and r["account_id"] != account_id):
             raise NotFound(f"no delivery {uid!r}")
         return self._row(r, self._clock.time_ms(), body=True)
+
+    async def receivers(self) -> list[ReceiverReport]:
+        """Every receiver: its queue, in flight and failed callbacks, and its last reported pace
+        (connection limit, pause, success rate, latency)."""
+        counts = (
+            select(d.receiver_id, d.status, func.count())
+            .where(d.status.in_([PENDING, IN_FLIGHT, FAILED]))
+            .group_by(d.receiver_id, d.status)
+        )
+        async with self._db.read() as tx:
+            rows = await tx.all(select(callback_receivers).order_by(callback_receivers.c.receiver))
+            by: dict[tuple[int, int], int] = {(int(r[0]), int(r[1])): int(r[2]) for r in await tx.all(counts)}
+        return [
+            ReceiverReport(
+                r["receiver"],
+                by.get((r["id"], PENDING), 0),
+                by.get((r["id"], IN_FLIGHT), 0),
+                by.get((r["id"], FAILED), 0),
+                json.loads(r["pace"]) if r["pace"] else None,
+                r["pace_ms"],
+            )
+            for r in rows
+        ]
 
     async def retry(
         self, uids: list[str] | None = None, *, batch: str | None = None, account_id: int | None = None

@@ -63,17 +63,27 @@ class InProcessOutbound:
     """The scheduler and the POSTs in the delivery worker's own event loop."""
 
     def __init__(
-        self, *, allow: Sequence[Network], timeout_s: float, concurrency: int, response_max: int
+        self,
+        *,
+        allow: Sequence[Network],
+        timeout_s: float,
+        concurrency: int,
+        response_max: int,
+        pause_max_s: float,
     ) -> None:
         self._sender = CallbackSender(allow=allow, timeout_s=timeout_s, response_max=response_max)
         self._collector = _Collector()
         self._concurrency = concurrency
+        self._pause_max_s = pause_max_s
         self._scheduler: Scheduler | None = None
 
     async def __aenter__(self) -> InProcessOutbound:
         await self._sender.__aenter__()
         self._scheduler = Scheduler(
-            self._sender, max_per_receiver=self._concurrency, on_outcomes=self._collector.add
+            self._sender,
+            max_per_receiver=self._concurrency,
+            on_outcomes=self._collector.add,
+            pause_max_s=self._pause_max_s,
         )
         return self
 
@@ -102,7 +112,13 @@ class InProcessOutbound:
 
 
 def _sender_main(
-    conn: Any, parent: int, allow: tuple[Network, ...], timeout_s: float, concurrency: int, response_max: int
+    conn: Any,
+    parent: int,
+    allow: tuple[Network, ...],
+    timeout_s: float,
+    concurrency: int,
+    response_max: int,
+    pause_max_s: float,
 ) -> None:
     """A sender process: receives callbacks on ``conn``, sends back outcomes and state."""
     from numgate.helpers import watch_parent
@@ -117,17 +133,24 @@ def _sender_main(
     except ImportError:  # pragma: no cover - uvicorn[standard] installs uvloop
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(_serve_pipe(conn, allow, timeout_s, concurrency, response_max))
+    loop.run_until_complete(_serve_pipe(conn, allow, timeout_s, concurrency, response_max, pause_max_s))
 
 
 async def _serve_pipe(
-    conn: Any, allow: tuple[Network, ...], timeout_s: float, concurrency: int, response_max: int
+    conn: Any,
+    allow: tuple[Network, ...],
+    timeout_s: float,
+    concurrency: int,
+    response_max: int,
+    pause_max_s: float,
 ) -> None:
     loop = asyncio.get_running_loop()
     done: Done = []
     closing = asyncio.Event()
     async with CallbackSender(allow=allow, timeout_s=timeout_s, response_max=response_max) as sender:
-        scheduler = Scheduler(sender, max_per_receiver=concurrency, on_outcomes=done.extend)
+        scheduler = Scheduler(
+            sender, max_per_receiver=concurrency, on_outcomes=done.extend, pause_max_s=pause_max_s
+        )
 
         def read() -> None:  # a thread: blocking reads of the pipe
             try:
@@ -221,9 +244,10 @@ class ProcessOutbound:
         timeout_s: float,
         concurrency: int,
         response_max: int,
+        pause_max_s: float,
     ) -> None:
         self._n = processes
-        self._args = (tuple(allow), timeout_s, concurrency, response_max)
+        self._args = (tuple(allow), timeout_s, concurrency, response_max, pause_max_s)
         self._senders: list[_SenderProcess] = []
         self._collector = _Collector()
         self._closing = False
@@ -274,9 +298,21 @@ Outbound = InProcessOutbound | ProcessOutbound
 
 
 def open_outbound(
-    processes: int, *, allow: Sequence[Network], timeout_s: float, concurrency: int, response_max: int
+    processes: int,
+    *,
+    allow: Sequence[Network],
+    timeout_s: float,
+    concurrency: int,
+    response_max: int,
+    pause_max_s: float = 60.0,
 ) -> Outbound:
-    kw = {"allow": allow, "timeout_s": timeout_s, "concurrency": concurrency, "response_max": response_max}
+    kw = {
+        "allow": allow,
+        "timeout_s": timeout_s,
+        "concurrency": concurrency,
+        "response_max": response_max,
+        "pause_max_s": pause_max_s,
+    }
     if processes > 0:
         return ProcessOutbound(processes, **kw)  # type: ignore[arg-type]
     return InProcessOutbound(**kw)  # type: ignore[arg-type]

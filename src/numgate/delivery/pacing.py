@@ -11,9 +11,10 @@ the way TCP finds a path's: a :class:`Pacer` per receiver (scheme, host and port
 - halves it — at most once per round — when the receiver shows strain: a time-out, a refused or
   reset connection, HTTP 429 or 503, or an answer far slower than its usual (a dropped connection
   the kernel retried a second later);
-- after five failures in a row pauses the receiver: 1 s, then 2, 4 … up to 60 s, during which
-  none of its callbacks is attempted (they keep their place and their retry schedule), then
-  probes it with one connection.
+- after five failures in a row pauses the receiver: 1 s, then 2, 4 … up to 60 s — never longer
+  than the retry interval (``NUMGATE_CALLBACK_RETRY_INTERVAL``), so that its callbacks keep their
+  retry schedule — during which none of its callbacks is attempted, then probes it with one
+  connection.
 
 A pacer is pure bookkeeping over an injected clock; the scheduler (``scheduler.py``) asks it for
 room and tells it how each attempt went.
@@ -64,8 +65,9 @@ class PacerState:
 
 
 class Pacer:
-    def __init__(self, max_limit: int, now: float) -> None:
+    def __init__(self, max_limit: int, now: float, pause_max_s: float = PAUSE_MAX_S) -> None:
         self.max_limit = max(max_limit, 1)
+        self.pause_max_s = min(pause_max_s, PAUSE_MAX_S)
         self.limit = float(min(START, self.max_limit))
         self.threshold = float(self.max_limit)  # slow start until here
         self.in_flight = 0
@@ -111,7 +113,7 @@ class Pacer:
         if result is Result.STRAIN:
             self._decrease(latency_ms, now)
         if self.failures_in_row >= PAUSE_AFTER:
-            wait = min(PAUSE_FIRST_S * 2**self.pauses, PAUSE_MAX_S)
+            wait = min(PAUSE_FIRST_S * 2**self.pauses, self.pause_max_s)
             self.paused_until = now + wait
             self.pauses += 1
             self.failures_in_row = 0

@@ -44,11 +44,13 @@ class Scheduler:
         *,
         max_per_receiver: int,
         on_outcomes: OnOutcomes,
+        pause_max_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         max_in_flight: int = MAX_CONNECTIONS,
     ) -> None:
         self._sender = sender
         self._max_per_receiver = max_per_receiver
+        self._pause_max_s = pause_max_s
         self._on_outcomes = on_outcomes
         self._clock = clock
         self._max_in_flight = max_in_flight
@@ -65,7 +67,8 @@ class Scheduler:
         for item in items:
             r = self._receivers.get(item.receiver)
             if r is None:
-                r = self._receivers[item.receiver] = _Receiver(Pacer(self._max_per_receiver, now), now)
+                pacer = Pacer(self._max_per_receiver, now, self._pause_max_s)
+                r = self._receivers[item.receiver] = _Receiver(pacer, now)
             r.queue.append(item)
         self._kick()
 

@@ -60,6 +60,15 @@ class Outcome:
     #: what the attempt says about the receiver's pace
     result: Result = Result.OK
 
+    @property
+    def kind(self) -> str:
+        """delivered, error (another answer), overloaded (strain) or refused (never sent)."""
+        if self.ok:
+            return "delivered"
+        if self.permanent:
+            return "refused"
+        return "overloaded" if self.result is Result.STRAIN else "error"
+
 
 def _cause_chain(exc: BaseException) -> list[BaseException]:
     out, cur = [], exc

@@ -35,6 +35,7 @@ from numgate.delivery.sender import Outgoing
 from numgate.errors import Unavailable
 from numgate.jobs.claims import LeaseKeeper, Leases, new_lease_token
 from numgate.jobs.runner import register, wait_for_work
+from numgate.metrics import metrics
 
 log = logging.getLogger("numgate.delivery")
 
@@ -117,6 +118,7 @@ class DeliveryWorker:
             core.db, LEASES, core.settings.worker_lease_s, core.clock.time_ms, self.held
         )
         self._sent: dict[str, _Sent] = {}
+        self._metrics = metrics()
         self._outstanding: Counter[int] = Counter()
         self._token_left: Counter[int] = Counter()
         #: receiver id → its name, and the largest batch size its apps asked for
@@ -207,17 +209,22 @@ class DeliveryWorker:
         interval = int(core.settings.callback_retry_interval_s * 1000)
         updates: list[dict[str, Any]] = []
         finished: list[_Sent] = []
+        m = self._metrics
         for uid, o in done:
             sent = self._sent.pop(uid, None)
             if sent is None:  # given back already (a lost sender process, then its late answer)
                 continue
             finished.append(sent)
+            m.callback_attempts.labels(o.kind).inc()
+            if o.status is not None:
+                m.callback_seconds.observe(o.latency_ms / 1000)
             if o.ok:
                 status, nxt = DELIVERED, now
             else:
                 retry_at = None if o.permanent else next_attempt_ms(now, sent.deadline_ms, interval)
                 status, nxt = (PENDING, retry_at) if retry_at is not None else (FAILED, now)
                 if status == FAILED:
+                    m.callbacks_failed.inc()
                     log.warning(
                         "callback %s failed for good after %d attempt(s): %s", uid, sent.attempts + 1, o.error
                     )
@@ -290,6 +297,7 @@ def make_outbound(core: Core, processes: int | None = None) -> Outbound:
         timeout_s=s.callback_timeout_s,
         concurrency=s.callback_concurrency,
         response_max=s.callback_response_max,
+        pause_max_s=s.callback_retry_interval_s,
     )
 
 

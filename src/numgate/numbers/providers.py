@@ -89,6 +89,8 @@ class SimulatedHlr:
     """Deterministic: the same number always gives the same answer. Mix: 80 % reachable at home,
     8 % unreachable, 5 % roaming, 4 % ported, 3 % invalid."""
 
+    name = "simulator"
+
     async def lookup(self, e164: str) -> Live:
         return self.answer(e164)
 
@@ -123,6 +125,8 @@ class SimulatedHlr:
 class SimulatedCall:
     """Deterministic test call. Mix: 70 % answered, 8 % busy, 7 % no response, 5 % voicemail,
     4 % power off, 3 % music (ring-back tone), 3 % not available."""
+
+    name = "simulator"
 
     async def dial(self, e164: str) -> Dial:
         return self.answer(e164)

@@ -28,6 +28,7 @@ from numgate.errors import (
     UnknownCountry,
 )
 from numgate.ledger.service import Ledger
+from numgate.metrics import metrics
 from numgate.numbers.check import check_basic
 from numgate.numbers.classify import calling_code_of, main_region
 from numgate.numbers.results import CheckResult, Level
@@ -36,6 +37,8 @@ from numgate.tenancy.service import App, TenancyService
 MAX_NUMBERS = 5000
 MAX_BATCH_NO = 64
 QUERY_DAYS = 14
+#: results per pull-feed call, at most
+FEED_MAX = 1000
 #: the last page a query may ask for (a page past the results is an empty page)
 QUERY_MAX_PAGE = 1_000_000
 
@@ -126,6 +129,29 @@ class QueryPage:
     @property
     def total_page(self) -> int:
         return math.ceil(self.total_size / self.page_size) if self.total_size else 0
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    """Results after a cursor, oldest first, and the cursor to ask with next."""
+
+    rows: list[QueryRow]
+    cursor: str
+    #: more results are ready now (ask again at once)
+    more: bool
+
+
+def _cursor(done_ms: int, check_id: int) -> str:
+    return f"{done_ms}.{check_id}"
+
+
+def _parse_cursor(cursor: str | None) -> tuple[int, int] | None:
+    if not cursor:
+        return None
+    ms, dot, cid = cursor.partition(".")
+    if not (dot and ms.isascii() and ms.isdigit() and cid.isascii() and cid.isdigit() and len(cursor) < 40):
+        raise InvalidParameter("cursor", f"cursor must be one a previous reply gave, got {cursor[:40]!r}")
+    return int(ms), int(cid)
 
 
 @dataclass(frozen=True)
@@ -244,6 +270,7 @@ class NumberCheckService:
                 ],
             )
         self.work_available.set()
+        metrics().numbers_submitted.labels(lvl.name.lower()).inc(len(items))
         return Submitted(message_id, batch_no, len(items))
 
     async def query(
@@ -324,6 +351,74 @@ class NumberCheckService:
             ],
         )
 
+    async def results(
+        self,
+        account_id: int,
+        *,
+        cursor: str | None = None,
+        limit: int = FEED_MAX,
+        appkey: str | None = None,
+        lag_ms: int = 10_000,
+    ) -> FeedPage:
+        """The account's results finished after ``cursor``, oldest first (at most ``limit``), from
+        the last 14 days. A result is shown once it is ``lag_ms`` old: a check finished a moment
+        ago may still be committing, and a cursor must never step past a result that appears
+        behind it later."""
+        if not 1 <= limit <= FEED_MAX:
+            raise InvalidParameter("limit", f"limit must be an integer from 1 to {FEED_MAX}")
+        after = _parse_cursor(cursor)
+        now = self._clock.time_ms()
+        c = checks.c
+        conds = [
+            c.account_id == account_id,
+            c.status == STATUS_DONE,
+            c.done_ms >= now - QUERY_DAYS * 86_400_000,
+            c.done_ms <= now - lag_ms,
+        ]
+        if after is not None:
+            conds.append(or_(c.done_ms > after[0], and_(c.done_ms == after[0], c.id > after[1])))
+        if appkey:
+            app = await self._tenancy.app_of(account_id, appkey)
+            conds.append(batches.c.app_id == app.id)
+        q = (
+            select(
+                c.id,
+                c.done_ms,
+                c.message_id,
+                c.phone,
+                c.result,
+                c.cost,
+                batches.c.batch_no,
+                batches.c.check_level,
+                batches.c.currency,
+            )
+            .select_from(checks.join(batches, batches.c.id == c.batch_id))
+            .where(*conds)
+            .order_by(c.done_ms, c.id)
+            .limit(limit + 1)
+        )
+        async with self._db.read() as tx:
+            rows = await tx.all(q)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if rows else None
+        return FeedPage(
+            [
+                QueryRow(
+                    r["message_id"],
+                    r["batch_no"],
+                    r["phone"],
+                    Level(r["check_level"]),
+                    CheckResult.from_json(orjson.loads(r["result"])),
+                    r["cost"],
+                    r["currency"],
+                )
+                for r in rows
+            ],
+            _cursor(last["done_ms"], last["id"]) if last is not None else (cursor or ""),
+            more,
+        )
+
     async def check_now(
         self, account_id: int, *, appkey: str, phone: str, level: int = 1, batch_no: str | None = None
     ) -> SyncCheck:
@@ -373,4 +468,7 @@ class NumberCheckService:
                 cost=cost,
                 done_ms=now,
             )
+        m = metrics()
+        m.numbers_submitted.labels(Level.BASIC.name.lower()).inc()
+        m.checked(Level.BASIC.name.lower(), result.outcome.name.lower(), result.outcome.charged)
         return SyncCheck(message_id, batch_no, item, result, cost, currency)

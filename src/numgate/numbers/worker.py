@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter as CountOf
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from numgate.db.tables import batches, checks
 from numgate.delivery.outbox import Enqueued, NewCallback
 from numgate.jobs.claims import LeaseKeeper, Leases, new_lease_token
 from numgate.jobs.runner import register, wait_for_work
+from numgate.metrics import metrics
 from numgate.numbers.check import BasicChecks, check_many
 from numgate.numbers.results import CheckResult, Level, Outcome
 from numgate.numbers.service import STATUS_PENDING
@@ -246,7 +248,18 @@ class CheckWorker:
             core.outbox.rolled_back(enqueued)
             raise
         core.outbox.committed(enqueued)
+        self._count(w, infos, results)
         return len(w.updates)
+
+    @staticmethod
+    def _count(w: Writes, infos: dict[int, BatchInfo], results: dict[int, CheckResult]) -> None:
+        ended: CountOf[tuple[str, Outcome]] = CountOf(
+            (infos[batch_id].level.name.lower(), results[check_id].outcome)
+            for check_id, batch_id, _ in w.charges
+        )
+        m = metrics()
+        for (level, outcome), n in ended.items():
+            m.checked(level, outcome.name.lower(), outcome.charged, n)
 
 
 async def drain(core: Core) -> int:

@@ -40,6 +40,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "numbercheck:check", _NC, "check one number now (NXCloud /api/number/check/get)", ("numbercheck:get",)
     ),
     Operation("numbercheck:query", _NC, "read results (NXCloud /api/number/query)"),
+    Operation("numbercheck:results", _NC, "pull every result after a cursor (/api/number/results)"),
     Operation("whatsapp:signup", _WA, "open the embedded sign-up page (NXCloud login)", ("wa:login",)),
     Operation("whatsapp:createApp", _WA, "create an app (NXCloud createApp)", ("wa:createApp",)),
     Operation(

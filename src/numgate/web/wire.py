@@ -11,12 +11,15 @@ whole checkCode; so those paths are dispatched from a dict to handlers that take
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from numgate.metrics import metrics
 
 log = logging.getLogger("numgate.web")
 
@@ -118,10 +121,13 @@ class Dispatch:
     def __init__(self, fallback: ASGIApp, max_body: int = 1024 * 1024) -> None:
         self._fallback = fallback
         self.max_body = max_body
-        self._routes: dict[str, tuple[frozenset[str], Handler, Refuse]] = {}
+        self._routes: dict[str, tuple[frozenset[str], Handler, Refuse, str]] = {}
+        self._metrics = metrics()
 
-    def add(self, path: str, methods: tuple[str, ...], handler: Handler, refuse: Refuse) -> None:
-        self._routes[path] = (frozenset(methods), handler, refuse)
+    def add(self, path: str, methods: tuple[str, ...], handler: Handler, refuse: Refuse, door: str) -> None:
+        """``door`` names the route's door in the metrics (``numgate_requests_total{door=…}``);
+        a handler may set ``state["endpoint"]`` (CAMS: the action), else the path is the endpoint."""
+        self._routes[path] = (frozenset(methods), handler, refuse, door)
 
     def _too_large(self, refuse: Refuse | None) -> Reply:
         detail = f"the request body is larger than {self.max_body} bytes (NUMGATE_MAX_BODY)"
@@ -149,7 +155,7 @@ class Dispatch:
         if route is None:
             await self._fallback(scope, receive, send)
             return
-        methods, handler, refuse = route
+        methods, handler, refuse, door = route
         method = scope["method"]
         if method not in methods:
             allowed = ", ".join(sorted(methods))
@@ -161,6 +167,7 @@ class Dispatch:
             body = await read_body(receive, self.max_body, _declared_length(scope))
         except BodyTooLarge:
             scope.setdefault("state", {})["code"] = 413
+            self._metrics.requests.labels(door, scope["path"], "413").inc()
             await _send(send, self._too_large(refuse))
             return
         if body is None:
@@ -184,11 +191,17 @@ class Dispatch:
             raw_headers,
             repeated,
         )
+        start = time.perf_counter()
         try:
             reply = await handler(incoming)
         except Exception:  # a bug: answer like Starlette's error handler would, never a traceback
             log.exception("unhandled error on %s", scope["path"])
             reply = json_reply(500, INTERNAL_ERROR)
+        state = incoming.state
+        endpoint = state.get("endpoint") or scope["path"]
+        m = self._metrics
+        m.request_seconds.labels(door, endpoint).observe(time.perf_counter() - start)
+        m.requests.labels(door, endpoint, str(state.get("code", reply.status))).inc()
         await _send(send, reply)
 
 

@@ -165,6 +165,7 @@ class CamsDoor:
         request_id = ids.new_request_id()
         host = request.headers.get("host", "cams")
         state = request.state
+        state["endpoint"] = "unknown"  # the action, once the request is authenticated
         grant: KeyGrant | None = None
         action_name = ""
         try:
@@ -187,6 +188,7 @@ class CamsDoor:
             await self._check_freshness(grant, meta)
             action_name = meta["action"]
             act = ACTIONS.get(action_name)
+            state["endpoint"] = action_name if act is not None else "unknown"
             if act is None:
                 raise Refusal(404, "InvalidAction.NotFound", NO_ACTION, f"{action_name[:80]!r}: {DOCS}")
             params = {k: v for k, v in pairs if k not in LEGACY}
@@ -296,4 +298,4 @@ def add_cams_routes(dispatch: Dispatch, core: Callable[[], Core]) -> None:
     async def endpoint(request: Incoming) -> Reply:
         return await CamsDoor(core()).serve(request)
 
-    dispatch.add("/", ("GET", "POST"), endpoint, refuse)
+    dispatch.add("/", ("GET", "POST"), endpoint, refuse, "cams")

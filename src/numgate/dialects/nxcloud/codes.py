@@ -16,11 +16,12 @@ class Family(Enum):
     SUBMIT = "submit"  # §2.1 v1: {"msg","code","data"}
     QUERY = "query"  # §2.3 v1: {"msg","code","data"}
     CHECK_GET = "check_get"  # §2.4 v2: {"code","message","data"}
+    FEED = "feed"  # numgate's /api/number/results: {"msg","code","data"}, the query's codes
     INTEGRATOR = "integrator"  # §3: {"code","data","message"}
 
 
 def render(family: Family, code: int, message: str, data: Any) -> bytes:
-    if family in (Family.SUBMIT, Family.QUERY):
+    if family in (Family.SUBMIT, Family.QUERY, Family.FEED):
         return orjson.dumps({"msg": message, "code": code, "data": data})
     if family is Family.CHECK_GET:
         return orjson.dumps({"code": code, "message": message, "data": data})
@@ -106,6 +107,7 @@ TABLES = {
     Family.SUBMIT: SUBMIT_CODES,
     Family.QUERY: QUERY_CODES,
     Family.CHECK_GET: CHECK_GET_CODES,
+    Family.FEED: QUERY_CODES,
     Family.INTEGRATOR: INTEGRATOR_CODES,
 }
 
@@ -113,6 +115,7 @@ FAILURE_DATA: dict[Family, Any] = {
     Family.SUBMIT: {"messageId": "", "batchNo": ""},
     Family.QUERY: None,
     Family.CHECK_GET: None,
+    Family.FEED: None,
     Family.INTEGRATOR: None,
 }
 

@@ -199,6 +199,39 @@ async def query(core: Core, grant: KeyGrant, body: dict[str, Any]) -> Reply:
     )
 
 
+async def results(core: Core, grant: KeyGrant, body: dict[str, Any]) -> Reply:
+    """numgate's pull feed (``/api/number/results``): each result exactly as its callback body."""
+    page = await core.numbers.results(
+        grant.account.id,
+        cursor=fields.text(body, "cursor"),
+        limit=fields.integer(body, "limit", default=1000, lo=1, hi=1000) or 1000,
+        appkey=fields.text(body, "appkey"),
+        lag_ms=int(2 * core.settings.db_timeout_s * 1000),
+    )
+    renderer = core.numbers.renderer
+    return Reply(
+        0,
+        "success",
+        {
+            "results": [
+                orjson.loads(
+                    renderer.callback(
+                        message_id=r.message_id,
+                        batch_no=r.batch_no,
+                        phone=r.phone,
+                        result=r.result,  # type: ignore[arg-type]  # a feed row is always finished
+                        cost=r.cost or 0,
+                        currency=r.currency,
+                    )
+                )
+                for r in page.rows
+            ],
+            "cursor": page.cursor,
+            "more": page.more,
+        },
+    )
+
+
 V2_TYPE = {NumberKind.MOBILE: "mobile"}
 
 

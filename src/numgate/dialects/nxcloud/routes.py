@@ -32,6 +32,8 @@ def endpoints() -> list[Endpoint]:
             "/api/number/check/get", "1", nc, Family.CHECK_GET, numbercheck.check_get, ("numbercheck:check",)
         ),
         Endpoint("/api/number/query", "1", nc, Family.QUERY, numbercheck.query, ("numbercheck:query",)),
+        # numgate's own (no NXCloud counterpart): every result after a cursor
+        Endpoint("/api/number/results", "1", nc, Family.FEED, numbercheck.results, ("numbercheck:results",)),
     ]
     eps += [
         Endpoint(
@@ -67,4 +69,4 @@ def add_nxcloud_routes(dispatch: Dispatch, core: Callable[[], Core]) -> None:
         return endpoint
 
     for ep in endpoints():
-        dispatch.add(ep.path, ("POST",), make(ep), refusal(ep.family))
+        dispatch.add(ep.path, ("POST",), make(ep), refusal(ep.family), "nxcloud")

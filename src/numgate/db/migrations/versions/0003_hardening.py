@@ -162,6 +162,10 @@ def upgrade() -> None:
     )
     op.create_index("ix_replay_keys_expires", "replay_keys", ["expires_ms"], unique=False)
 
+    # the pull feed (POST /api/number/results): an account's results in the order they finished
+    with op.batch_alter_table("checks") as b:
+        b.create_index("ix_checks_results", ["account_id", "status", "done_ms", "id"], unique=False)
+
     # the spendable balance as a projection of the ledger, kept in step with each entry
     op.create_table(
         "balances",

@@ -1,0 +1,79 @@
+"""A receiver's pace: slow start, additive growth, halving on strain (once a round), pauses with
+back-off after failures in a row — over an injected clock."""
+
+from __future__ import annotations
+
+from numgate.delivery.pacing import PAUSE_AFTER, START, Pacer, Result
+
+
+def run_round(p: Pacer, now: float, result: Result = Result.OK, ms: float = 10.0) -> int:
+    """Start as many as there is room for, then end them all; how many ran."""
+    n = p.room(now)
+    for _ in range(n):
+        p.started()
+    for _ in range(n):
+        p.finished(result, ms, now)
+    return n
+
+
+def test_slow_start_then_additive_growth_up_to_the_maximum() -> None:
+    p = Pacer(max_limit=64, now=0.0)
+    assert p.room(0.0) == START
+    sizes = [run_round(p, t * 0.01) for t in range(8)]
+    assert sizes[:6] == [2, 4, 8, 16, 32, 64]  # doubles each round while the receiver keeps up
+    assert p.limit == 64 and p.room(1.0) == 64  # never past NUMGATE_CALLBACK_CONCURRENCY
+
+
+def test_strain_halves_once_a_round_and_growth_turns_additive() -> None:
+    p = Pacer(max_limit=64, now=0.0)
+    for t in range(4):
+        run_round(p, t * 0.01)
+    assert p.limit == 32
+    for _ in range(3):  # three time-outs in one round: one signal
+        p.started()
+        p.finished(Result.STRAIN, 10.0, 1.0)
+    assert p.limit == 16
+    before = p.limit
+    run_round(p, 2.0)
+    assert before < p.limit <= before + 1.01  # now one more connection a round, not double
+
+
+def test_an_answer_far_slower_than_usual_is_strain() -> None:
+    p = Pacer(max_limit=64, now=0.0)
+    for t in range(4):
+        run_round(p, t * 0.01, ms=5.0)
+    limit = p.limit
+    p.started()
+    p.finished(Result.OK, 1000.0, 1.0)  # a dropped connection the kernel retried a second later
+    assert p.limit == limit / 2
+
+
+def test_failures_in_a_row_pause_with_growing_back_off() -> None:
+    p = Pacer(max_limit=8, now=0.0)
+    waits = []
+    now = 0.0
+    for _ in range(4):
+        for _ in range(PAUSE_AFTER):
+            while p.room(now) == 0:
+                now += 0.01
+            p.started()
+            p.finished(Result.FAILED, 10.0, now)
+        assert p.paused(now) and p.room(now) == 0
+        waits.append(round(p.paused_until - now, 3))
+        now = p.paused_until
+        assert p.room(now) == 1  # then one probe at a time
+    assert waits == [1.0, 2.0, 4.0, 8.0]
+    p.started()
+    p.finished(Result.OK, 10.0, now)  # the receiver is back: no more back-off
+    assert p.pauses == 0 and not p.paused(now)
+
+
+def test_state_reports_rate_and_latency() -> None:
+    p = Pacer(max_limit=4, now=0.0)
+    for ms in (10.0, 20.0, 30.0):
+        p.started()
+        p.finished(Result.OK, ms, 0.0)
+    p.started()
+    p.finished(Result.FAILED, 5.0, 0.0)
+    s = p.state(0.0)
+    assert (s.success_rate, s.p50_ms, s.attempts, s.in_flight) == (0.75, 20.0, 4, 0)
