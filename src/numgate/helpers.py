@@ -40,8 +40,15 @@ def watch_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
-def _start(parent: int, initializer: Callable[..., None], args: tuple[Any, ...]) -> None:
+def name_process(name: str) -> None:
+    """Show the helper as ``numgate-<name>`` in ps and top (Linux; elsewhere nothing)."""
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as f:
+        f.write(f"numgate-{name}"[:15])
+
+
+def _start(parent: int, name: str, initializer: Callable[..., None], args: tuple[Any, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops its helpers
+    name_process(name)
     watch_parent(parent)
     initializer(*args)
 
@@ -65,7 +72,7 @@ class HelperPool:
                 self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start,
-                initargs=(os.getpid(), *self._init),
+                initargs=(os.getpid(), self.name, *self._init),
             )
         return self._pool
 
@@ -79,7 +86,7 @@ class HelperPool:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor(), fn, *args)
         except BrokenProcessPool:
-            log.warning("a %s process died; starting a new one", self.name)
+            log.warning("a numgate-%s helper process died; starting a new one", self.name)
             await self.close()
             raise
 
@@ -96,6 +103,8 @@ class HelperPool:
         for p in processes:
             await asyncio.to_thread(p.join, max(deadline - time.monotonic(), 0.0))
             if p.is_alive():
-                log.warning("a %s process did not stop within %.0f s: killing it", self.name, grace_s)
+                log.warning(
+                    "a numgate-%s helper process did not stop within %.0f s: killing it", self.name, grace_s
+                )
                 p.kill()
                 await asyncio.to_thread(p.join, 5.0)

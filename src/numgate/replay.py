@@ -129,14 +129,14 @@ class DatabaseReplayGuard:
         exp = now + int(ttl_s * 1000)
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self.SWEEP_EVERY_S
-            async with self._db.write() as tx:
+            async with self._db.autocommit() as tx:
                 await tx.run(_SWEEP, now=now)
         try:
-            async with self._db.write() as tx:
+            async with self._db.autocommit() as tx:
                 await tx.run(_CLAIM, key=key, fp=fingerprint, exp=exp)
             return True
         except Conflict:
-            async with self._db.write() as tx:  # a dead entry not yet swept is free to take
+            async with self._db.autocommit() as tx:  # a dead entry not yet swept is free to take
                 return bool(await tx.run(_TAKE_EXPIRED, key=key, now=now, fp=fingerprint, exp=exp))
 
     async def _stored(self, key: str, fingerprint: str) -> bytes | None:
@@ -167,7 +167,7 @@ class DatabaseReplayGuard:
         fut = self._local.start(key, fingerprint)
         try:
             done = await work()
-            async with self._db.write() as tx:
+            async with self._db.autocommit() as tx:
                 if done.remember:
                     await tx.run(_REPLY, key=key, reply=done.reply)
                 else:
@@ -175,7 +175,7 @@ class DatabaseReplayGuard:
         except BaseException as exc:
             self._local.end(key, fut, exc)
             with contextlib.suppress(Exception):  # the database is down: the key runs out
-                async with self._db.write() as tx:
+                async with self._db.autocommit() as tx:
                     await tx.run(_FORGET, key=key)
             raise
         self._local.end(key, fut, done)

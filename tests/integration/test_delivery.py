@@ -185,3 +185,43 @@ def test_the_pull_feed_after_a_receiver_outage_longer_than_the_retry_window(
     assert {i.rsplit("-", 1)[0] for i in ids} == {s["messageId"] for s in subs}
     bodies = {orjson.loads(r.body)["messageId"]: orjson.loads(r.body) for r in receiver.accepted("/down")}
     assert all(bodies[r["messageId"]] == r for r in results)  # exactly the callback's body
+
+
+def test_concurrent_submits_with_a_new_callback_url_all_succeed(make_server: Any, receiver: Receiver) -> None:
+    """Requests that see a callback URL for the first time at the same moment store it once; none
+    of them fails (two parallel submits to a new URL once answered 299 on SQLite)."""
+    import asyncio
+
+    from numgate.client import AsyncNxClient
+
+    srv = make_server()
+    t = make_tenant(srv)
+
+    async def main() -> list[dict[str, Any]]:
+        async with AsyncNxClient(srv.base_url, t.access_key, t.access_secret) as nx:
+            return await asyncio.gather(
+                *(
+                    nx.post(
+                        "/api/number/check",
+                        {
+                            "phone": f"2348031{i:06d}",
+                            "appkey": t.appkey,
+                            "drUrl": receiver.url(f"/new{round_ % 3}"),
+                        },
+                    )
+                    for round_ in range(4)
+                    for i in range(round_ * 10, round_ * 10 + 6)
+                )
+            )
+
+    replies = asyncio.run(main())
+    assert [r["code"] for r in replies] == [0] * 24
+    receiver.wait_for(24, timeout=30)
+
+    async def stored(core: Any) -> list[Any]:
+        from numgate.db.tables import callback_targets
+
+        async with core.db.read() as tx:
+            return await tx.all(callback_targets.select())
+
+    assert len(srv.call(stored)) == 3  # each URL stored once

@@ -67,9 +67,19 @@ def explain(exc: NumgateError) -> tuple[str, int]:
     return str(exc), EXIT_REFUSED
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (uvicorn[standard] brings it), as ``serve`` has."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a dependency of uvicorn[standard]
+        return None
+    return uvloop.new_event_loop
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     try:
-        return asyncio.run(coro)
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(coro)
     except NumgateError as exc:
         message, code = explain(exc)
         fail(message, code)

@@ -40,13 +40,17 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Insert, Table, bindparam
+from sqlalchemy import Insert, Table, Update, bindparam, column, func
 from sqlalchemy import insert as sa_insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.type_api import TypeEngine
+from sqlalchemy.sql.visitors import replacement_traverse
 
 from numgate.db.engine import is_sqlite
 
@@ -137,6 +141,38 @@ class BulkInsert:
         self.insert = Statement(sa_insert(table).values({c: bindparam(c) for c in self.columns}))
 
 
+class BulkUpdate:
+    """Many rows of one table updated, each with its own values: on PostgreSQL one statement
+    for all of them, ``UPDATE … FROM unnest($1::type[], …) AS v(…)`` (one execution and one
+    message, where ``executemany`` sends and runs the statement once per row); on SQLite
+    ``executemany`` of the one-row UPDATE.
+
+    ``clause`` is that one-row UPDATE with bound parameters; ``types`` gives each parameter's
+    type (the arrays are typed by it)."""
+
+    __slots__ = ("names", "postgres", "single")
+
+    def __init__(self, clause: Update, types: Mapping[str, TypeEngine[Any]]) -> None:
+        self.single = Statement(clause)
+        self.names = tuple(types)
+        rows = (
+            func.unnest(*(bindparam(n, type_=ARRAY(t)) for n, t in types.items()))
+            .table_valued(*(column(n, t) for n, t in types.items()))
+            .render_derived(name="v")
+        )
+
+        def swap(element: Any, **kw: Any) -> Any:
+            if isinstance(element, BindParameter) and element.key in types:
+                return rows.c[element.key]
+            return None
+
+        self.postgres = Statement(cast(ClauseElement, replacement_traverse(clause, {}, swap)))
+
+    def columns(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+        """The rows as one list per parameter (the arrays ``unnest`` reads)."""
+        return {n: [r[n] for r in rows] for n in self.names}
+
+
 def compiled(q: Query, dialect: Dialect) -> Compiled:
     if isinstance(q, Statement):
         return q.compiled(dialect)
@@ -170,6 +206,10 @@ class Tx(Protocol):
         """Insert the rows (each maps every one of ``b.columns``)."""
         ...
 
+    async def bulk_update(self, b: BulkUpdate, rows: Sequence[Mapping[str, Any]], /) -> int:
+        """Update with each row's values (each maps every one of ``b.names``); rows changed."""
+        ...
+
     @property
     def is_postgres(self) -> bool: ...
 
@@ -181,6 +221,12 @@ class Database(Protocol):
         ...
 
     def write(self) -> Any:  # AbstractAsyncContextManager[Tx]
+        ...
+
+    def autocommit(self) -> Any:  # AbstractAsyncContextManager[Tx]
+        """For a write that is one statement (or statements each of which may commit alone):
+        PostgreSQL runs each as its own transaction, without the ``BEGIN`` and ``COMMIT`` round
+        trips of ``write()``; SQLite runs them as ``write()`` does (group commit)."""
         ...
 
     async def close(self) -> None: ...

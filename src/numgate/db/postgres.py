@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from numgate.db.direct import BulkInsert, Query, Row, Tx, compiled
+from numgate.db.direct import BulkInsert, BulkUpdate, Query, Row, Tx, compiled
 from numgate.db.errors import translated, translated_error
 from numgate.errors import StorageUnavailable
 from numgate.outages import OUTAGES
@@ -60,6 +60,11 @@ class PgTx:
         c = b.insert.compiled(self.dialect)  # its parameters are the columns, by name
         records = [c.args(r) for r in rows]
         await translated(self._conn.copy_records_to_table(b.table.name, records=records, columns=c.names))
+
+    async def bulk_update(self, b: BulkUpdate, rows: Sequence[Mapping[str, Any]], /) -> int:
+        if not rows:
+            return 0
+        return await self.run(b.postgres, **b.columns(rows))
 
 
 async def _keep_session(conn: Any) -> None:
@@ -147,6 +152,9 @@ class PgDatabase:
 
     def write(self) -> Any:
         return self._acquire(True)
+
+    def autocommit(self) -> Any:
+        return self._acquire(False)
 
     async def close(self) -> None:
         if self._pool is not None:

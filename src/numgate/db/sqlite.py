@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from numgate.db.direct import BulkInsert, Query, Row, Tx, compiled
+from numgate.db.direct import BulkInsert, BulkUpdate, Query, Row, Tx, compiled
 from numgate.db.engine import sqlite_pragmas, write_lock
 from numgate.db.errors import translated_error
 from numgate.errors import StorageUnavailable
@@ -76,6 +76,14 @@ class SqliteTx:
 
     async def bulk_insert(self, b: BulkInsert, rows: Sequence[Mapping[str, Any]], /) -> None:
         await self.many(b.insert, rows)
+
+    async def bulk_update(self, b: BulkUpdate, rows: Sequence[Mapping[str, Any]], /) -> int:
+        c = compiled(b.single, self.dialect)
+        try:
+            cur = self._conn.executemany(c.sql, [c.args(r) for r in rows])
+        except sqlite3.Error as exc:
+            _reraise(exc)
+        return cur.rowcount
 
 
 class SqliteDatabase:
@@ -228,6 +236,9 @@ class SqliteDatabase:
             if error is None:
                 self._written = True
                 OUTAGES.up("database")
+
+    def autocommit(self) -> Any:
+        return self.write()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:

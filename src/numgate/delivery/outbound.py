@@ -121,9 +121,10 @@ def _sender_main(
     pause_max_s: float,
 ) -> None:
     """A sender process: receives callbacks on ``conn``, sends back outcomes and state."""
-    from numgate.helpers import watch_parent
+    from numgate.helpers import name_process, watch_parent
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops its senders
+    name_process("sender")
     watch_parent(parent)
     loop: asyncio.AbstractEventLoop
     try:

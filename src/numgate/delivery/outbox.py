@@ -15,20 +15,19 @@ process keeps the id ↔ URL mapping in memory (it never changes).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select
+from sqlalchemy.dialects.postgresql import insert as upsert  # ON CONFLICT: SQLite renders it too
 
 from numgate import ids
 from numgate.clock import Clock
 from numgate.db.direct import BulkInsert, Database, Statement
 from numgate.db.tables import callback_receivers, callback_targets, deliveries
 from numgate.delivery.urls import receiver_of
-from numgate.errors import Conflict
 from numgate.jobs.claims import new_lease_token
 
 PENDING, IN_FLIGHT, DELIVERED, FAILED = 0, 1, 2, 3
@@ -43,13 +42,18 @@ _TARGET_BY_ID = Statement(
     .where(ct.id == bindparam("id"))
 )
 _RECEIVER_BY_KEY = Statement(select(cr.id).where(cr.receiver == bindparam("key")))
+# stored once however many requests see a new URL at the same moment: an insert that finds the
+# row there does nothing, and the read after it, in the same transaction, finds it either way
+# (PostgreSQL waits for the other inserter's outcome; SQLite's writes share one transaction)
 _INSERT_RECEIVER = Statement(
-    callback_receivers.insert().values({c: bindparam(c) for c in ("receiver", "created_ms")})
+    upsert(callback_receivers)
+    .values({c: bindparam(c) for c in ("receiver", "created_ms")})
+    .on_conflict_do_nothing(index_elements=["receiver"])
 )
 _INSERT_TARGET = Statement(
-    callback_targets.insert().values(
-        {c: bindparam(c) for c in ("url_hash", "url", "receiver_id", "created_ms")}
-    )
+    upsert(callback_targets)
+    .values({c: bindparam(c) for c in ("url_hash", "url", "receiver_id", "created_ms")})
+    .on_conflict_do_nothing(index_elements=["url_hash"])
 )
 _INSERT = BulkInsert(
     deliveries,
@@ -101,12 +105,10 @@ class CallbackTargets:
             row = await tx.one(_TARGET_BY_HASH, h=h)
         if row is None:
             receiver_id = await self._receiver_id(receiver_of(url))
-            with contextlib.suppress(Conflict):  # stored at the same moment by another request
-                async with self._db.write() as tx:
-                    await tx.run(
-                        _INSERT_TARGET, url_hash=h, url=url, receiver_id=receiver_id, created_ms=self._now()
-                    )
-            async with self._db.read() as tx:
+            async with self._db.write() as tx:
+                await tx.run(
+                    _INSERT_TARGET, url_hash=h, url=url, receiver_id=receiver_id, created_ms=self._now()
+                )
                 row = await tx.one(_TARGET_BY_HASH, h=h)
         assert row is not None
         tid = int(row[0])
@@ -119,10 +121,8 @@ class CallbackTargets:
         async with self._db.read() as tx:
             rid = await tx.scalar(_RECEIVER_BY_KEY, key=key)
         if rid is None:
-            with contextlib.suppress(Conflict):
-                async with self._db.write() as tx:
-                    await tx.run(_INSERT_RECEIVER, receiver=key, created_ms=self._now())
-            async with self._db.read() as tx:
+            async with self._db.write() as tx:
+                await tx.run(_INSERT_RECEIVER, receiver=key, created_ms=self._now())
                 rid = await tx.scalar(_RECEIVER_BY_KEY, key=key)
         return int(rid)
 

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, text, update
 
 from numgate.core import Core
-from numgate.db.direct import Statement
+from numgate.db.direct import BulkUpdate, Statement
 from numgate.db.tables import callback_receivers, deliveries
 from numgate.delivery.outbound import Done, Outbound, open_outbound
 from numgate.delivery.outbox import DELIVERED, FAILED, IN_FLIGHT, PENDING, Leased
@@ -75,7 +75,7 @@ DUE_RECEIVERS = Statement(
         """
     )
 )
-RECORD_ATTEMPT = Statement(
+RECORD_ATTEMPT = BulkUpdate(
     update(deliveries)
     .where(d.uid == bindparam("b_uid"), d.lease_token == bindparam("b_token"))
     .values(
@@ -88,7 +88,17 @@ RECORD_ATTEMPT = Statement(
         lease_until_ms=None,
         lease_token=None,
         updated_ms=bindparam("b_done"),
-    )
+    ),
+    {
+        "b_uid": d.uid.type,
+        "b_token": d.lease_token.type,
+        "b_status": d.status.type,
+        "b_next": d.next_ms.type,
+        "b_last_status": d.last_status.type,
+        "b_error": d.last_error.type,
+        "b_latency": d.last_latency_ms.type,
+        "b_done": d.updated_ms.type,
+    },
 )
 NEXT_DUE = Statement(select(func.min(d.next_ms)).where(d.status == PENDING))
 SAVE_PACE = Statement(
@@ -174,7 +184,7 @@ class DeliveryWorker:
         now = core.clock.time_ms()
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + 5.0
-            async with core.db.write() as tx:
+            async with core.db.autocommit() as tx:
                 await LEASES.release_expired(tx, now)
         async with core.db.read() as tx:
             due = [int(r[0]) for r in await tx.all(DUE_RECEIVERS, now=now)]
@@ -186,7 +196,7 @@ class DeliveryWorker:
             token = new_lease_token()
             self.held.add(token)
             try:
-                async with core.db.write() as tx:
+                async with core.db.autocommit() as tx:
                     rows = await tx.all(
                         CLAIM_FOR, rid=rid, now=now, limit=room, until=self.keeper.until(), token=token
                     )
@@ -241,8 +251,8 @@ class DeliveryWorker:
                 }
             )
         if updates:
-            async with core.db.write() as tx:
-                await tx.many(RECORD_ATTEMPT, updates)
+            async with core.db.autocommit() as tx:
+                await tx.bulk_update(RECORD_ATTEMPT, updates)
         for sent in finished:
             self._outstanding[sent.receiver_id] -= 1
             self._token_left[sent.token] -= 1
@@ -263,7 +273,7 @@ class DeliveryWorker:
             if name in ids
         ]
         if rows:
-            async with self.core.db.write() as tx:
+            async with self.core.db.autocommit() as tx:
                 await tx.many(SAVE_PACE, rows)
 
     async def next_due_in(self) -> float | None:
@@ -281,7 +291,7 @@ class DeliveryWorker:
         tokens = set(self._token_left) | set(self.held)
         self.held.difference_update(tokens)
         with contextlib.suppress(Exception):
-            async with self.core.db.write() as tx:
+            async with self.core.db.autocommit() as tx:
                 for token in tokens:
                     await LEASES.release_token(tx, token)
         self._sent.clear()

@@ -139,7 +139,7 @@ class LeaseKeeper:
 
     async def renew_once(self) -> None:
         if self.held:
-            async with self._db.write() as tx:
+            async with self._db.autocommit() as tx:
                 await self._leases.renew(tx, self.held, self.until())
 
     async def run(self, stop: asyncio.Event) -> None:

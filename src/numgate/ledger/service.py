@@ -137,6 +137,18 @@ async def require_account(tx: Tx, account_id: int) -> None:
         raise NotFound(f"no account with id {account_id}")
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """What a finished part of a batch turns into: ``charged`` of its reservation charged,
+    ``released`` returned."""
+
+    account_id: int
+    currency: str
+    batch_id: int
+    charged: int
+    released: int
+
+
 class Ledger:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
@@ -389,21 +401,40 @@ class Ledger:
             )
         await self._append(tx, account_id, currency, [("reserve", amount)], batch_id)
 
-    async def settle(
-        self,
-        tx: Tx,
-        account_id: int,
-        currency: str,
-        batch_id: int,
-        charged: int,
-        released: int,
-    ) -> None:
-        """Turn part of a batch's reservation into a charge and return the rest."""
-        entries = [(kind, n) for kind, n in (("charge", charged), ("release", released)) if n]
+    async def settle(self, tx: Tx, settlements: list[Settlement]) -> None:
+        """Turn parts of batches' reservations into charges and return the rest, in two driver
+        calls: every entry in one, every balance credit in the other. Balances are updated in
+        (account, currency) order, so two workers settling the same accounts never wait on each
+        other in a cycle."""
+        now = self._now()
+        entries = [
+            {
+                "account_id": s.account_id,
+                "currency": s.currency,
+                "kind": kind,
+                "amount": amount,
+                "batch_id": s.batch_id,
+                "note": None,
+                "created_ms": now,
+            }
+            for s in settlements
+            for kind, amount in (("charge", s.charged), ("release", s.released))
+            if amount
+        ]
         if entries:
-            await self._append(tx, account_id, currency, entries, batch_id)
-        if released:
-            await tx.run(_CREDIT, account_id=account_id, currency=currency, amount=released, now=self._now())
+            await tx.many(_APPEND, entries)
+        credits: dict[tuple[int, str], int] = {}
+        for s in settlements:
+            if s.released:
+                credits[(s.account_id, s.currency)] = credits.get((s.account_id, s.currency), 0) + s.released
+        if credits:
+            await tx.many(
+                _CREDIT,
+                [
+                    {"account_id": a, "currency": c, "amount": n, "now": now}
+                    for (a, c), n in sorted(credits.items())
+                ],
+            )
 
     async def charge_now(self, tx: Tx, account_id: int, currency: str, amount: int, batch_id: int) -> None:
         """Reserve and charge at once (a check answered in the request): the same two entries a

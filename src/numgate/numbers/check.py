@@ -60,7 +60,7 @@ class BasicChecks:
 
     def __init__(self, processes: int) -> None:
         self.processes = processes
-        self._helpers = HelperPool("classifier", processes, warm_up) if processes else None
+        self._helpers = HelperPool("check", processes, warm_up) if processes else None
 
     async def start(self) -> None:
         """Load the metadata now, so that the first batch does not wait for it."""

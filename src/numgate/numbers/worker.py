@@ -16,11 +16,12 @@ import orjson
 from sqlalchemy import bindparam, select, update
 
 from numgate.core import Core
-from numgate.db.direct import Row, Statement
+from numgate.db.direct import BulkUpdate, Row, Statement
 from numgate.db.tables import batches, checks
 from numgate.delivery.outbox import Enqueued, NewCallback
 from numgate.jobs.claims import LeaseKeeper, Leases, new_lease_token
 from numgate.jobs.runner import register, wait_for_work
+from numgate.ledger.service import Settlement
 from numgate.metrics import metrics
 from numgate.numbers.check import BasicChecks, check_many
 from numgate.numbers.results import CheckResult, Level, Outcome
@@ -49,7 +50,7 @@ CLAIM = LEASES.claim_statement(
     extra_values={"attempts": checks.c.attempts + 1},
 )
 BATCH = Statement(select(batches).where(batches.c.id == bindparam("id")))
-FINISH = Statement(
+FINISH = BulkUpdate(
     update(checks)
     .where(checks.c.id == bindparam("b_id"))
     .values(
@@ -60,7 +61,14 @@ FINISH = Statement(
         done_ms=bindparam("b_now"),
         lease_until_ms=None,
         lease_token=None,
-    )
+    ),
+    {
+        "b_id": checks.c.id.type,
+        "b_outcome": checks.c.outcome.type,
+        "b_result": checks.c.result.type,
+        "b_cost": checks.c.cost.type,
+        "b_now": checks.c.done_ms.type,
+    },
 )
 
 
@@ -133,7 +141,7 @@ class CheckWorker:
         if now < self._next_sweep:
             return
         self._next_sweep = now + 5.0
-        async with self.core.db.write() as tx:
+        async with self.core.db.autocommit() as tx:
             n = await LEASES.release_expired(tx, self.core.clock.time_ms())
         if n:
             log.warning("released %d numbers whose lease ran out (a worker stopped mid-check)", n)
@@ -141,7 +149,7 @@ class CheckWorker:
     async def claim(self, token: int) -> list[Row]:
         until = self.keeper.until()
         rows: list[Row] = []
-        async with self.core.db.write() as tx:
+        async with self.core.db.autocommit() as tx:
             accounts = await LEASES.accounts_with_pending(tx)
             if not accounts:
                 return rows
@@ -237,13 +245,15 @@ class CheckWorker:
                 settle: dict[int, list[int]] = defaultdict(lambda: [0, 0])
                 for _, batch_id, cost in w.charges:
                     settle[batch_id][0 if cost else 1] += infos[batch_id].unit_price
-                await tx.many(FINISH, w.updates)
+                await tx.bulk_update(FINISH, w.updates)
                 enqueued = await core.outbox.enqueue(tx, w.callbacks)
-                # balances in one order (account, currency): two workers never wait on each other
-                for batch_id in sorted(settle, key=lambda b: (infos[b].account_id, infos[b].currency, b)):
-                    charged, released = settle[batch_id]
-                    info = infos[batch_id]
-                    await core.ledger.settle(tx, info.account_id, info.currency, batch_id, charged, released)
+                await core.ledger.settle(
+                    tx,
+                    [
+                        Settlement(infos[b].account_id, infos[b].currency, b, charged, released)
+                        for b, (charged, released) in settle.items()
+                    ],
+                )
         except BaseException:
             core.outbox.rolled_back(enqueued)
             raise

@@ -104,9 +104,6 @@ INSERT_REQUEST = Statement(
 SET_REQUEST_STATE = Statement(
     update(waba_code_requests).where(cr.id == bindparam("rid")).values(state=bindparam("state"))
 )
-SET_ATTEMPTS = Statement(
-    update(waba_code_requests).where(cr.id == bindparam("rid")).values(attempts=bindparam("n"))
-)
 GIVE_ATTEMPT_BACK = Statement(
     update(waba_code_requests).where(cr.id == bindparam("rid")).values(attempts=cr.attempts - 1)
 )
@@ -115,6 +112,66 @@ SET_VERIFIED = Statement(
     update(waba_numbers)
     .where(wn.id == bindparam("nid"))
     .values(verified_ms=bindparam("at"), updated_ms=bindparam("at"))
+)
+
+
+_LATEST = waba_code_requests.alias("latest")
+
+
+def _attempt_allowed(number_id: Any) -> list[Any]:
+    """The code request may take one more attempt: it is the latest of ``number_id``, pending
+    (not used), not expired, with attempts left."""
+    latest = (
+        select(_LATEST.c.id)
+        .where(_LATEST.c.number_id == number_id, _LATEST.c.state != "failed")
+        .order_by(_LATEST.c.requested_ms.desc(), _LATEST.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return [
+        cr.number_id == number_id,
+        cr.id == latest,
+        cr.state != "used",
+        cr.requested_ms > bindparam("expired_before"),
+        cr.attempts < bindparam("max_attempts"),
+    ]
+
+
+def _take_attempt(in_app: bool) -> Statement:
+    """(PostgreSQL) One more attempt on the latest code of the caller's number, found by phone in
+    the same statement. Returns the number, the code request and its attempts; no row when any
+    condition fails (``_no_attempt`` then says which)."""
+    conds = [
+        wn.phone == bindparam("phone"),
+        wn.account_id == bindparam("account_id"),
+        *_attempt_allowed(wn.id),
+    ]
+    if in_app:
+        conds += [apps.c.id == wn.app_id, apps.c.appkey == bindparam("appkey")]
+    return Statement(
+        update(waba_code_requests)
+        .where(*conds)
+        .values(attempts=cr.attempts + 1)
+        .returning(wn.id.label("number_id"), cr.id.label("request_id"), cr.attempts, wn.upstream_id)
+    )
+
+
+TAKE_ATTEMPT = _take_attempt(False)
+TAKE_ATTEMPT_IN_APP = _take_attempt(True)
+#: (SQLite, whose RETURNING names only the updated table) the same, for a number already found
+TAKE_ATTEMPT_OF = Statement(
+    update(waba_code_requests)
+    .where(*_attempt_allowed(bindparam("nid")))
+    .values(attempts=cr.attempts + 1)
+    .returning(cr.id.label("request_id"), cr.attempts)
+)
+#: PostgreSQL: the code used and the number verified in one statement
+_USED = update(waba_code_requests).where(cr.id == bindparam("rid")).values(state="used").cte("used")
+VERIFIED_AND_USED = Statement(
+    update(waba_numbers)
+    .where(wn.id == bindparam("nid"))
+    .values(verified_ms=bindparam("at"), updated_ms=bindparam("at"))
+    .add_cte(_USED)
 )
 PIN_OF = Statement(select(wn.pin_enc).where(wn.id == bindparam("nid")))
 RECENT_CHANGES = Statement(
@@ -360,32 +417,47 @@ class WabaService:
                 await tx.run(SET_REQUEST_STATE, rid=request_id, state=state)
 
     async def verify_code(self, account_id: int, phone: str, code: str, appkey: str | None = None) -> None:
+        """An attempt is taken from the latest code in one conditional UPDATE (it is still
+        pending, not expired, not out of attempts, on the caller's number); the upstream checks
+        the code; then the number is verified and the code used. Only when no attempt could be
+        taken is more read, to say why."""
         phone = normalise_phone(phone)
         code = (code or "").strip()
         if not code:
             raise MissingParameter("code", "the verification code is required")
         r, now = self.rules, self._clock.time_ms()
-        async with self._db.write() as tx:
-            number = await self._locate(tx, account_id, phone, appkey, lock=True)
-            req = await tx.one(LATEST_REQUEST, nid=number.id)
-            if req is None or req["state"] == "used":
-                raise CodeExpired(f"no verification code is pending for {phone}: request a code first")
-            if now >= req["requested_ms"] + r.code_lifetime_ms:
-                raise CodeExpired(
-                    f"the code sent to {phone} at {_iso(req['requested_ms'])} has expired (codes last "
-                    f"{r.code_lifetime_ms // 60_000} minutes): request a new one"
+        limits = {"expired_before": now - r.code_lifetime_ms, "max_attempts": r.code_max_attempts}
+        taken: dict[str, Any] | None = None
+        if self._db.dialect.name == "postgresql":  # the number found and the attempt taken at once
+            async with self._db.autocommit() as tx:
+                row = await tx.one(
+                    TAKE_ATTEMPT_IN_APP if appkey is not None else TAKE_ATTEMPT,
+                    phone=phone,
+                    account_id=account_id,
+                    appkey=appkey,
+                    **limits,
                 )
-            if req["attempts"] >= r.code_max_attempts:
-                raise CodeAttemptsExhausted(
-                    f"{req['attempts']} wrong codes were entered for the last code sent to {phone}: "
-                    "request a new one"
-                )
-            request_id, attempts = req["id"], req["attempts"] + 1
-            await tx.run(SET_ATTEMPTS, rid=request_id, n=attempts)
+            taken = dict(row) if row is not None else None
+        else:  # SQLite's RETURNING names only the updated table's columns
+            async with self._db.write() as tx:
+                number = await self._locate(tx, account_id, phone, appkey, lock=False)
+                row = await tx.one(TAKE_ATTEMPT_OF, nid=number.id, **limits)
+            if row is not None:
+                taken = {
+                    "number_id": number.id,
+                    "request_id": row["request_id"],
+                    "attempts": row["attempts"],
+                    "upstream_id": number.upstream_id,
+                }
+        if taken is None:
+            await self._no_attempt(account_id, phone, appkey, now)
+        assert taken is not None
+        number_id, request_id, attempts = taken["number_id"], taken["request_id"], taken["attempts"]
+        upstream_id = taken["upstream_id"]
+        if upstream_id is None:  # pragma: no cover - add_number always stores one
+            raise UpstreamError(f"{phone} has no upstream id; attach it again")
         try:
-            await self._upstream(
-                self.upstream.verify_code(self._upstream_id(number), code), "checking the code"
-            )
+            await self._upstream(self.upstream.verify_code(upstream_id, code), "checking the code")
         except CodeMismatch:
             left = r.code_max_attempts - attempts
             raise CodeMismatch(
@@ -397,12 +469,38 @@ class WabaService:
                 )
             ) from None
         except NumgateError:  # not the caller's fault: give the attempt back
-            async with self._db.write() as tx:
+            async with self._db.autocommit() as tx:
                 await tx.run(GIVE_ATTEMPT_BACK, rid=request_id)
             raise
-        async with self._db.write() as tx:
-            await tx.run(MARK_USED, rid=request_id)
-            await tx.run(SET_VERIFIED, nid=number.id, at=self._clock.time_ms())
+        at = self._clock.time_ms()
+        if self._db.dialect.name == "postgresql":  # one statement, one round trip
+            async with self._db.autocommit() as tx:
+                await tx.run(VERIFIED_AND_USED, rid=request_id, nid=number_id, at=at)
+        else:
+            async with self._db.write() as tx:
+                await tx.run(MARK_USED, rid=request_id)
+                await tx.run(SET_VERIFIED, nid=number_id, at=at)
+
+    async def _no_attempt(self, account_id: int, phone: str, appkey: str | None, now: int) -> None:
+        """Why no attempt could be taken: raises the error that says so."""
+        r = self.rules
+        async with self._db.read() as tx:
+            number = await self._locate(tx, account_id, phone, appkey, lock=False)
+            req = await tx.one(LATEST_REQUEST, nid=number.id)
+        if req is None or req["state"] == "used":
+            raise CodeExpired(f"no verification code is pending for {phone}: request a code first")
+        if now >= req["requested_ms"] + r.code_lifetime_ms:
+            raise CodeExpired(
+                f"the code sent to {phone} at {_iso(req['requested_ms'])} has expired (codes last "
+                f"{r.code_lifetime_ms // 60_000} minutes): request a new one"
+            )
+        if req["attempts"] >= r.code_max_attempts:
+            raise CodeAttemptsExhausted(
+                f"{req['attempts']} wrong codes were entered for the last code sent to {phone}: "
+                "request a new one"
+            )
+        # the code changed between the attempt and this read (a new one was requested): retry
+        raise CodeExpired(f"a new code was requested for {phone} meanwhile: check that one")
 
     # registration --------------------------------------------------------------------------
 
