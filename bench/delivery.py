@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _support import free_port
+from _support import free_port, scratch_database
 
 NUMGATE = [sys.executable, "-m", "numgate"]
 
@@ -49,6 +49,12 @@ def cli(env: dict[str, str], *args: str) -> Any:
 
 @contextmanager
 def numgate(postgres: str | None, master_key: str) -> Iterator[tuple[str, dict[str, str]]]:
+    with scratch_database(postgres) as url, _numgate(url, master_key) as running:
+        yield running
+
+
+@contextmanager
+def _numgate(postgres: str | None, master_key: str) -> Iterator[tuple[str, dict[str, str]]]:
     tmp = Path(tempfile.mkdtemp(prefix="numgate-delivery-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMGATE_")}
     env.update(
@@ -243,7 +249,11 @@ def stdlib(args: argparse.Namespace, master_key: str) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("what", nargs="?", default="all", choices=["fairness", "stdlib", "all"])
-    ap.add_argument("--postgres", metavar="URL", help="a scratch PostgreSQL database instead of SQLite")
+    ap.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="a PostgreSQL server (each run makes and drops its own database there)",
+    )
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
     from cryptography.fernet import Fernet

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _support import free_port
+from _support import free_port, scratch_database
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,20 +245,32 @@ class Run:
 def one_run(
     args: argparse.Namespace, rurl: str, counter: Any, master_key: str, callback_batch: int = 1
 ) -> Run:
-    """A fresh numgate (its own data directory), the load, and the references around it."""
+    """A fresh numgate (its own data directory; on PostgreSQL its own database), the load, and the
+    references around it."""
+    with scratch_database(args.postgres) as url:
+        return _one_run(args, url, rurl, counter, master_key, callback_batch)
+
+
+def _one_run(
+    args: argparse.Namespace,
+    database_url: str | None,
+    rurl: str,
+    counter: Any,
+    master_key: str,
+    callback_batch: int,
+) -> Run:
     tmp = Path(tempfile.mkdtemp(prefix="numgate-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMGATE_")}
     env.update(
         NUMGATE_DATA_DIR=str(tmp),
-        # one key for every run: a PostgreSQL database is reused from run to run
         NUMGATE_SECRET_KEY=master_key,
         NUMGATE_CALLBACK_ALLOW="loopback",
         NUMGATE_ACCESS_LOG="false",
         NUMGATE_RATE_LIMIT="0",
         NUMGATE_LOG_LEVEL="warning",
     )
-    if args.postgres:
-        env["NUMGATE_DATABASE_URL"] = args.postgres
+    if database_url:
+        env["NUMGATE_DATABASE_URL"] = database_url
     for item in args.set:
         name, _, value = item.partition("=")
         env[name] = value
@@ -369,7 +381,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--parallel", type=int, default=2, help="concurrent submits")
     ap.add_argument(
-        "--postgres", metavar="URL", help="use this (scratch) PostgreSQL database instead of SQLite"
+        "--postgres",
+        metavar="URL",
+        help="a PostgreSQL server (each run makes and drops its own database there)",
     )
     ap.add_argument(
         "--workers", type=int, default=0, help="separate `numgate worker` processes (0: in-process)"

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -104,7 +104,7 @@ class Server:
         self.loop = asyncio.get_running_loop()
         self.ready.set()
 
-    def call(self, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    def call(self, fn: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
         return asyncio.run_coroutine_threadsafe(fn(self.core), self.loop).result(300)
 
     def stop(self) -> None:
@@ -168,7 +168,7 @@ def main() -> None:
     asyncio.run(migrate())
     srv = Server(settings)
     url = receiver()
-    rows: list[tuple[str, str, float, dict[str, int]]] = []
+    rows: list[tuple[str, str, float, dict[str, float]]] = []
 
     def row(path: str, unit: str, n: int, seen: collections.Counter[str]) -> None:
         rows.append((path, unit, sum(seen.values()) / n, {k: v / n for k, v in seen.items()}))
@@ -233,12 +233,12 @@ def main() -> None:
         code = srv.call(codes)
         with httpx.Client() as client:
 
-            def nx(name: str, body: dict[str, Any]) -> dict[str, Any]:
+            def integrator(name: str, body: dict[str, Any]) -> dict[str, Any]:
                 u, h, raw = nx_request(srv.url, creds.access_key, creds.access_secret, name, body)
                 return orjson.loads(client.post(u, headers=h, content=raw).content)
 
             def check(p: str) -> None:
-                r = nx("checkCode", {"phone_number": p, "code": code[p]})
+                r = integrator("checkCode", {"phone_number": p, "code": code[p]})
                 assert r["code"] == 0, r
 
             check(ps[0])

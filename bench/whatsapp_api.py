@@ -3,7 +3,7 @@
 ``GetPhoneNumberVerificationStatus``, next to bare signed echo endpoints on the same web stack
 (Starlette + uvicorn, one process each, access log off), measured in the same run.
 
-    .venv/bin/python bench/whatsapp_api.py [--numbers 3000] [--requests 10000] [--postgres URL]
+    .venv/bin/python bench/whatsapp_api.py [--numbers 3000] [--requests 10000] [--postgres URL] [--repeat N]
 
 The call limits are lifted for the run (NUMGATE_RATE_LIMIT=0); the load generator (aiohttp,
 64 concurrent requests) runs on the same machine as the servers. ``BENCH_PROFILE=out.raw``
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import orjson
-from _support import free_port
+from _support import free_port, scratch_database
 
 from numgate.client.nxcloud import headers_for
 from numgate.dialects.cams import signing
@@ -267,9 +268,34 @@ def main() -> None:
         "--numbers", type=int, default=10_000, help="numbers verified by checkCode (one call each)"
     )
     ap.add_argument("--requests", type=int, default=10_000, help="requests for the status and echo runs")
-    ap.add_argument("--postgres", metavar="URL", help="a scratch PostgreSQL database instead of SQLite")
+    ap.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="a PostgreSQL server (each run makes and drops its own database there)",
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="runs, each with a fresh numgate; then the medians")
     args = ap.parse_args()
+    ratios: list[tuple[float, float]] = []
+    for i in range(args.repeat):
+        if args.repeat > 1:
+            print(f"run {i + 1} of {args.repeat}")
+        with scratch_database(args.postgres) as url:
+            ratios.append(one_run(args, url))
+    if len(ratios) > 1:
+        nx = sorted(r[0] for r in ratios)
+        cams = sorted(r[1] for r in ratios)
+        print(f"over {len(ratios)} runs")
+        print(
+            f"  checkCode / echo                        median {statistics.median(nx):.2f} (min {nx[0]:.2f}, max {nx[-1]:.2f})"
+        )
+        print(
+            f"  GetPhoneNumberVerificationStatus / echo median {statistics.median(cams):.2f}"
+            f" (min {cams[0]:.2f}, max {cams[-1]:.2f})"
+        )
 
+
+def one_run(args: argparse.Namespace, database_url: str | None) -> tuple[float, float]:
+    """A fresh numgate and echo server, the loads; (checkCode ratio, status ratio)."""
     tmp = Path(tempfile.mkdtemp(prefix="numgate-wa-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMGATE_")}
     env.update(
@@ -278,8 +304,8 @@ def main() -> None:
         NUMGATE_RATE_LIMIT="0",
         NUMGATE_LOG_LEVEL="warning",
     )
-    if args.postgres:
-        env["NUMGATE_DATABASE_URL"] = args.postgres
+    if database_url:
+        env["NUMGATE_DATABASE_URL"] = database_url
     subprocess.run([*NUMGATE, "migrate"], env=env, check=True, capture_output=True)
     key, secret, space, phones = asyncio.run(setup(env, args.numbers))
 
@@ -293,7 +319,7 @@ def main() -> None:
         wait_up(base)
         time.sleep(0.5)
         print(
-            f"numgate {'PostgreSQL' if args.postgres else 'SQLite'}; {args.numbers} numbers, {args.requests} requests; 64 concurrent"
+            f"numgate {'PostgreSQL' if database_url else 'SQLite'}; {args.numbers} numbers, {args.requests} requests; 64 concurrent"
         )
 
         def ok(r: dict[str, Any]) -> bool:
@@ -372,15 +398,17 @@ def main() -> None:
         report("CAMS GetPhoneNumberVerificationStatus", cams_run)
         nx_ref = (nx_before.rate + nx_after.rate) / 2
         cams_ref = (cams_before.rate + cams_after.rate) / 2
-        print(f"ratio checkCode / echo:                        {nx_run.rate / nx_ref:.2f}  (target >= 0.5)")
+        print(f"ratio checkCode / echo:                        {nx_run.rate / nx_ref:.2f}  (target >= 0.4)")
         print(
-            f"ratio GetPhoneNumberVerificationStatus / echo: {cams_run.rate / cams_ref:.2f}  (target >= 0.5)"
+            f"ratio GetPhoneNumberVerificationStatus / echo: {cams_run.rate / cams_ref:.2f}  (target >= 0.7)"
         )
+        return nx_run.rate / nx_ref, cams_run.rate / cams_ref
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
