@@ -3,7 +3,7 @@ back-off after failures in a row — over an injected clock."""
 
 from __future__ import annotations
 
-from numgate.delivery.pacing import PAUSE_AFTER, START, Pacer, Result
+from numgate.delivery.pacing import CEILING_S, PAUSE_AFTER, START, Pacer, Result
 
 
 def run_round(p: Pacer, now: float, result: Result = Result.OK, ms: float = 10.0) -> int:
@@ -77,3 +77,41 @@ def test_state_reports_rate_and_latency() -> None:
     p.finished(Result.FAILED, 5.0, 0.0)
     s = p.state(0.0)
     assert (s.success_rate, s.p50_ms, s.attempts, s.in_flight) == (0.75, 20.0, 4, 0)
+
+
+def test_a_strained_level_becomes_a_ceiling_for_a_while() -> None:
+    p = Pacer(max_limit=64, now=0.0)
+    for t in range(4):
+        run_round(p, t * 0.01, ms=2.0)  # limit 32
+    levels = [p.started() for _ in range(8)]
+    for level in levels[:7]:
+        p.finished(Result.OK, 2.0, 1.0, level=level)
+    # the eighth connection at once waited a second: the receiver takes seven
+    p.finished(Result.OK, 1000.0, 1.0, level=levels[7])
+    assert p.ceiling == 7
+    for t in range(200):
+        run_round(p, 1.0 + t * 0.01, ms=2.0)
+    assert p.limit <= 7  # it no longer grows into the second-long stall
+    run_round(p, 1.0 + CEILING_S + 1, ms=2.0)
+    run_round(p, 1.0 + CEILING_S + 1.01, ms=2.0)
+    assert p.limit > 7  # later it probes above it again
+
+
+def test_late_but_delivered_answers_never_pause_the_receiver() -> None:
+    p = Pacer(max_limit=64, now=0.0)
+    for t in range(5):
+        run_round(p, t * 0.01, ms=2.0)
+    for _ in range(3 * PAUSE_AFTER):
+        level = p.started()
+        p.finished(Result.OK, 1500.0, 1.0, level=level)
+    assert p.room(1.0) > 0 and p.state(1.0).paused_for_s == 0
+
+
+def test_a_burst_of_failures_in_flight_together_is_one_pause() -> None:
+    p = Pacer(max_limit=64, now=0.0)
+    for t in range(5):
+        run_round(p, t * 0.01)
+    levels = [p.started() for _ in range(28)]
+    for level in levels:  # 28 refused at once
+        p.finished(Result.STRAIN, 5.0, 1.0, level=level)
+    assert p.state(1.0).paused_for_s == 1.0  # the first pause, not the fifth doubling

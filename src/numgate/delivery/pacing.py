@@ -10,7 +10,11 @@ the way TCP finds a path's: a :class:`Pacer` per receiver (scheme, host and port
   ``NUMGATE_CALLBACK_CONCURRENCY``;
 - halves it — at most once per round — when the receiver shows strain: a time-out, a refused or
   reset connection, HTTP 429 or 503, or an answer far slower than its usual (a dropped connection
-  the kernel retried a second later);
+  the kernel retried a second later); and remembers the concurrency that strained it: for
+  :data:`CEILING_S` seconds it grows to at most one less than the number of attempts that were in
+  flight when the strained one started, then probes above it again (one strain per probe, not
+  one per round: a receiver with a listen backlog of five is found out once, not every few
+  milliseconds at the price of a second-long retransmission each time);
 - after five failures in a row pauses the receiver: 1 s, then 2, 4 … up to 60 s — never longer
   than the retry interval (``NUMGATE_CALLBACK_RETRY_INTERVAL``), so that its callbacks keep their
   retry schedule — during which none of its callbacks is attempted, then probes it with one
@@ -34,6 +38,8 @@ PAUSE_FIRST_S = 1.0
 PAUSE_MAX_S = 60.0
 #: answers remembered for the success rate and latency percentiles
 WINDOW = 200
+#: seconds a learnt ceiling holds before the limit may probe above it again
+CEILING_S = 30.0
 #: an answer slower than this many times the receiver's usual is strain
 SLOW_FACTOR = 8.0
 #: … and slower than this (a fast receiver's jitter is no strain)
@@ -78,6 +84,9 @@ class Pacer:
         self._window: deque[tuple[bool, float]] = deque(maxlen=WINDOW)
         self._usual_ms: float | None = None  # a slow moving average of successful latencies
         self.attempts = 0
+        #: the concurrency the receiver is known to take, until ``ceiling_until``
+        self.ceiling = math.inf
+        self.ceiling_until = 0.0
 
     # room ------------------------------------------------------------------------------------
 
@@ -90,34 +99,54 @@ class Pacer:
             return 0
         return max(int(self.limit) - self.in_flight, 0)
 
-    def started(self, n: int = 1) -> None:
+    def started(self, n: int = 1) -> int:
+        """An attempt starts; the number in flight with it (give it back to :meth:`finished`)."""
         self.in_flight += n
         self.attempts += n
+        return self.in_flight
 
     # answers ---------------------------------------------------------------------------------
 
-    def finished(self, result: Result, latency_ms: float, now: float, n: int = 1) -> None:
-        """One attempt (carrying ``n`` callbacks) ended."""
+    def finished(
+        self, result: Result, latency_ms: float, now: float, n: int = 1, level: int | None = None
+    ) -> None:
+        """One attempt (carrying ``n`` callbacks) ended; ``level``: what :meth:`started` said."""
         self.in_flight = max(self.in_flight - n, 0)
         if result is Result.OK and self._is_slow(latency_ms):
-            result = Result.STRAIN
+            # delivered, but late (a connection the kernel dropped and retried a second later):
+            # fewer connections, and remember how many were too many — but the receiver answers,
+            # so it is never paused for it
+            self._window.append((True, latency_ms))
+            self.failures_in_row = 0
+            self._strained(level, latency_ms, now)
+            return
         self._window.append((result is Result.OK, latency_ms))
         if result is Result.OK:
             self.failures_in_row = 0
             self.pauses = 0
             self._usual_ms = latency_ms if self._usual_ms is None else 0.9 * self._usual_ms + 0.1 * latency_ms
             grow = 1.0 if self.limit < self.threshold else 1.0 / self.limit
-            self.limit = min(self.limit + grow, float(self.max_limit))
+            cap = self.ceiling if now < self.ceiling_until else math.inf
+            self.limit = max(min(self.limit + grow, float(self.max_limit), cap), 1.0)
             return
         self.failures_in_row += 1
         if result is Result.STRAIN:
-            self._decrease(latency_ms, now)
-        if self.failures_in_row >= PAUSE_AFTER:
+            self._strained(level, latency_ms, now)
+        # one pause per burst: the failures of attempts already in flight when it began do not
+        # lengthen it (28 connections refused at once are one signal, not five doublings)
+        if self.failures_in_row >= PAUSE_AFTER and now >= self.paused_until:
             wait = min(PAUSE_FIRST_S * 2**self.pauses, self.pause_max_s)
             self.paused_until = now + wait
             self.pauses += 1
             self.failures_in_row = 0
             self.limit = 1.0  # then one probe at a time
+
+    def _strained(self, level: int | None, latency_ms: float, now: float) -> None:
+        if level is not None:
+            known = self.ceiling if now < self.ceiling_until else math.inf
+            self.ceiling = max(min(level - 1, known), 1)
+            self.ceiling_until = now + CEILING_S
+        self._decrease(latency_ms, now)
 
     def _is_slow(self, latency_ms: float) -> bool:
         usual = self._usual_ms
@@ -130,7 +159,7 @@ class Pacer:
             return
         self._last_decrease = now
         self.threshold = max(self.limit / 2, 1.0)
-        self.limit = self.threshold
+        self.limit = min(self.threshold, self.ceiling) if now < self.ceiling_until else self.threshold
 
     # what it shows ---------------------------------------------------------------------------
 

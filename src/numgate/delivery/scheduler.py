@@ -125,20 +125,20 @@ class Scheduler:
         return group
 
     def _start(self, key: str, r: _Receiver, group: list[Outgoing], now: float) -> None:
-        r.pacer.started()
+        level = r.pacer.started()
         r.last_used = now
         self._in_flight += 1
         self._receivers.move_to_end(key)
-        task = asyncio.get_running_loop().create_task(self._post(r, group))
+        task = asyncio.get_running_loop().create_task(self._post(r, group, level))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _post(self, r: _Receiver, group: list[Outgoing]) -> None:
+    async def _post(self, r: _Receiver, group: list[Outgoing], level: int) -> None:
         try:
             outcome = await self._sender.send(group)
         finally:
             self._in_flight -= 1
-        r.pacer.finished(outcome.result, outcome.latency_ms, self._clock())
+        r.pacer.finished(outcome.result, outcome.latency_ms, self._clock(), level=level)
         self._on_outcomes([(item.uid, outcome) for item in group])
         self._kick()
 
