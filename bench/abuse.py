@@ -116,13 +116,13 @@ def one_big_post(env: dict[str, str], chunked: bool, posts: int = 20) -> tuple[f
 
 
 async def setup_tenant(env: dict[str, str]) -> tuple[str, str, str]:
-    from numgate.core import open_core
+    from numgate.gateway import open_gateway
     from numgate.settings import Settings
 
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        core = await open_core(Settings.from_env())
+        core = await open_gateway(Settings.from_env())
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -155,13 +155,13 @@ def cams_request(
 
 async def setup(env: dict[str, str], n: int) -> tuple[str, str, str, list[str]]:
     """An integrator account with one space holding ``n`` numbers (not yet verified)."""
-    from numgate.core import open_core
+    from numgate.gateway import open_gateway
     from numgate.settings import Settings
 
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        core = await open_core(Settings.from_env())
+        core = await open_gateway(Settings.from_env())
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -164,17 +164,20 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 class RunningServer:
     """numgate served by uvicorn on a free loopback port, in a thread with its own event loop."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, clock: Clock | None = None, port: int = 0) -> None:
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", port))
+        self.port = self._sock.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        if settings.public_url == "auto":  # vendors' webhooks come back to this server
+            settings = settings.with_overrides(public_url=self.base_url)
         self.settings = settings
         self.clock = clock or SystemClock()
         self._ready = threading.Event()
         self.core: Core | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.app = NumgateApp(settings, clock=self.clock, on_core=self._on_core)
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}"
         config = uvicorn_config(self.app, settings, host="127.0.0.1", port=self.port)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
@@ -208,9 +211,9 @@ class RunningServer:
 def make_server(settings: Settings) -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []
 
-    def make(clock: Clock | None = None, **overrides: Any) -> RunningServer:
+    def make(clock: Clock | None = None, port: int = 0, **overrides: Any) -> RunningServer:
         s = settings.with_overrides(**overrides) if overrides else settings
-        srv = RunningServer(s, clock).start()
+        srv = RunningServer(s, clock, port).start()
         started.append(srv)
         return srv
 

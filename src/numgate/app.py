@@ -16,8 +16,9 @@ from starlette.routing import Route
 
 from numgate import __version__
 from numgate.clock import Clock
-from numgate.core import Core, open_core
+from numgate.core import Core
 from numgate.errors import Unavailable
+from numgate.gateway import open_gateway
 from numgate.logs import AccessLog
 from numgate.outages import OUTAGES
 from numgate.settings import Settings
@@ -39,6 +40,8 @@ class NumgateApp:
         self.settings = settings
         self.clock = clock
         self.core: Core | None = None
+        #: which upstream serves which level (known once started): printed, and in /healthz
+        self.serving: dict[str, Any] = {}
         self._on_core = on_core
         self._workers: Any = None
         #: when the server began to stop (the drain budget counts from there)
@@ -63,9 +66,11 @@ class NumgateApp:
     def _routes(self) -> list[Route]:
         from numgate.web.metrics import metrics_routes
         from numgate.web.signup import signup_routes
+        from numgate.web.upstream_events import upstream_event_routes
 
         routes = [Route("/healthz", self._healthz, methods=["GET"])]
         routes += metrics_routes(self._require_core, self.settings)
+        routes += upstream_event_routes(self._require_core)
         routes += signup_routes(self._require_core)
         return routes
 
@@ -89,6 +94,7 @@ class NumgateApp:
                 "version": __version__,
                 "sandbox": self.settings.sandbox,
                 "dependencies": deps,
+                "upstreams": await serving(core),
             },
             status_code=200 if ok else 503,
         )
@@ -102,7 +108,8 @@ class NumgateApp:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        self.core = await open_core(self.settings, clock=self.clock)
+        self.core = await open_gateway(self.settings, clock=self.clock)
+        self.serving = await serving(self.core)
         try:
             if self.settings.inprocess_workers:
                 from numgate.jobs.runner import WorkerSet
@@ -160,6 +167,27 @@ async def probe_dependencies(core: Core) -> dict[str, dict[str, Any]]:
         OUTAGES.up(name)
         out[name] = {"status": "ok", "ms": round((time.perf_counter() - start) * 1000, 2)}
     return out
+
+
+async def serving(core: Core) -> dict[str, Any]:
+    """Which upstream serves which level: {"hlr": {"*": ["simulator"]}, "call": {…}, "waba": "meta"}
+    ({} per level when nothing does: such submits are refused with 206)."""
+    out: dict[str, Any] = {}
+    with contextlib.suppress(Unavailable):
+        out = dict(await core.upstreams.serving())
+    out["waba"] = core.settings.resolved_waba_upstream
+    return out
+
+
+def describe_serving(serving: dict[str, Any]) -> str:
+    """``serving`` in one line: "HLR: * simulator · Call: NG twilio → simulator, * simulator · …"."""
+    parts = []
+    for key, label in (("hlr", "HLR"), ("call", "Call")):
+        per = serving.get(key) or {}
+        routes = ", ".join(f"{c} {' → '.join(names)}" for c, names in per.items()) or "none (refused: 206)"
+        parts.append(f"{label}: {routes}")
+    parts.append(f"WhatsApp: {serving.get('waba', '?')}")
+    return " · ".join(parts)
 
 
 def _down_for(name: str) -> float:

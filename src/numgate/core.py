@@ -1,4 +1,6 @@
-"""The composition root: builds every core service once, from settings and injected parts."""
+"""Builds every core service once, from settings and injected parts. What the core cannot
+know — how a door words a callback — is injected (``renderer``); ``numgate.gateway`` is where the
+doors' parts are wired in."""
 
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ from numgate.tenancy.service import TenancyService
 from numgate.vault import Vault, open_vault
 
 if TYPE_CHECKING:
-    from numgate.numbers.providers import Providers
-    from numgate.numbers.service import NumberCheckService
+    from numgate.numbers.service import CallbackRenderer, NumberCheckService
+    from numgate.upstreams.registry import Upstreams
     from numgate.waba.service import WabaService
     from numgate.waba.signup import SignupTokens
     from numgate.waba.upstream import WabaUpstream
@@ -49,12 +51,14 @@ class Core:
     deliveries: DeliveryLog
     numbers: NumberCheckService
     batches: BatchReports
-    providers: Providers
+    #: the operator's HLR and test-call upstreams, their routes and health
+    upstreams: Upstreams
     waba: WabaService
     waba_signup: SignupTokens
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
+        await self.upstreams.close()
         await self.waba.upstream.close()
         await self.admission.close()
         await self.replay.close()
@@ -68,15 +72,14 @@ async def open_core(
     clock: Clock | None = None,
     check_schema: bool = True,
     create: bool = False,
-    providers: Providers | None = None,
+    renderer: CallbackRenderer,
     waba_upstream: WabaUpstream | None = None,
 ) -> Core:
     """Open the database and build the services. Unless ``create`` (``migrate``, ``demo``), an
     SQLite file that does not exist is :class:`~numgate.errors.DatabaseMissing`: a command run
     from the wrong directory never starts a second, empty installation."""
-    from numgate.dialects.nxcloud.numbercheck import NxCallbackRenderer
-    from numgate.numbers.providers import simulator
     from numgate.numbers.service import NumberCheckService
+    from numgate.upstreams.registry import Upstreams
     from numgate.waba.service import WabaService
     from numgate.waba.signup import SignupTokens
 
@@ -103,6 +106,7 @@ async def open_core(
     targets = CallbackTargets(db, clock)
     tenancy = TenancyService(db, vault, clock, urls)
     ledger = Ledger(db, clock)
+    upstreams = Upstreams(db, vault, clock, sandbox=settings.sandbox, timeout_s=settings.upstream_timeout_s)
     outbox = Outbox(db, clock, settings.worker_lease_s, settings.callback_retry_window_s, targets=targets)
     return Core(
         settings=settings,
@@ -119,22 +123,18 @@ async def open_core(
         urls=urls,
         outbox=outbox,
         deliveries=DeliveryLog(db, clock, outbox),
-        numbers=NumberCheckService(db, clock, tenancy, ledger, NxCallbackRenderer(), urls, targets),
+        numbers=NumberCheckService(db, clock, tenancy, ledger, renderer, urls, targets, upstreams),
         batches=BatchReports(db),
-        providers=_metered(providers or simulator()),
-        waba=WabaService(db, clock, vault, tenancy, metered(upstream, "waba", settings.waba_upstream)),
+        upstreams=upstreams,
+        waba=WabaService(
+            db, clock, vault, tenancy, metered(upstream, "waba", settings.resolved_waba_upstream)
+        ),
         waba_signup=SignupTokens(vault, clock),
     )
 
 
-def _metered(p: Providers) -> Providers:
-    from numgate.numbers.providers import Providers
-
-    return Providers(hlr=metered(p.hlr, "hlr"), call=metered(p.call, "call"))
-
-
 def _waba_upstream(settings: Settings, db: Database, clock: Clock) -> WabaUpstream:
-    if settings.waba_upstream == "meta":
+    if settings.resolved_waba_upstream == "meta":
         from numgate.waba.meta import MetaGraph
 
         return MetaGraph(

@@ -227,3 +227,12 @@ class RegisterLimitExceeded(Onboarding):
 
 class UpstreamError(NumgateError):
     pass
+
+
+class NoRoute(NumgateError):
+    """A live level (HLR, Call) was asked for a country no upstream serves: refused at submit,
+    nothing reserved (NXCloud 206)."""
+
+
+class UpstreamNotFound(NotFound):
+    pass

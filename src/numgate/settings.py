@@ -168,7 +168,8 @@ class Settings:
     rate_limit_per_second: int = 10
     log_level: str = "info"
     access_log: bool = True
-    waba_upstream: str = "simulator"
+    #: None: the simulator in sandbox mode; outside it, an explicit choice is required
+    waba_upstream: str | None = None
     meta_base_url: str = "https://graph.facebook.com/v21.0"
     meta_token: str | None = None
     meta_waba_id: str | None = None
@@ -188,6 +189,13 @@ class Settings:
     sqlite_wal_max: int = 64 * 1024 * 1024
     #: on SIGTERM: seconds for requests and workers to finish before what is left is cut off
     drain_s: float = 10.0
+    #: where vendors reach numgate (their webhooks: ``<public url>/upstreams/<name>/events``)
+    public_url: str | None = None
+    #: seconds an upstream call may take (each HTTP request to a vendor)
+    upstream_timeout_s: float = 10.0
+    #: seconds a number waits for a vendor's webhook (a test call's last event) before the next
+    #: upstream of its route is tried
+    upstream_wait_s: float = 180.0
     #: ``GET /metrics`` asks for ``Authorization: Bearer <token>``; without one it is served only
     #: when numgate listens on a loopback address
     metrics_token: str | None = None
@@ -222,8 +230,22 @@ class Settings:
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
+    @property
+    def resolved_waba_upstream(self) -> str:
+        if self.waba_upstream is not None:
+            return self.waba_upstream
+        if self.sandbox:
+            return "simulator"
+        raise ConfigurationError(
+            "NUMGATE_SANDBOX is false but NUMGATE_WABA_UPSTREAM is not set: outside sandbox mode "
+            "numgate answers WhatsApp calls from no simulator unless told to. Set "
+            "NUMGATE_WABA_UPSTREAM=meta (with NUMGATE_META_TOKEN and NUMGATE_META_WABA_ID), or "
+            "NUMGATE_WABA_UPSTREAM=simulator to keep the simulator on purpose"
+        )
+
     def check(self) -> Settings:
         """Settings that only make sense together; raises ConfigurationError."""
+        self.resolved_waba_upstream  # noqa: B018 - raises when the choice is missing
         if self.waba_upstream == "meta" and not (self.meta_token and self.meta_waba_id):
             raise ConfigurationError(
                 "NUMGATE_WABA_UPSTREAM=meta needs NUMGATE_META_TOKEN (a system-user token) and "
@@ -289,6 +311,9 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "NUMGATE_DB_TIMEOUT": ("db_timeout_s", _float(0.1, 300), "database and Redis timeout, seconds"),
     "NUMGATE_SQLITE_WAL_MAX": ("sqlite_wal_max", _int(1024 * 1024), "WAL size that triggers a truncation"),
     "NUMGATE_DRAIN": ("drain_s", _float(0, 300), "seconds to drain on SIGTERM"),
+    "NUMGATE_PUBLIC_URL": ("public_url", _url, "the URL vendors' webhooks reach numgate at"),
+    "NUMGATE_UPSTREAM_TIMEOUT": ("upstream_timeout_s", _float(0.1, 600), "seconds per upstream HTTP call"),
+    "NUMGATE_UPSTREAM_WAIT": ("upstream_wait_s", _float(1, 86_400), "seconds to wait for a vendor's webhook"),
     "NUMGATE_METRICS_TOKEN": ("metrics_token", _text, "bearer token `GET /metrics` asks for"),
     "NUMGATE_METRICS_DIR": ("metrics_dir", _path, "where the processes keep their counters"),
 }

@@ -131,7 +131,43 @@ def test_admin_lifecycle(env: dict[str, str]) -> None:
         "currency": "USD",
         "account_id": int(aid),
         "appkey": None,
+        "cached_price": None,
     }
+    cached = js(
+        env,
+        "admin",
+        "price",
+        "set",
+        "--country",
+        "NG",
+        "--level",
+        "5",
+        "--price",
+        "0.0123",
+        "--cached-price",
+        "0.002",
+        "--account",
+        aid,
+    )
+    assert cached["cached_price"] == "0.0020"
+    bad = numgate(
+        env,
+        "admin",
+        "price",
+        "set",
+        "--country",
+        "NG",
+        "--level",
+        "1",
+        "--price",
+        "0.01",
+        "--cached-price",
+        "0.002",
+        "--account",
+        aid,
+        ok=False,
+    )
+    assert bad.returncode != 0 and "cache price is for the live levels" in bad.stderr
     default = js(env, "admin", "price", "set", "--country", "NG", "--level", "1", "--price", "0.001")
     assert default["account_id"] is None
     per_app = js(

@@ -83,7 +83,14 @@ def test_serve_says_listening_in_json_and_shuts_down_on_sigterm(serving: Any) ->
     stdout, stderr = s.proc.communicate(timeout=30)
     assert s.proc.returncode in (0, -signal.SIGTERM), stderr
     first = json.loads(stdout.splitlines()[0])
-    assert first == {"event": "listening", "url": s.url, "version": first["version"], "sandbox": True}
+    assert first == {
+        "event": "listening",
+        "url": s.url,
+        "version": first["version"],
+        "sandbox": True,
+        # which upstream serves which level: the simulator everywhere in sandbox mode
+        "upstreams": {"hlr": {"*": ["simulator"]}, "call": {"*": ["simulator"]}, "waba": "simulator"},
+    }
     assert "numgate stopped" in stderr
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert any(x.get("path") == "/healthz" and x.get("status") == 200 for x in lines)

@@ -99,7 +99,18 @@ def test_batch_message_ids_failures_and_refunds(
     assert set(got) == {f"{mid}-{i:06d}" for i in range(1, 6)}
     first = got[f"{mid}-000001"]
     assert first["code"] == 0 and set(first["data"]) == {"basic", "live"} and first["cost"]["price"] == 0.05
-    assert set(first["data"]["live"]) == {"validity", "reachable", "roaming"}
+    # NXCloud v1's three, then v2's ``ported`` (mcc, mnc and network only where the upstream said)
+    assert {"validity", "reachable", "roaming", "ported"} <= set(first["data"]["live"])
+    assert set(first["data"]["live"]) <= {
+        "validity",
+        "reachable",
+        "roaming",
+        "ported",
+        "mcc",
+        "mnc",
+        "network",
+    }
+    assert first["numgate"]["source"] == "simulator" and first["numgate"]["observedAt"].endswith("Z")
     assert got[f"{mid}-000002"] == {
         "messageId": f"{mid}-000002",
         "code": 114,
@@ -120,8 +131,33 @@ def test_batch_message_ids_failures_and_refunds(
     ("level", "ending", "code", "part", "expected"),
     [
         (5, "0001", 122, None, None),
-        (5, "0002", 0, "live", {"validity": "YES", "reachable": "NO", "roaming": "NO"}),
-        (5, "0003", 0, "live", {"validity": "YES", "reachable": "YES", "roaming": "YES"}),
+        (5, "0002", 0, "live", {"validity": "YES", "reachable": "NO", "roaming": "NO", "ported": "NO"}),
+        (
+            5,
+            "0003",
+            0,
+            "live",
+            {
+                "validity": "YES",
+                "reachable": "YES",
+                "roaming": "YES",
+                "ported": "NO",
+                "network": "Simulated Roaming Partner",
+            },
+        ),
+        (
+            5,
+            "0004",
+            0,
+            "live",
+            {
+                "validity": "YES",
+                "reachable": "YES",
+                "roaming": "NO",
+                "ported": "YES",
+                "network": "Simulated Ported Network",
+            },
+        ),
         (4, "0003", 0, "dial", {"early": "YES", "answered": "NO", "response": "busy"}),
         (4, "0004", 0, "dial", {"early": "YES", "answered": "YES", "response": "voicemail"}),
         (4, "0000", 112, None, None),

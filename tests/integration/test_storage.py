@@ -10,11 +10,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from conftest import run_sync
-from numgate.core import open_core
 from numgate.db.engine import create_engine
 from numgate.db.migrate import ensure_current, upgrade
 from numgate.db.tables import metadata
 from numgate.errors import ConfigurationError, SchemaOutOfDate
+from numgate.gateway import open_gateway
 from numgate.settings import Settings
 
 
@@ -53,7 +53,7 @@ def test_master_key_generated_once_then_required(tmp_path: Path, caplog: pytest.
         engine = create_engine(s.resolved_database_url)
         await upgrade(engine)
         await engine.dispose()
-        core = await open_core(s)
+        core = await open_gateway(s)
         await core.tenancy.create_account("a")
         await core.close()
 
@@ -68,14 +68,14 @@ def test_master_key_generated_once_then_required(tmp_path: Path, caplog: pytest.
 
     (tmp_path / "secret.key").unlink()
     with pytest.raises(ConfigurationError, match="missing"):
-        run_sync(open_core(s))
+        run_sync(open_gateway(s))
     assert not (tmp_path / "secret.key").exists()
 
     from cryptography.fernet import Fernet
 
     with pytest.raises(ConfigurationError, match="not the one"):
-        run_sync(open_core(s.with_overrides(secret_key=Fernet.generate_key().decode())))
-    core = run_sync(open_core(s.with_overrides(secret_key=key.decode().strip())))
+        run_sync(open_gateway(s.with_overrides(secret_key=Fernet.generate_key().decode())))
+    core = run_sync(open_gateway(s.with_overrides(secret_key=key.decode().strip())))
     run_sync(core.close())
 
 

@@ -41,7 +41,16 @@ def test_good_values() -> None:
             "NUMGATE_LOG_LEVEL": "DEBUG",
             "NUMGATE_SANDBOX": "",
             "NUMGATE_DB_TIMEOUT": "1.5",
+            "NUMGATE_WABA_UPSTREAM": "simulator",
         }
     )
     assert (s.port, s.log_level, s.sandbox, s.db_timeout_s) == (9000, "debug", False, 1.5)
     assert Settings.from_env({}).resolved_max_connections > 64
+
+
+def test_outside_the_sandbox_the_whatsapp_upstream_is_an_explicit_choice() -> None:
+    with pytest.raises(ConfigurationError, match="NUMGATE_WABA_UPSTREAM is not set"):
+        Settings.from_env({"NUMGATE_SANDBOX": "false"})
+    assert Settings.from_env({}).resolved_waba_upstream == "simulator"
+    kept = Settings.from_env({"NUMGATE_SANDBOX": "false", "NUMGATE_WABA_UPSTREAM": "simulator"})
+    assert kept.resolved_waba_upstream == "simulator"

@@ -16,7 +16,8 @@ from numgate.ledger.money import parse_amount, to_decimal
 from numgate.tenancy.operations import OPERATIONS, parse_allowed
 
 admin = typer.Typer(
-    help="Manage tenants: accounts, access keys, apps and CAMS spaces, WhatsApp numbers, balances, prices.",
+    help="Manage tenants (accounts, access keys, apps and CAMS spaces, WhatsApp numbers, balances, "
+    "prices) and the operator's upstreams, routes and reports.",
     no_args_is_help=True,
 )
 account_cmd = typer.Typer(help="Customer accounts.", no_args_is_help=True)
@@ -244,6 +245,7 @@ def _app_json(a: Any) -> dict[str, Any]:
         "name": a.name,
         "callback_url": a.callback_url,
         "callback_batch": a.callback_batch,
+        "max_age_s": a.max_age_s,
     }
 
 
@@ -290,11 +292,24 @@ def app_update(
             "JSON array (docs/numbercheck.md, 'Batched callbacks').",
         ),
     ] = None,
+    max_age: Annotated[
+        int | None,
+        typer.Option(
+            metavar="SECONDS",
+            min=0,
+            max=30 * 86_400,
+            help="How old a cached HLR or call result this app accepts when a submit does not say "
+            "(maxAge); 0 (the default) = always live (docs/upstreams.md, 'Cache').",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Change an app's settings: its default callback URL, its callbacks per POST."""
-    if callback_url is None and not no_callback_url and callback_batch is None:
-        fail("nothing to change: give --callback-url URL, --no-callback-url or --callback-batch N")
+    """Change an app's settings: its default callback URL, its callbacks per POST, the age of a
+    cached result it accepts."""
+    if callback_url is None and not no_callback_url and callback_batch is None and max_age is None:
+        fail(
+            "nothing to change: give --callback-url URL, --no-callback-url, --callback-batch N or --max-age S"
+        )
     if callback_url is not None and no_callback_url:
         fail("give --callback-url or --no-callback-url, not both")
 
@@ -304,6 +319,8 @@ def app_update(
             a = await core.tenancy.set_callback_url(appkey, callback_url, "--callback-url")
         if callback_batch is not None:
             a = await core.tenancy.set_callback_batch(appkey, callback_batch)
+        if max_age is not None:
+            a = await core.tenancy.set_max_age(appkey, max_age)
         if a is None:
             raise AppNotFound(f"no app with appkey {appkey!r}")
         return a
@@ -313,7 +330,7 @@ def app_update(
         _app_json(a),
         as_json,
         text=f"app {a.appkey}: callback URL {a.callback_url or '(none)'}, "
-        f"{a.callback_batch} callback(s) per POST",
+        f"{a.callback_batch} callback(s) per POST, cached results up to {a.max_age_s} s old",
     )
 
 
@@ -448,6 +465,7 @@ def _price_json(p: Any, appkeys: dict[int, str]) -> dict[str, Any]:
         "country": p.country,
         "level": p.level,
         "price": str(to_decimal(p.price)),
+        "cached_price": str(to_decimal(p.cached_price)) if p.cached_price is not None else None,
         "currency": p.currency,
         "account_id": p.account_id or None,
         "appkey": appkeys.get(p.app_id) if p.app_id else None,
@@ -466,6 +484,13 @@ def price_set(
     country: Annotated[str, typer.Option(help="ISO 3166 alpha-2 code of a numbering region, e.g. NG.")],
     level: LevelOpt,
     price: Annotated[str, typer.Option(help="Price per number, up to 4 decimals.")],
+    cached_price: Annotated[
+        str | None,
+        typer.Option(
+            help="Levels 4 and 5: the price of a result served from the cache (at most --price); "
+            "unset, a cached result costs the full price."
+        ),
+    ] = None,
     currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "USD",
     account: Annotated[
         int | None, typer.Option(help="Only for this account (default: every account).")
@@ -478,6 +503,7 @@ def price_set(
     """Set the price of one check level in one country: numgate's default, an account's, or an app's.
     A number is priced with its app's price, else its account's, else the default."""
     units = _amount(price, "price")
+    cached = _amount(cached_price, "cached price") if cached_price is not None else None
 
     async def main(core: Core) -> dict[str, Any]:
         account_id, app_id = account or 0, 0
@@ -495,6 +521,7 @@ def price_set(
             currency=currency,
             account_id=account_id,
             app_id=app_id,
+            cached_price=cached,
         )
         return _price_json(p, {app_id: app} if app else {})
 
@@ -536,12 +563,13 @@ def price_list(
         return [_price_json(p, keys) for p in ps]
 
     rows = run(main)
-    t = Table("country", "level", "price", "currency", "account", "app")
+    t = Table("country", "level", "price", "cached", "currency", "account", "app")
     for r in rows:
         t.add_row(
             r["country"],
             str(r["level"]),
             r["price"],
+            r["cached_price"] or "",
             r["currency"],
             str(r["account_id"] or "default"),
             r["appkey"] or "",

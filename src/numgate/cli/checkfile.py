@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -13,7 +12,7 @@ from typing import Annotated, TextIO
 import typer
 
 from numgate.cli.admin import CheckLevel
-from numgate.cli.common import JsonOpt, err, fail, settings
+from numgate.cli.common import JsonOpt, err, fail, run_async, settings
 from numgate.errors import NumgateError
 
 
@@ -47,17 +46,18 @@ def check(
     skipped and listed, with its row number, in the summary. The output file appears only when
     the check is complete.
 
-    No server and no database are needed: Basic runs libphonenumber offline; Call and HLR use the
-    configured providers (the simulator in sandbox mode). With --json the rows go to stdout as
+    No server is needed: Basic runs libphonenumber offline. Call and HLR come from the simulator in
+    sandbox mode (no database needed either); outside it, from the operator's routes (the
+    database's; upstreams that answer by webhook are passed over) — a country with no route stops
+    the command with exit code 2, and no output file. With --json the rows go to stdout as
     JSON lines (or to -o) and the summary is one JSON object (stderr, or stdout with -o)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from numgate.numbers.classify import parse_region
-    from numgate.numbers.filecheck import check_file, count_rows
-    from numgate.numbers.providers import simulator
+    from numgate.numbers.filecheck import Summary, check_file, count_rows
     from numgate.numbers.results import Level
 
-    settings()  # a bad setting is reported before any work
+    s = settings()  # a bad setting is reported before any work
     try:
         region = parse_region(region, "--region") if region else None
     except NumgateError as exc:
@@ -94,18 +94,40 @@ def check(
                 t = bar.tasks[0]
                 bar.update(task, rate=(t.completed / t.elapsed) if t.elapsed else 0.0)
 
-            summary = asyncio.run(
-                check_file(
-                    file,
-                    sink,
-                    fmt,
-                    Level(int(level.value)),
-                    simulator(),
-                    region=region,
-                    keep_columns=keep_columns,
-                    progress=advance,
-                )
-            )
+            async def main() -> Summary:
+                lvl = Level(int(level.value))
+                if lvl is Level.BASIC or s.sandbox:
+                    from numgate.numbers.live import simulated
+
+                    return await check_file(
+                        file,
+                        sink,
+                        fmt,
+                        lvl,
+                        simulated,
+                        region=region,
+                        keep_columns=keep_columns,
+                        progress=advance,
+                    )
+                from numgate.gateway import open_gateway
+                from numgate.numbers.live import RouteAnswers
+
+                core = await open_gateway(s)
+                try:
+                    return await check_file(
+                        file,
+                        sink,
+                        fmt,
+                        lvl,
+                        RouteAnswers(core),
+                        region=region,
+                        keep_columns=keep_columns,
+                        progress=advance,
+                    )
+                finally:
+                    await core.close()
+
+            summary = run_async(main())
         if output is not None:
             sink.close()
             assert partial is not None

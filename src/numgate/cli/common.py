@@ -18,8 +18,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from numgate.core import Core, open_core
-from numgate.errors import ConfigurationError, NumgateError, SchemaOutOfDate, Unavailable
+from numgate.core import Core
+from numgate.errors import ConfigurationError, NoRoute, NumgateError, SchemaOutOfDate, Unavailable
+from numgate.gateway import open_gateway
 from numgate.ledger.money import to_decimal
 from numgate.settings import Settings
 
@@ -62,7 +63,7 @@ def explain(exc: NumgateError) -> tuple[str, int]:
             where = redacted_url(Settings.from_env().resolved_database_url)
             return f"{exc} — is the database server running, and is {where} right? (NUMGATE_DATABASE_URL)", 2
         return f"{exc} — is Redis running, and is NUMGATE_REDIS_URL right?", EXIT_SETUP
-    if isinstance(exc, ConfigurationError | SchemaOutOfDate):
+    if isinstance(exc, ConfigurationError | SchemaOutOfDate | NoRoute):
         return str(exc), EXIT_SETUP
     return str(exc), EXIT_REFUSED
 
@@ -92,7 +93,7 @@ def run(fn: Callable[[Core], Awaitable[T]], *, create: bool = False) -> T:
     s = settings()
 
     async def main() -> T:
-        core = await open_core(s, create=create)
+        core = await open_gateway(s, create=create)
         try:
             return await fn(core)
         finally:

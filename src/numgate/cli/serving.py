@@ -88,7 +88,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def start_server(s: Settings, as_json: bool = False) -> None:
-    from numgate.app import create_app
+    from numgate.app import create_app, describe_serving
     from numgate.web.server import NumgateServer, uvicorn_config
 
     logs.configure(s.log_level)
@@ -99,11 +99,18 @@ def start_server(s: Settings, as_json: bool = False) -> None:
 
     def listening() -> None:
         if as_json:
-            line = {"event": "listening", "url": url, "version": __version__, "sandbox": s.sandbox}
+            line = {
+                "event": "listening",
+                "url": url,
+                "version": __version__,
+                "sandbox": s.sandbox,
+                "upstreams": app.serving,
+            }
             sys.stdout.write(json.dumps(line) + "\n")
             sys.stdout.flush()
         else:
             err.print(f"numgate {__version__} listening on {url} (sandbox={s.sandbox})", highlight=False)
+            err.print(f"upstreams — {describe_serving(app.serving)}", highlight=False)
 
     app = create_app(s)
     server = NumgateServer(uvicorn_config(app, s), on_listening=listening, on_shutdown=app.begin_shutdown)

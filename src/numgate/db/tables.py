@@ -80,6 +80,8 @@ apps = Table(
     Column("deleted_ms", BigInteger, nullable=True),
     # callbacks per POST (1: NXCloud's one per number; up to 1,000 as a JSON array)
     Column("callback_batch", Integer, nullable=False, default=1, server_default="1"),
+    # how old a cached HLR / call result this app accepts, seconds (0: always live)
+    Column("max_age_s", Integer, nullable=False, default=0, server_default="0"),
 )
 
 # scope: account_id 0 = every account; app_id 0 = every app of the account
@@ -93,6 +95,8 @@ prices = Table(
     Column("level", SmallInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("price", BigInteger, nullable=False),
+    # the price of a result served from the cache (None: the full price)
+    Column("cached_price", BigInteger, nullable=True),
     Column("updated_ms", BigInteger, nullable=False),
     UniqueConstraint("account_id", "app_id", "country", "level", name="uq_prices_scope"),
 )
@@ -166,6 +170,9 @@ batches = Table(
     # where its callbacks go (drUrl, else the app's callback URL); NULL: no callbacks
     Column("target_id", BigInteger, ForeignKey("callback_targets.id"), nullable=True),
     Column("total", Integer, nullable=False),
+    # the cache price per number (None: a cached result costs unit_price) and the accepted age
+    Column("cached_price", BigInteger, nullable=True),
+    Column("max_age_s", Integer, nullable=False, default=0, server_default="0"),
     Column("created_ms", BigInteger, nullable=False),
     Index("ix_batches_account_batchno", "account_id", "batch_no"),
     Index("ix_batches_account_created", "account_id", "created_ms"),
@@ -191,11 +198,99 @@ checks = Table(
     Column("result", Text, nullable=True),
     Column("cost", BigInteger, nullable=True),
     Column("done_ms", BigInteger, nullable=True),
+    # live levels: the next upstream of the route to try, where the result came from (an
+    # upstream's name, "cache" or "simulator") and when it was observed; a number waiting for an
+    # upstream's webhook (status 3) waits until due_ms
+    Column("route_pos", SmallInteger, nullable=False, default=0, server_default="0"),
+    Column("source", String(64), nullable=True),
+    Column("observed_ms", BigInteger, nullable=True),
+    Column("due_ms", BigInteger, nullable=True),
     Index("ix_checks_claim", "status", "account_id", "id"),
     Index("ix_checks_batch_seq", "batch_id", "seq"),
     Index("ix_checks_message_id", "message_id"),
     # the pull feed: an account's results in the order they were finished
     Index("ix_checks_results", "account_id", "status", "done_ms", "id"),
+    # numbers waiting for an upstream's answer, by deadline
+    Index("ix_checks_waiting", "status", "due_ms"),
+)
+
+# Upstreams ------------------------------------------------------------------------------------
+# The operator's accounts at HLR and test-call vendors. ``secret_enc`` is encrypted with the
+# vault; ``unit_cost`` (ten-thousandths of ``cost_currency``) is what one call costs when the
+# vendor's answer does not say; ``health`` is the last snapshot a worker saved.
+upstreams = Table(
+    "upstreams",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("base_url", Text, nullable=True),
+    Column("key", Text, nullable=True),
+    Column("secret_enc", Text, nullable=True),
+    Column("from_number", String(32), nullable=True),
+    # kind-specific settings (JSON): NXCloud's appkey …
+    Column("options", Text, nullable=True),
+    Column("unit_cost", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("cost_currency", String(3), nullable=False, default="USD", server_default="USD"),
+    Column("enabled", Boolean, nullable=False, default=True, server_default=true()),
+    Column("health", Text, nullable=True),
+    Column("health_ms", BigInteger, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+# which upstreams serve a level in a country ('*': any country), in failover order
+routes = Table(
+    "routes",
+    metadata,
+    Column("level", SmallInteger, primary_key=True),
+    Column("country", String(2), primary_key=True),
+    Column("upstreams", Text, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# the latest live result per number and level, for callers that accept an older fact
+live_results = Table(
+    "live_results",
+    metadata,
+    Column("e164", String(20), primary_key=True),
+    Column("level", SmallInteger, primary_key=True),
+    Column("result", Text, nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("observed_ms", BigInteger, nullable=False),
+)
+
+# a number waiting for an upstream that answers later (a webhook): how its answer finds it
+upstream_jobs = Table(
+    "upstream_jobs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("check_id", BigInteger, nullable=False, unique=True),
+    Column("upstream", String(64), nullable=False),
+    # unguessable, in the inbound URL of vendors that sign nothing
+    Column("token", String(64), nullable=False, unique=True),
+    # the vendor's id for the job (a call SID, a message id)
+    Column("vendor_ref", String(128), nullable=True, index=True),
+    # what the vendor reported so far (JSON: events seen)
+    Column("events", Text, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+# each upstream call's cost to the operator, next to what the tenant was charged (checks.cost)
+upstream_calls = Table(
+    "upstream_calls",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("check_id", BigInteger, nullable=True),
+    Column("upstream", String(64), nullable=False),
+    Column("level", SmallInteger, nullable=False),
+    Column("country", String(2), nullable=True),
+    # ok, no_information, failed
+    Column("outcome", String(16), nullable=False),
+    Column("cost", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("latency_ms", Integer, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("ix_upstream_calls_created", "created_ms"),
 )
 
 # callback outbox. status: 0 pending, 1 in flight (leased), 2 delivered, 3 failed

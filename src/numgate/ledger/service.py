@@ -79,6 +79,8 @@ class Price:
     price: int
     account_id: int
     app_id: int
+    #: a live result served from the cache costs this (None: the full price)
+    cached_price: int | None = None
 
 
 def _sum(kind: str) -> Any:
@@ -86,7 +88,9 @@ def _sum(kind: str) -> Any:
 
 
 def _price(r: Any) -> Price:
-    return Price(r["country"], r["level"], r["currency"], r["price"], r["account_id"], r["app_id"])
+    return Price(
+        r["country"], r["level"], r["currency"], r["price"], r["account_id"], r["app_id"], r["cached_price"]
+    )
 
 
 _ACCOUNT = Statement(select(accounts.c.id).where(accounts.c.id == bindparam("id")))
@@ -165,10 +169,15 @@ class Ledger:
         currency: str = "USD",
         account_id: int = 0,
         app_id: int = 0,
+        cached_price: int | None = None,
     ) -> Price:
         return (
             await self.set_prices(
-                [(country, level, price)], currency=currency, account_id=account_id, app_id=app_id
+                [(country, level, price)],
+                currency=currency,
+                account_id=account_id,
+                app_id=app_id,
+                cached_price=cached_price,
             )
         )[0]
 
@@ -179,8 +188,10 @@ class Ledger:
         currency: str = "USD",
         account_id: int = 0,
         app_id: int = 0,
+        cached_price: int | None = None,
     ) -> list[Price]:
-        """Set several (country, level, price) entries of one scope in one transaction."""
+        """Set several (country, level, price) entries of one scope in one transaction;
+        ``cached_price`` (live levels) is what a result served from the cache costs."""
         currency = parse_currency(currency)
         out: list[Price] = []
         async with self._db.write() as tx:
@@ -199,8 +210,19 @@ class Ledger:
                     & (prices.c.country == country)
                     & (prices.c.level == level)
                 )
+                if cached_price is not None and level == 1:
+                    raise InvalidParameter(
+                        "cached_price", "a cache price is for the live levels (4 Call, 5 HLR)"
+                    )
+                if cached_price is not None and cached_price > price:
+                    raise InvalidParameter(
+                        "cached_price",
+                        "the cache price cannot be above the price (it is charged instead of it)",
+                    )
                 n = await tx.run(
-                    update(prices).where(scope).values(price=price, currency=currency, updated_ms=now)
+                    update(prices)
+                    .where(scope)
+                    .values(price=price, currency=currency, cached_price=cached_price, updated_ms=now)
                 )
                 if not n:
                     await tx.run(
@@ -211,10 +233,11 @@ class Ledger:
                             level=level,
                             currency=currency,
                             price=price,
+                            cached_price=cached_price,
                             updated_ms=now,
                         )
                     )
-                out.append(Price(country, level, currency, price, account_id, app_id))
+                out.append(Price(country, level, currency, price, account_id, app_id, cached_price))
         return out
 
     async def list_prices(

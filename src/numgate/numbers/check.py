@@ -1,4 +1,5 @@
-"""Checking one number at a level: classification first, then the live provider if asked.
+"""The Basic check (offline classification) and what it decides for the live levels (the
+upstreams themselves are ``numbers/live.py``).
 
 Classification is CPU work in pure Python (libphonenumber). A check worker runs it in
 :class:`BasicChecks`: in separate processes (``NUMGATE_CHECK_PROCESSES``, one by default on a
@@ -16,8 +17,7 @@ from typing import Any
 
 from numgate.helpers import HelperPool
 from numgate.numbers.classify import Basic, NumberKind, classify, warm_up
-from numgate.numbers.providers import NoInformation, ProviderFailed, Providers
-from numgate.numbers.results import CheckResult, Level, Outcome
+from numgate.numbers.results import CheckResult, Outcome
 
 log = logging.getLogger("numgate.numbers")
 
@@ -83,37 +83,11 @@ class BasicChecks:
             await self._helpers.close()
 
 
-async def check_live(first: CheckResult, level: Level, providers: Providers) -> CheckResult:
-    """Complete a Basic result with HLR or call data (120 rules, 112 / 122 from the provider)."""
+def check_live_rules(first: CheckResult) -> CheckResult | None:
+    """What the Basic result already decides for a live level: an invalid number stays 114, one
+    that is not mobile is 120; None when an upstream must answer."""
     if first.outcome is not Outcome.OK or first.basic is None:
         return first
     if first.basic.kind is not NumberKind.MOBILE:
         return CheckResult(Outcome.NON_MOBILE, first.basic)
-    try:
-        if level is Level.HLR:
-            return CheckResult(Outcome.OK, first.basic, live=await providers.hlr.lookup(first.basic.e164))
-        return CheckResult(Outcome.OK, first.basic, dial=await providers.call.dial(first.basic.e164))
-    except ProviderFailed as exc:
-        log.info("provider failed: %s", exc)
-        return CheckResult(Outcome.UPSTREAM_FAILED, first.basic)
-    except NoInformation:
-        return CheckResult(Outcome.NO_INFORMATION, first.basic)
-    except Exception:
-        log.exception("provider error")
-        return CheckResult(Outcome.UPSTREAM_FAILED, first.basic)
-
-
-async def check_many(
-    items: Sequence[str], level: Level, providers: Providers, basic: BasicChecks, concurrency: int = 64
-) -> list[CheckResult]:
-    """Check a chunk: classification off the loop (it is CPU work), live checks concurrently."""
-    basics = await basic.run(items)
-    if level is Level.BASIC:
-        return basics
-    sem = asyncio.Semaphore(concurrency)
-
-    async def one(r: CheckResult) -> CheckResult:
-        async with sem:
-            return await check_live(r, level, providers)
-
-    return list(await asyncio.gather(*(one(r) for r in basics)))
+    return None

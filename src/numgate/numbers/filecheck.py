@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -21,7 +21,6 @@ from typing import Any, TextIO
 import orjson
 
 from numgate.numbers.items import read_cell
-from numgate.numbers.providers import Providers
 from numgate.numbers.results import CheckResult, Level
 
 RESULT_COLUMNS = [
@@ -39,9 +38,12 @@ RESULT_COLUMNS = [
     "roaming",
     "ported",
     "network",
+    "mcc",
+    "mnc",
     "early",
     "answered",
     "response",
+    "source",
 ]
 PHONE_HEADERS = ("phone", "number", "msisdn", "mobile", "phone_number", "phonenumber", "tel", "telephone")
 CHUNK = 2000
@@ -164,11 +166,14 @@ def result_cells(r: CheckResult | None, reason: str) -> dict[str, Any]:
         "validity": lv.validity.value if lv else "",
         "reachable": lv.reachable.value if lv else "",
         "roaming": lv.roaming.value if lv else "",
-        "ported": lv.ported if lv else "",
+        "ported": lv.ported.value if lv else "",
         "network": lv.network if lv else "",
+        "mcc": lv.mcc if lv else "",
+        "mnc": lv.mnc if lv else "",
         "early": d.early.value if d else "",
         "answered": d.answered.value if d else "",
         "response": d.response.value if d else "",
+        "source": r.source or "",
     }
 
 
@@ -198,19 +203,24 @@ class RowWriter:
         self._out.write("\n".join(lines) + "\n")
 
 
+#: answers the live levels for a chunk of Basic results (in order)
+LiveAnswers = Callable[[Level, list[CheckResult]], Awaitable[list[CheckResult]]]
+
+
 async def check_file(
     path: Path,
     out: TextIO,
     fmt: str,
     level: Level,
-    providers: Providers,
+    live: LiveAnswers,
     *,
     region: str | None = None,
     keep_columns: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> Summary:
-    """Stream ``path`` through the checks in chunks, writing one row per input row."""
-    from numgate.numbers.check import BasicChecks, check_many
+    """Stream ``path`` through the checks in chunks, writing one row per input row; ``live``
+    answers the HLR and Call levels (the simulator, or the operator's routes)."""
+    from numgate.numbers.check import BasicChecks
 
     summary = Summary()
     reader = ListReader(path, summary)
@@ -224,7 +234,9 @@ async def check_file(
     async def flush() -> None:
         items = [read_cell(r.phone, region) for r in chunk]
         todo = [i for i, item in enumerate(items) if item.digits is not None]
-        results = await check_many([items[i].digits or "" for i in todo], level, providers, basic)
+        results = await basic.run([items[i].digits or "" for i in todo])
+        if level is not Level.BASIC:
+            results = await live(level, results)
         by_row: dict[int, CheckResult] = dict(zip(todo, results, strict=True))
         written = []
         for i, (row, item) in enumerate(zip(chunk, items, strict=True)):

@@ -1,8 +1,7 @@
-"""Upstream interfaces for live checks, and the built-in simulator.
-
-A real vendor adapter implements :class:`HlrProvider` or :class:`CallProvider` (one async method
-each) and raises :class:`ProviderFailed` or :class:`NoInformation`. The simulator is deterministic
-per number and has magic endings (last four digits) that force each case:
+"""What a live check answers (:class:`Live` for HLR, :class:`Dial` for a test call), the two ways
+an upstream can fail to answer, and the built-in simulator's answers (``upstreams/adapters/
+simulator.py`` serves them). The simulator is deterministic per number and has magic endings
+(last four digits) that force each case:
 
 ====== ============================== ===================================
 ending HLR (level 5)                  Call (level 4)
@@ -23,7 +22,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
 
 
 class ProviderFailed(Exception):
@@ -42,11 +40,16 @@ class Tri(Enum):
 
 @dataclass(frozen=True)
 class Live:
+    """An HLR answer. ``network`` is the network serving the number now (the ported-to one);
+    ``mcc``/``mnc`` are strings (leading zeros kept), empty when the upstream did not say."""
+
     validity: Tri
     reachable: Tri
     roaming: Tri
-    ported: bool = False
+    ported: Tri = Tri.UNKNOWN
     network: str = ""
+    mcc: str = ""
+    mnc: str = ""
 
 
 class DialResponse(Enum):
@@ -70,14 +73,6 @@ class Dial:
     response: DialResponse
 
 
-class HlrProvider(Protocol):
-    async def lookup(self, e164: str) -> Live: ...
-
-
-class CallProvider(Protocol):
-    async def dial(self, e164: str) -> Dial: ...
-
-
 def _bucket(e164: str, salt: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{salt}:{e164}".encode(), digest_size=4).digest(), "big") % 100
 
@@ -89,11 +84,6 @@ class SimulatedHlr:
     """Deterministic: the same number always gives the same answer. Mix: 80 % reachable at home,
     8 % unreachable, 5 % roaming, 4 % ported, 3 % invalid."""
 
-    name = "simulator"
-
-    async def lookup(self, e164: str) -> Live:
-        return self.answer(e164)
-
     @staticmethod
     def answer(e164: str) -> Live:
         end = e164[-4:]
@@ -102,34 +92,29 @@ class SimulatedHlr:
         if end == "0001":
             raise NoInformation("simulated HLR: no information (magic ending 0001)")
         forced = {
-            "0002": Live(_Y, _N, _N),
-            "0003": Live(_Y, _Y, _Y, network="Simulated Roaming Partner"),
-            "0004": Live(_Y, _Y, _N, ported=True, network="Simulated Ported Network"),
-            "0005": Live(_N, _N, _N),
-            "0006": Live(_Y, _Y, _N),
+            "0002": Live(_Y, _N, _N, _N),
+            "0003": Live(_Y, _Y, _Y, _N, network="Simulated Roaming Partner"),
+            "0004": Live(_Y, _Y, _N, _Y, network="Simulated Ported Network"),
+            "0005": Live(_N, _N, _U),
+            "0006": Live(_Y, _Y, _N, _N),
         }.get(end)
         if forced is not None:
             return forced
         b = _bucket(e164, "hlr")
         if b < 80:
-            return Live(_Y, _Y, _N)
+            return Live(_Y, _Y, _N, _N)
         if b < 88:
-            return Live(_Y, _N, _N)
+            return Live(_Y, _N, _N, _N)
         if b < 93:
-            return Live(_Y, _Y, _Y, network="Simulated Roaming Partner")
+            return Live(_Y, _Y, _Y, _N, network="Simulated Roaming Partner")
         if b < 97:
-            return Live(_Y, _Y, _N, ported=True, network="Simulated Ported Network")
-        return Live(_N, _N, _N)
+            return Live(_Y, _Y, _N, _Y, network="Simulated Ported Network")
+        return Live(_N, _N, _U)
 
 
 class SimulatedCall:
     """Deterministic test call. Mix: 70 % answered, 8 % busy, 7 % no response, 5 % voicemail,
     4 % power off, 3 % music (ring-back tone), 3 % not available."""
-
-    name = "simulator"
-
-    async def dial(self, e164: str) -> Dial:
-        return self.answer(e164)
 
     @staticmethod
     def answer(e164: str) -> Dial:
@@ -161,13 +146,3 @@ class SimulatedCall:
             if b < limit:
                 return dial
         return Dial(_N, _N, r.NOT_AVAILABLE)
-
-
-@dataclass(frozen=True)
-class Providers:
-    hlr: HlrProvider
-    call: CallProvider
-
-
-def simulator() -> Providers:
-    return Providers(hlr=SimulatedHlr(), call=SimulatedCall())

@@ -35,6 +35,10 @@ class CheckResult:
     basic: Basic | None = None
     live: Live | None = None
     dial: Dial | None = None
+    #: live levels: where the answer came from (an upstream's name, "cache", "simulator") and
+    #: when the upstream observed it (epoch ms; a cached answer keeps its original time)
+    source: str | None = None
+    observed_ms: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"outcome": int(self.outcome)}
@@ -51,10 +55,20 @@ class CheckResult:
             ]
         if self.live is not None:
             v = self.live
-            out["live"] = [v.validity.value, v.reachable.value, v.roaming.value, v.ported, v.network]
+            out["live"] = [
+                v.validity.value,
+                v.reachable.value,
+                v.roaming.value,
+                v.ported.value,
+                v.network,
+                v.mcc,
+                v.mnc,
+            ]
         if self.dial is not None:
             d = self.dial
             out["dial"] = [d.early.value, d.answered.value, d.response.value]
+        if self.source is not None:
+            out["src"] = [self.source, self.observed_ms]
         return out
 
     @classmethod
@@ -63,7 +77,15 @@ class CheckResult:
         if (b := data.get("basic")) is not None:
             basic = Basic(b[0], b[1], b[2], b[3], b[4], NumberKind(b[5]), b[6])
         if (v := data.get("live")) is not None:
-            live = Live(Tri(v[0]), Tri(v[1]), Tri(v[2]), v[3], v[4])
+            live = Live(Tri(v[0]), Tri(v[1]), Tri(v[2]), _ported(v[3]), v[4], *(v[5:7] or ("", "")))
         if (d := data.get("dial")) is not None:
             dial = Dial(Tri(d[0]), Tri(d[1]), DialResponse(d[2]))
-        return cls(Outcome(data["outcome"]), basic, live, dial)
+        source, observed = data.get("src") or (None, None)
+        return cls(Outcome(data["outcome"]), basic, live, dial, source, observed)
+
+
+def _ported(value: str | bool) -> Tri:
+    """Results stored before numgate 0.2 kept ``ported`` as a boolean."""
+    if isinstance(value, bool):
+        return Tri.YES if value else Tri.NO
+    return Tri(value)

@@ -32,7 +32,8 @@ from numgate.metrics import metrics
 from numgate.numbers.check import check_basic
 from numgate.numbers.classify import calling_code_of, main_region
 from numgate.numbers.results import CheckResult, Level
-from numgate.tenancy.service import App, TenancyService
+from numgate.tenancy.service import MAX_AGE_S, App, TenancyService
+from numgate.upstreams.registry import Upstreams
 
 MAX_NUMBERS = 5000
 MAX_BATCH_NO = 64
@@ -55,6 +56,8 @@ _BATCH_COLUMNS = (
     "unit_price",
     "target_id",
     "total",
+    "cached_price",
+    "max_age_s",
     "created_ms",
 )
 INSERT_BATCH = Statement(
@@ -208,8 +211,10 @@ class NumberCheckService:
         renderer: CallbackRenderer,
         urls: CallbackUrls,
         targets: CallbackTargets,
+        upstreams: Upstreams,
     ) -> None:
         self._db = db
+        self._upstreams = upstreams
         self._clock = clock
         self._tenancy = tenancy
         self._ledger = ledger
@@ -229,16 +234,24 @@ class NumberCheckService:
         batch_no: str | None = None,
         dr_url: str | None = None,
         url_field: str = "drUrl",
+        max_age_s: int | None = None,
     ) -> Submitted:
-        """``url_field`` names ``dr_url`` in messages the way the caller's client does."""
+        """``url_field`` names ``dr_url`` in messages the way the caller's client does;
+        ``max_age_s``: how old a cached HLR / call result may be (None: the app's setting)."""
         items = split_phones(phone)
         lvl = parse_level(level)
+        if max_age_s is not None and not 0 <= max_age_s <= MAX_AGE_S:
+            raise InvalidParameter(
+                "maxAge", f"maxAge is a number of seconds from 0 to {MAX_AGE_S}, got {max_age_s}"
+            )
         if batch_no is not None and len(batch_no) > MAX_BATCH_NO:
             raise BatchNoTooLong(f"batchNo has {len(batch_no)} characters; the limit is {MAX_BATCH_NO}")
         if dr_url:
             dr_url = self._urls.check(dr_url, url_field)
         app = await self._tenancy.app_of(account_id, appkey)
         _, region = batch_country(items)
+        if lvl is not Level.BASIC:  # refused now, nothing reserved, when no upstream serves it
+            await self._upstreams.route(lvl, region)
         url = dr_url or app.callback_url
         target_id = await self._targets.id_for(url) if url else None
         batch_no = batch_no or ids.new_batch_no()
@@ -252,6 +265,8 @@ class NumberCheckService:
                 **batch_row(message_id, app, batch_no, lvl, region, price.currency, price.price, now),
                 target_id=target_id,
                 total=len(items),
+                cached_price=price.cached_price,
+                max_age_s=app.max_age_s if max_age_s is None else max_age_s,
             )
             await self._ledger.reserve(tx, account_id, price.currency, price.price * len(items), batch_id)
             await tx.bulk_insert(
@@ -452,6 +467,8 @@ class NumberCheckService:
                 **batch_row(message_id, app, batch_no, Level.BASIC, region, currency, unit, now),
                 target_id=None,
                 total=1,
+                cached_price=None,
+                max_age_s=0,
             )
             await self._ledger.charge_now(tx, account_id, currency, cost, batch_id)
             await tx.run(

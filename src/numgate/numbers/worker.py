@@ -1,5 +1,7 @@
-"""The check worker: claims pending numbers fairly between accounts, checks them, and in one
-transaction writes results, schedules callbacks and settles the batch's reservation."""
+"""The check worker: claims pending numbers fairly between accounts, checks them (Basic in a
+classifier process; HLR and Call through the upstreams, ``live.py``), and finishes them in one
+transaction each chunk (``finish.py``): results, callbacks, settlement. Numbers handed to an
+upstream that answers by webhook wait (status 3) and are finished when it does."""
 
 from __future__ import annotations
 
@@ -7,23 +9,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter as CountOf
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any
 
-import orjson
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam
 
 from numgate.core import Core
-from numgate.db.direct import BulkUpdate, Row, Statement
-from numgate.db.tables import batches, checks
-from numgate.delivery.outbox import Enqueued, NewCallback
-from numgate.jobs.claims import LeaseKeeper, Leases, new_lease_token
+from numgate.db.direct import Row
+from numgate.db.tables import checks
+from numgate.errors import Unavailable
+from numgate.jobs.claims import LeaseKeeper, new_lease_token
 from numgate.jobs.runner import register, wait_for_work
-from numgate.ledger.service import Settlement
-from numgate.metrics import metrics
-from numgate.numbers.check import BasicChecks, check_many
+from numgate.numbers.check import BasicChecks
+from numgate.numbers.finish import BATCH, LEASES, BatchInfo, Finisher, batch_info
+from numgate.numbers.live import Item, LiveStep, requeue_overdue
 from numgate.numbers.results import CheckResult, Level, Outcome
 from numgate.numbers.service import STATUS_PENDING
 
@@ -33,9 +31,9 @@ log = logging.getLogger("numgate.numbers.worker")
 MAX_ATTEMPTS = 5
 #: fewest numbers one account gets per cycle, however many accounts are waiting
 MIN_SHARE = 25
+#: seconds between sweeps (expired leases, overdue webhooks, upstream health saved)
+SWEEP_S = 5.0
 
-
-LEASES = Leases(checks)
 CLAIM = LEASES.claim_statement(
     where=[checks.c.status == STATUS_PENDING, checks.c.account_id == bindparam("account_id")],
     order_by=checks.c.id,
@@ -46,60 +44,10 @@ CLAIM = LEASES.claim_statement(
         checks.c.phone,
         checks.c.message_id,
         checks.c.attempts,
+        checks.c.route_pos,
     ],
     extra_values={"attempts": checks.c.attempts + 1},
 )
-BATCH = Statement(select(batches).where(batches.c.id == bindparam("id")))
-FINISH = BulkUpdate(
-    update(checks)
-    .where(checks.c.id == bindparam("b_id"))
-    .values(
-        status=2,
-        outcome=bindparam("b_outcome"),
-        result=bindparam("b_result"),
-        cost=bindparam("b_cost"),
-        done_ms=bindparam("b_now"),
-        lease_until_ms=None,
-        lease_token=None,
-    ),
-    {
-        "b_id": checks.c.id.type,
-        "b_outcome": checks.c.outcome.type,
-        "b_result": checks.c.result.type,
-        "b_cost": checks.c.cost.type,
-        "b_now": checks.c.done_ms.type,
-    },
-)
-
-
-@dataclass
-class Writes:
-    """What finishing a chunk writes: each number's result, its callback, its charge."""
-
-    updates: list[dict[str, Any]]  # FINISH parameters
-    callbacks: list[NewCallback]
-    charges: list[tuple[int, int, int]]  # check id, batch id, cost
-
-    def only(self, owned: set[int]) -> Writes:
-        """The writes of the numbers still leased to this worker."""
-        return Writes(
-            [u for u in self.updates if u["b_id"] in owned],
-            [c for c in self.callbacks if c.check_id in owned],
-            [c for c in self.charges if c[0] in owned],
-        )
-
-
-@dataclass(frozen=True)
-class BatchInfo:
-    id: int
-    account_id: int
-    app_id: int
-    batch_no: str
-    level: Level
-    currency: str
-    unit_price: int
-    #: where the batch's callbacks go (``callback_targets``); None: no callbacks
-    target_id: int | None
 
 
 class CheckWorker:
@@ -107,6 +55,8 @@ class CheckWorker:
         self.core = core
         self.basic = basic
         self.chunk = core.settings.worker_chunk
+        self.finisher = Finisher(core)
+        self.live = LiveStep(core)
         self._batches: dict[int, BatchInfo] = {}
         self._next_sweep = 0.0
         #: the lease this worker holds while it checks a chunk (renewed by ``keeper``)
@@ -121,16 +71,7 @@ class CheckWorker:
             async with self.core.db.read() as tx:
                 r = await tx.one(BATCH, id=batch_id)
             assert r is not None, f"batch {batch_id} of a leased check is gone"
-            info = BatchInfo(
-                r["id"],
-                r["account_id"],
-                r["app_id"],
-                r["batch_no"],
-                Level(r["check_level"]),
-                r["currency"],
-                r["unit_price"],
-                r["target_id"],
-            )
+            info = batch_info(r)
             if len(self._batches) > 5000:
                 self._batches.clear()
             self._batches[batch_id] = info
@@ -140,11 +81,14 @@ class CheckWorker:
         now = time.monotonic()
         if now < self._next_sweep:
             return
-        self._next_sweep = now + 5.0
+        self._next_sweep = now + SWEEP_S
         async with self.core.db.autocommit() as tx:
             n = await LEASES.release_expired(tx, self.core.clock.time_ms())
         if n:
             log.warning("released %d numbers whose lease ran out (a worker stopped mid-check)", n)
+        await requeue_overdue(self.core)
+        with contextlib.suppress(Unavailable):
+            await self.core.upstreams.save_health()
 
     async def claim(self, token: int) -> list[Row]:
         until = self.keeper.until()
@@ -159,7 +103,8 @@ class CheckWorker:
         return rows
 
     async def run_once(self) -> int:
-        """Claim, check and finish one chunk; the number of numbers finished."""
+        """Claim, check and finish one chunk; the number of numbers finished or handed to an
+        upstream that answers later."""
         await self.sweep()
         token = new_lease_token()
         self.held.add(token)
@@ -178,98 +123,39 @@ class CheckWorker:
                 by_batch[r["batch_id"]].append(r)
             results: dict[int, CheckResult] = {}
             infos: dict[int, BatchInfo] = {}
-            providers = self.core.providers
+            calls = []
+            waiting: set[int] = set()
             for batch_id, group in by_batch.items():
                 info = infos[batch_id] = await self._batch(batch_id)
                 todo = [r for r in group if r["attempts"] <= MAX_ATTEMPTS]
                 for r in group:
                     if r["attempts"] > MAX_ATTEMPTS:
                         results[r["id"]] = CheckResult(Outcome.INTERNAL)
-                checked = await check_many([r["phone"] for r in todo], info.level, providers, self.basic)
-                results.update({r["id"]: res for r, res in zip(todo, checked, strict=True)})
-            return await self.finish(token, rows, infos, results)
+                basics = await self.basic.run([r["phone"] for r in todo])
+                if info.level is Level.BASIC:
+                    results.update({r["id"]: b for r, b in zip(todo, basics, strict=True)})
+                    continue
+                step = await self.live.run(
+                    info.level,
+                    info.country,
+                    info.max_age_s,
+                    [Item(r["id"], b, r["route_pos"]) for r, b in zip(todo, basics, strict=True)],
+                    token,
+                )
+                results.update(step.results)
+                calls += step.calls
+                waiting |= step.waiting
+            finished = [r for r in rows if r["id"] not in waiting]
+            if finished:
+                w = self.finisher.writes(finished, infos, results, self.core.clock.time_ms(), calls)
+                await self.finisher.commit(token, w, infos, len(finished))
+            return len(rows)
         except BaseException:
             # stopping or a bug: give the numbers back now rather than after the lease
             with contextlib.suppress(Exception):
                 async with self.core.db.write() as tx:
                     await LEASES.release_token(tx, token)
             raise
-
-    def _writes(
-        self, rows: list[Row], infos: dict[int, BatchInfo], results: dict[int, CheckResult], now: int
-    ) -> Writes:
-        """What finishing ``rows`` writes."""
-        renderer = self.core.numbers.renderer
-        w = Writes([], [], [])
-        for r in rows:
-            check_id, batch_id = r["id"], r["batch_id"]
-            info = infos[batch_id]
-            res = results[check_id]
-            cost = info.unit_price if res.outcome.charged else 0
-            w.charges.append((check_id, batch_id, cost))
-            w.updates.append(
-                {
-                    "b_id": check_id,
-                    "b_outcome": int(res.outcome),
-                    "b_result": orjson.dumps(res.to_json()).decode(),
-                    "b_cost": cost,
-                    "b_now": now,
-                }
-            )
-            if info.target_id is None:
-                continue
-            body = renderer.callback(
-                message_id=r["message_id"],
-                batch_no=info.batch_no,
-                phone=r["phone"],
-                result=res,
-                cost=cost,
-                currency=info.currency,
-            )
-            w.callbacks.append(NewCallback(check_id, info.account_id, info.app_id, info.target_id, body))
-        return w
-
-    async def finish(
-        self, token: int, rows: list[Row], infos: dict[int, BatchInfo], results: dict[int, CheckResult]
-    ) -> int:
-        """In one transaction: the results, the callbacks (``Outbox.enqueue``) and the settlement
-        of the numbers this worker still holds."""
-        core = self.core
-        w = self._writes(rows, infos, results, core.clock.time_ms())
-        enqueued = Enqueued()
-        try:
-            async with core.db.write() as tx:
-                owned = await LEASES.owned_ids(tx, token)
-                if len(owned) < len(rows):  # some leases ran out and other workers own them now
-                    w = w.only(owned)
-                settle: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-                for _, batch_id, cost in w.charges:
-                    settle[batch_id][0 if cost else 1] += infos[batch_id].unit_price
-                await tx.bulk_update(FINISH, w.updates)
-                enqueued = await core.outbox.enqueue(tx, w.callbacks)
-                await core.ledger.settle(
-                    tx,
-                    [
-                        Settlement(infos[b].account_id, infos[b].currency, b, charged, released)
-                        for b, (charged, released) in settle.items()
-                    ],
-                )
-        except BaseException:
-            core.outbox.rolled_back(enqueued)
-            raise
-        core.outbox.committed(enqueued)
-        self._count(w, infos, results)
-        return len(w.updates)
-
-    @staticmethod
-    def _count(w: Writes, infos: dict[int, BatchInfo], results: dict[int, CheckResult]) -> None:
-        ended: CountOf[tuple[str, Outcome]] = CountOf(
-            (infos[batch_id].level.name.lower(), results[check_id].outcome)
-            for check_id, batch_id, _ in w.charges
-        )
-        m = metrics()
-        for (level, outcome), n in ended.items():
-            m.checked(level, outcome.name.lower(), outcome.charged, n)
 
 
 async def drain(core: Core) -> int:

@@ -90,6 +90,8 @@ class App:
     callback_url: str | None
     #: callbacks per POST (1: NXCloud's one per number)
     callback_batch: int = 1
+    #: how old a cached HLR / call result the app accepts by default, seconds (0: always live)
+    max_age_s: int = 0
 
     @property
     def space_id(self) -> str:
@@ -109,7 +111,15 @@ def _account(r: Any) -> Account:
 
 
 def _app(r: Any) -> App:
-    return App(r["id"], r["account_id"], r["appkey"], r["name"], r["callback_url"], r["callback_batch"])
+    return App(
+        r["id"],
+        r["account_id"],
+        r["appkey"],
+        r["name"],
+        r["callback_url"],
+        r["callback_batch"],
+        r["max_age_s"],
+    )
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,8 @@ _APP_CALLBACK = Statement(
 #: reaches every worker within it)
 APP_CACHE_SECONDS = 5.0
 MAX_CALLBACK_BATCH = 1000
+#: the oldest cached live result an app may accept (hlrlookup.com keeps results 30 days)
+MAX_AGE_S = 30 * 86_400
 _INSERT_KEY = Statement(
     access_keys.insert().values(
         {
@@ -453,18 +465,19 @@ class TenancyService:
     async def app_secret(self, app_id: int) -> str:
         return (await self.callback_settings(app_id)).secret
 
-    async def set_callback_batch(self, appkey: str, batch: int) -> App:
-        """Callbacks per POST for an app: 1 (NXCloud's one per number) to 1,000 (a JSON array)."""
-        if not 1 <= batch <= MAX_CALLBACK_BATCH:
+    async def set_max_age(self, appkey: str, seconds: int) -> App:
+        """How old a cached HLR or call result the app accepts when a submit does not say
+        (``maxAge``): 0 (always live) to 30 days."""
+        if not 0 <= seconds <= MAX_AGE_S:
             raise InvalidParameter(
-                "callback_batch",
-                f"the callback batch size must be from 1 to {MAX_CALLBACK_BATCH}, got {batch}",
+                "max_age", f"the maximum age is from 0 to {MAX_AGE_S} seconds, got {seconds}"
             )
+        return await self._update_app(appkey, max_age_s=seconds)
+
+    async def _update_app(self, appkey: str, **values: Any) -> App:
         async with self._db.write() as tx:
             n = await tx.run(
-                update(apps)
-                .where(apps.c.appkey == appkey, apps.c.deleted_ms.is_(None))
-                .values(callback_batch=batch)
+                update(apps).where(apps.c.appkey == appkey, apps.c.deleted_ms.is_(None)).values(**values)
             )
         if not n:
             raise AppNotFound(f"no app with appkey {appkey!r}")
@@ -472,3 +485,12 @@ class TenancyService:
         assert app is not None
         self._app_cache.pop(app.id, None)
         return app
+
+    async def set_callback_batch(self, appkey: str, batch: int) -> App:
+        """Callbacks per POST for an app: 1 (NXCloud's one per number) to 1,000 (a JSON array)."""
+        if not 1 <= batch <= MAX_CALLBACK_BATCH:
+            raise InvalidParameter(
+                "callback_batch",
+                f"the callback batch size must be from 1 to {MAX_CALLBACK_BATCH}, got {batch}",
+            )
+        return await self._update_app(appkey, callback_batch=batch)

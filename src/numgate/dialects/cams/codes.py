@@ -70,6 +70,8 @@ TABLE: dict[type[BaseException], CamsCode] = {
     e.NotRegistered: CamsCode(400, "PhoneNumber.NotRegistered"),
     e.RegisterLimitExceeded: CamsCode(400, "PhoneNumber.RegisterLimitExceeded"),
     e.UpstreamError: CamsCode(502, "Upstream.Error"),
+    # no upstream configured for what was asked (live checks outside the sandbox)
+    e.NoRoute: CamsCode(400, "Upstream.NoRoute"),
     e.NumgateError: INTERNAL,
     # the database or Redis is down, or too slow: worth retrying
     e.Unavailable: UNAVAILABLE,

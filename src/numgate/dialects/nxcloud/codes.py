@@ -62,6 +62,7 @@ SUBMIT_CODES: dict[type[BaseException], Code] = {
         "customer information corresponding to the appkey",
     ),
     e.PriceNotFound: Code(205, "No application pricing found"),
+    e.NoRoute: Code(206, "Exception in request check business interface", detail=True),
     e.InsufficientBalance: Code(211, "Insufficient customer balance"),
     e.LimitExceeded: Code(288, "Request failed", detail=True),
     # a dependency is down: "try again" (the X-Numgate-Error-Detail header names it)
@@ -93,10 +94,12 @@ INTEGRATOR_CODES: dict[type[BaseException], Code] = {
     e.AppNotOwned: Code(9010, "appkey belongs to another customer"),
     e.AppLimitReached: Code(9009, "More than 1000 customer apps"),
     e.PhoneNumberNotFound: Code(-1, "Request failed", detail=True),
+    e.NotFound: Code(-1, "Request failed", detail=True),
     e.ActionNotAllowed: Code(1005, "Insufficient permissions", detail=True),
     e.Onboarding: Code(-1, "Request failed", detail=True),
     e.LimitExceeded: Code(-1, "Request failed", detail=True),
     e.UpstreamError: Code(9001, "System business error", detail=True),
+    e.NoRoute: Code(9001, "System business error", detail=True),
     # a dependency is down: a fixed text, never the driver's words
     e.Unavailable: Code(9001, "System business error"),
     e.NumgateError: Code(9001, "System business error"),

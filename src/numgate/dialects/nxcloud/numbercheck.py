@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -13,6 +13,7 @@ from numgate.dialects.nxcloud.door import Reply
 from numgate.errors import InvalidCheckLevel, InvalidParameter
 from numgate.ledger.money import to_float
 from numgate.numbers.classify import Basic, NumberKind
+from numgate.numbers.providers import Live
 from numgate.numbers.results import CheckResult, Level, Outcome
 from numgate.tenancy.service import KeyGrant
 
@@ -70,12 +71,7 @@ class NxCallbackRenderer:
         if result.outcome is Outcome.OK and result.basic is not None:
             data: dict[str, Any] = {"basic": basic_fields(result.basic)}
             if result.live is not None:
-                lv = result.live
-                data["live"] = {
-                    "validity": lv.validity.value,
-                    "reachable": lv.reachable.value,
-                    "roaming": lv.roaming.value,
-                }
+                data["live"] = live_fields(result.live)
             if result.dial is not None:
                 d = result.dial
                 data["dial"] = {
@@ -85,7 +81,36 @@ class NxCallbackRenderer:
                 }
             body["data"] = data
             body["cost"] = {"price": to_float(cost), "currency": currency}
+        if result.source is not None:  # numgate's addition: where a live answer came from
+            body["numgate"] = provenance(result)
         return orjson.dumps(body)
+
+
+def live_fields(lv: Live) -> dict[str, str]:
+    """v1's ``validity``, ``reachable``, ``roaming``, then NXCloud v2's ``ported`` and — where the
+    upstream said — ``mcc``, ``mnc`` and ``network``."""
+    out = {
+        "validity": lv.validity.value,
+        "reachable": lv.reachable.value,
+        "roaming": lv.roaming.value,
+        "ported": lv.ported.value,
+    }
+    for k, v in (("mcc", lv.mcc), ("mnc", lv.mnc), ("network", lv.network)):
+        if v:
+            out[k] = v
+    return out
+
+
+def provenance(result: CheckResult) -> dict[str, str]:
+    observed = result.observed_ms
+    return {
+        "source": result.source or "",
+        "observedAt": iso_ms(observed) if observed is not None else "",
+    }
+
+
+def iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def submit(core: Core, grant: KeyGrant, body: dict[str, Any]) -> Reply:
@@ -103,6 +128,8 @@ async def submit(core: Core, grant: KeyGrant, body: dict[str, Any]) -> Reply:
         level=level,
         batch_no=fields.clean("batchNo", str(batch_no)) if batch_no not in (None, "") else None,
         dr_url=fields.text(body, "drUrl"),
+        # numgate's addition: how old a cached HLR / call result may be, seconds (None: the app's)
+        max_age_s=fields.integer(body, "maxAge"),
     )
     return Reply(0, "success", {"messageId": sub.message_id, "batchNo": sub.batch_no})
 
@@ -143,15 +170,12 @@ def _query_row(row: Any) -> dict[str, Any]:
         out[k] = basic[k] if basic is not None else ""
     out["price"] = to_float(row.cost) if row.cost is not None else ""
     out["currency"] = row.currency
-    if row.level is Level.HLR:
-        lv = r.live if r is not None else None
-        out.update(
-            validity=lv.validity.value if lv else "",
-            reachable=lv.reachable.value if lv else "",
-            roaming=lv.roaming.value if lv else "",
-        )
-    else:
-        out.update(validity="", reachable="", roaming="")
+    lv = r.live if r is not None and row.level is Level.HLR else None
+    out.update(
+        validity=lv.validity.value if lv else "",
+        reachable=lv.reachable.value if lv else "",
+        roaming=lv.roaming.value if lv else "",
+    )
     if row.level is Level.CALL:
         d = r.dial if r is not None else None
         out.update(
@@ -161,6 +185,15 @@ def _query_row(row: Any) -> dict[str, Any]:
         )
     else:
         out.update(early="", answered="", response="")
+    # numgate's additions (after NXCloud's columns): v2's live fields and the provenance
+    out.update(
+        ported=lv.ported.value if lv else "",
+        mcc=lv.mcc if lv else "",
+        mnc=lv.mnc if lv else "",
+        network=lv.network if lv else "",
+    )
+    prov = provenance(r) if r is not None and r.source is not None else None
+    out.update(source=prov["source"] if prov else "", observedAt=prov["observedAt"] if prov else "")
     return out
 
 
