@@ -113,3 +113,30 @@ def test_an_interrupted_check_leaves_no_output_file(tmp_path: Path) -> None:
     _, stderr = p.communicate(timeout=30)
     assert p.returncode == 130 and "interrupted" in stderr
     assert sorted(f.name for f in tmp_path.iterdir()) == ["big.txt"]
+
+
+def test_outside_the_sandbox_a_live_level_needs_a_route(env: dict[str, str], tmp_path: Path) -> None:
+    from conftest import aiohttp_server
+    from fakes.hlrlookup import FakeHlrLookup
+
+    live = env | {"NUMGATE_SANDBOX": "false", "NUMGATE_WABA_UPSTREAM": "simulator"}
+    numgate(live, "migrate")
+    src = tmp_path / "list.csv"
+    src.write_text("msisdn\n2348031234560\n2348031234562\n+14155550100\n")
+    p = numgate(live, "check", str(src), "--level", "5", ok=False)
+    assert p.returncode == 2 and "route" in one_line_error(p).lower()
+    assert [r["outcome"] for r in rows_of(numgate(live, "check", str(src)).stdout)] == ["ok"] * 3
+    fake = FakeHlrLookup()
+    with aiohttp_server(fake.app()) as url:
+        numgate(live, "admin", "upstream", "add", "hlr", "--kind", "hlrlookup", "--base-url", url,
+                "--key", fake.api_key, "--secret", fake.api_secret, "--unit-cost", "0.004")  # fmt: skip
+        numgate(live, "admin", "route", "set", "--level", "5", "--country", "NG", "hlr")
+        numgate(live, "admin", "route", "set", "--level", "5", "--country", "*", "simulator")
+        rows = rows_of(numgate(live, "check", str(src), "--level", "5").stdout)
+    assert [r["source"] for r in rows] == ["hlr", "hlr", "simulator"]
+    assert (rows[0]["validity"], rows[0]["reachable"], rows[0]["network"]) == ("YES", "YES", "MTN Nigeria")
+    assert (rows[1]["validity"], rows[1]["reachable"]) == ("NO", "NO")  # DEAD
+    assert sorted(fake.looked_up()) == ["2348031234560", "2348031234562"]
+    report = json.loads(numgate(live, "admin", "report", "margin", "--json").stdout)
+    (hlr,) = [r for r in report if r["upstream"] == "hlr"]
+    assert (hlr["calls"], hlr["upstream_cost"], hlr["revenue"]) == (2, "0.0080", "0.0000")  # no tenant here

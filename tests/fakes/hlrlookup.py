@@ -41,6 +41,12 @@ class FakeHlrLookup:
     hang_s: float = 30.0
     #: seconds every accepted call takes (the vendor's own HLR round trip)
     delay_s: float = 0.0
+    #: numbers other customers looked up recently (hlrlookup.com's global cache: half a credit)
+    global_cache: set[str] = field(default_factory=set)
+    #: numbers this account looked up (its private cache: free); filled by live lookups
+    private_cache: set[str] = field(default_factory=set)
+    #: numbers answered from a cache, and which one
+    cached: list[tuple[str, str]] = field(default_factory=list)
     #: the numbers of each accepted call, and every HTTP status answered
     calls: list[list[str]] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
@@ -74,6 +80,10 @@ class FakeHlrLookup:
             return self._answer(
                 400, {"error": "BAD_REQUEST", "message": "requests must hold 1 to 80 numbers"}
             )
+        for r in reqs:
+            for k in ("cache_days_private", "cache_days_global"):
+                if not isinstance(r.get(k, 0), int) or not 0 <= r.get(k, 0) <= 30:
+                    return self._answer(400, {"error": "BAD_REQUEST", "message": f"{k} must be from 0 to 30"})
         with self.lock:
             throttled = self.mode == "throttle" and (
                 self.throttle_times == 0 or self.statuses.count(429) < self.throttle_times
@@ -93,18 +103,33 @@ class FakeHlrLookup:
             await asyncio.sleep(self.delay_s)
         with self.lock:
             self.calls.append(numbers)
-        results = [self._result(n) for n in numbers]
+        results = [self._cached(r) or self._result(str(r.get("telephone_number", ""))) for r in reqs]
         if self.mode == "partial":
             results = results[::2]
         return self._answer(200, {"body": {"results": results}})
 
-    def _result(self, number: str) -> dict[str, Any]:
+    def _cached(self, req: dict[str, Any]) -> dict[str, Any] | None:
+        number = str(req.get("telephone_number", ""))
+        with self.lock:
+            if req.get("cache_days_private", 0) > 0 and number in self.private_cache:
+                which, credits = "private", 0.0
+            elif req.get("cache_days_global", 0) > 0 and number in self.global_cache:
+                which, credits = "global", 0.5
+            else:
+                return None
+            self.cached.append((number, which))
+        return {**self._result(number, save=False), "credits_spent": credits}
+
+    def _result(self, number: str, save: bool = True) -> dict[str, Any]:
         params = {"telephone_number": number, "save_to_cache": "YES", "cache_days_private": 0}
         digits = "".join(ch for ch in number if ch.isdigit())
         last = digits[-1:] or "0"
         if last == "5":
             return {"error": "INSUFFICIENT_CREDIT", "request_parameters": params, "credits_spent": 0}
         status, ported, net, mccmnc, credits = HLRLOOKUP_ENDINGS.get(last, HLRLOOKUP_ENDINGS["0"])
+        if save:
+            with self.lock:
+                self.private_cache.add(number)
         details = {"name": net, "mccmnc": mccmnc, "country_name": "Nigeria", "country_iso3": "NGA"}
         return {
             "error": "NONE",

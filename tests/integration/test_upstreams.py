@@ -515,3 +515,25 @@ def test_nxcloud_upstream_is_another_numgate(
     wait_charges(vendor, seller.account_id, 2 * 300 + 900)
     costs = sorted((r["level"], r["outcome"], r["cost"]) for r in calls(srv))
     assert costs == [(4, "ok", 900), (5, "no_information", 0), (5, "ok", 300), (5, "ok", 300)]
+
+
+def test_hlrlookup_may_answer_from_its_own_caches_when_max_age_allows(
+    make_server: Any, fake_hlr: Any, receiver: Receiver
+) -> None:
+    fake = fake_hlr()
+    fake.global_cache = {num(20)}  # someone else looked it up at hlrlookup.com lately
+    srv = live_server(make_server)
+    add_hlr(srv, "hlr-a", fake, unit_cost=40)
+    route(srv, 5, "NG", "hlr-a")
+    t = make_tenant(srv)
+    submit(srv, t, [num(20), num(30)], 5, drUrl=receiver.url(), maxAge=2 * 86_400)
+    got = by_phone(receiver, 2)
+    assert {g["numgate"]["source"] for g in got.values()} == {"hlr-a"}  # numgate had no answer yet
+    assert fake.cached == [(num(20), "global")]
+    cost = sorted(r["cost"] for r in calls(srv))
+    assert cost == [20, 40]  # half a credit for the global cache's answer, one for the live lookup
+    # under a day: no cache days sent, the vendor looks it up live
+    receiver.received.clear()
+    submit(srv, t, [num(40)], 5, drUrl=receiver.url(), maxAge=3600)
+    receiver.wait_for(1)
+    assert fake.cached == [(num(20), "global")] and fake.looked_up()[-1] == num(40)

@@ -172,7 +172,7 @@ class LiveStep:
                     continue
                 done = await self._hand_over(adapter, name, level, country, ready, step, last, token, pos)
             else:
-                done = await self._ask(adapter, name, level, country, ready, step, last)
+                done = await self._ask(adapter, name, level, country, ready, step, last, max_age_s)
             todo = [it for it in todo if it.check_id not in done]
             if not todo:
                 break
@@ -221,6 +221,7 @@ class LiveStep:
         ready: list[Item],
         step: Step,
         last: dict[int, Failure],
+        max_age_s: int = 0,
     ) -> set[int]:
         done: set[int] = set()
         health = self.core.upstreams.health_of(name)
@@ -232,7 +233,7 @@ class LiveStep:
             answers: dict[str, Answer]
             try:
                 with metrics().upstream_call(_label(level), acct.kind, "lookup"):  # counts the outcome
-                    answers = await adapter.check(list(by_number))
+                    answers = await adapter.check(list(by_number), max_age_s)
             except Exception as exc:  # the whole call failed (ProviderFailed, Throttled, a bug)
                 if not isinstance(exc, ProviderFailed):
                     log.exception("upstream %s failed unexpectedly", name)

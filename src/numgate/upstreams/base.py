@@ -113,9 +113,10 @@ class SyncAdapter(Adapter, Protocol):
     #: numbers per vendor call, at most
     max_batch: int
 
-    async def check(self, numbers: list[str]) -> dict[str, Answer]:
+    async def check(self, numbers: list[str], max_age_s: int = 0) -> dict[str, Answer]:
         """An answer for each E.164 number (``+`` and digits); raises ``Throttled`` or
-        ``ProviderFailed`` when the whole call failed."""
+        ``ProviderFailed`` when the whole call failed. ``max_age_s``: how old an answer the
+        tenant accepts (a vendor with its own cache may answer from it, for less)."""
         ...
 
 

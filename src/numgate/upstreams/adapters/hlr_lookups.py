@@ -68,7 +68,7 @@ class HlrLookups:
             "X-Digest-Signature": digest(self.account.secret or "", PATH, ts, "POST", body),
         }
 
-    async def check(self, numbers: list[str]) -> dict[str, Answer]:
+    async def check(self, numbers: list[str], max_age_s: int = 0) -> dict[str, Answer]:
         answers = await asyncio.gather(*(self._one(n) for n in numbers), return_exceptions=True)
         out: dict[str, Answer] = {}
         for n, a in zip(numbers, answers, strict=True):

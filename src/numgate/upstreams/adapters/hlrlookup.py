@@ -6,6 +6,11 @@ order. HTTP 429 means "slow down" (not charged); 401 bad credentials; 400 a bad 
 result carries ``credits_spent``: the operator's cost is that many times the account's unit cost
 (``--unit-cost``: the price of one credit).
 
+When the tenant accepts answers a day old or more (``maxAge``), each request carries
+``cache_days_private`` and ``cache_days_global`` (whole days, at most 30): hlrlookup.com may answer
+from its caches, and ``credits_spent`` says what that cost (0 for the account's own cache, ½ for
+the global one).
+
 ``live_status`` → numgate (research/upstreams.md §2.2): LIVE → valid, reachable; ABSENT_SUBSCRIBER
 and NO_TELESERVICE_PROVISIONED → valid, not reachable; DEAD → invalid; INCONCLUSIVE, NO_COVERAGE,
 NOT_AVAILABLE_NETWORK_ONLY (also misspelt NOT_AVAIALBLE…), NOT_APPLICABLE → unknown. Roaming is
@@ -26,6 +31,8 @@ from numgate.upstreams.http import VendorHttp
 
 DEFAULT_BASE_URL = "https://api.hlrlookup.com"
 MAX_BATCH = 80
+#: the vendor's bound on ``cache_days_private`` / ``cache_days_global`` (beyond it: HTTP 400)
+CACHE_DAYS_MAX = 30
 
 Y, N, U = Tri.YES, Tri.NO, Tri.UNKNOWN
 LIVE_STATUS: dict[str, tuple[Tri, Tri]] = {
@@ -51,13 +58,17 @@ class HlrLookupCom:
         self._http = VendorHttp(timeout_s, vendor=f"hlrlookup.com ({account.name})")
         self._url = account.base_url.rstrip("/") + "/apiv2/hlr"
 
-    async def check(self, numbers: list[str]) -> dict[str, Answer]:
+    async def check(self, numbers: list[str], max_age_s: int = 0) -> dict[str, Answer]:
         digits = [n.lstrip("+") for n in numbers]
+        # the tenant accepts answers this many whole days old: hlrlookup.com may answer from its
+        # caches (the account's own lookups: free; other customers': half a credit)
+        days = min(max_age_s // 86_400, CACHE_DAYS_MAX)
+        cache = {"cache_days_private": days, "cache_days_global": days} if days else {}
         body = orjson.dumps(
             {
                 "api_key": self.account.key or "",
                 "api_secret": self.account.secret or "",
-                "requests": [{"telephone_number": d} for d in digits],
+                "requests": [{"telephone_number": d, **cache} for d in digits],
             }
         )
         reply = await self._http.request(

@@ -54,7 +54,7 @@ class InfobipNumberLookup:
         self._http = VendorHttp(timeout_s, vendor=f"Infobip ({account.name})")
         self._url = account.base_url.rstrip("/") + "/number/1/query"
 
-    async def check(self, numbers: list[str]) -> dict[str, Answer]:
+    async def check(self, numbers: list[str], max_age_s: int = 0) -> dict[str, Answer]:
         digits = {n.lstrip("+"): n for n in numbers}
         reply = await self._http.request(
             "POST",

@@ -22,7 +22,7 @@ class Simulator:
         self.account = account()
         self.level = level
 
-    async def check(self, numbers: list[str]) -> dict[str, Answer]:
+    async def check(self, numbers: list[str], max_age_s: int = 0) -> dict[str, Answer]:
         out: dict[str, Answer] = {}
         for n in numbers:
             try:

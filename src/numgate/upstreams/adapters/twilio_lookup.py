@@ -54,7 +54,7 @@ class TwilioLookup:
         self._base = account.base_url.rstrip("/")
         self._auth = basic_auth(account.key or "", account.secret or "")
 
-    async def check(self, numbers: list[str]) -> dict[str, Answer]:
+    async def check(self, numbers: list[str], max_age_s: int = 0) -> dict[str, Answer]:
         answers = await asyncio.gather(*(self._one(n) for n in numbers), return_exceptions=True)
         out: dict[str, Answer] = {}
         for n, a in zip(numbers, answers, strict=True):
