@@ -58,6 +58,17 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             red=True,
             bold=True,
         )
+    if not (
+        os.environ.get("NUMGATE_TEST_CHROMIUM")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    ):
+        terminalreporter.write_sep(
+            "!",
+            "console browser tests NOT run: no chromium (apt-get install chromium; bash .ci/run does)",
+            red=True,
+            bold=True,
+        )
 
 
 def load_vectors() -> dict[str, Any]:
@@ -66,7 +77,15 @@ def load_vectors() -> dict[str, Any]:
 
 
 def run_sync(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    # this thread runs a loop already (Playwright's sync API in the browser tests): use another
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()  # type: ignore[arg-type]
 
 
 # databases ----------------------------------------------------------------------------------------

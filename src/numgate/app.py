@@ -12,7 +12,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from numgate import __version__
 from numgate.clock import Clock
@@ -63,15 +63,17 @@ class NumgateApp:
         add_cams_routes(dispatch, self._require_core)
         return dispatch
 
-    def _routes(self) -> list[Route]:
+    def _routes(self) -> list[BaseRoute]:
+        from numgate.console.pages import Console
         from numgate.web.metrics import metrics_routes
         from numgate.web.signup import signup_routes
         from numgate.web.upstream_events import upstream_event_routes
 
-        routes = [Route("/healthz", self._healthz, methods=["GET"])]
+        routes: list[BaseRoute] = [Route("/healthz", self._healthz, methods=["GET"])]
         routes += metrics_routes(self._require_core, self.settings)
         routes += upstream_event_routes(self._require_core)
         routes += signup_routes(self._require_core)
+        routes += Console(self._require_core).routes()
         return routes
 
     def oversize_response(self, path: str) -> bytes:

@@ -23,6 +23,7 @@ from numgate.replay import DatabaseReplayGuard, RedisReplayGuard, ReplayGuard
 from numgate.settings import Settings
 from numgate.tenancy.admission import Admission, redis_pool
 from numgate.tenancy.service import TenancyService
+from numgate.tenancy.users import ConsoleUsers
 from numgate.vault import Vault, open_vault
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class Core:
     upstreams: Upstreams
     waba: WabaService
     waba_signup: SignupTokens
+    #: people who sign in to the console
+    users: ConsoleUsers
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
@@ -130,6 +133,7 @@ async def open_core(
             db, clock, vault, tenancy, metered(upstream, "waba", settings.resolved_waba_upstream)
         ),
         waba_signup=SignupTokens(vault, clock),
+        users=ConsoleUsers(db, clock),
     )
 
 

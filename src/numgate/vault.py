@@ -29,6 +29,7 @@ _CHECK_PLAIN = "numgate-vault-check"
 
 class Vault:
     def __init__(self, keys: list[bytes]) -> None:
+        self._first = keys[0] if keys else b""
         try:
             self._fernet = MultiFernet([Fernet(k) for k in keys])
         except (ValueError, TypeError) as exc:
@@ -37,6 +38,14 @@ class Vault:
                 'make one with: python -c "from cryptography.fernet import Fernet; '
                 'print(Fernet.generate_key().decode())"'
             ) from exc
+
+    def derive(self, purpose: str) -> bytes:
+        """A key for one purpose (console sessions …), derived from the master key (HMAC-SHA256):
+        rotating the master key rotates it."""
+        import hashlib
+        import hmac
+
+        return hmac.new(self._first, purpose.encode(), hashlib.sha256).digest()
 
     def encrypt(self, plain: str) -> str:
         return self._fernet.encrypt(plain.encode()).decode()

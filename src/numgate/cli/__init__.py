@@ -13,6 +13,7 @@ from numgate.cli.checkfile import check
 from numgate.cli.records import batches_cmd, deliveries_cmd
 from numgate.cli.serving import register
 from numgate.cli.upstreams import report_cmd, route_cmd, upstream_cmd
+from numgate.cli.users import user_cmd
 from numgate.cli.whatsapp import number_cmd, sandbox_cmd, space_cmd
 
 app = typer.Typer(
@@ -48,6 +49,7 @@ admin.add_typer(number_cmd, name="number")
 admin.add_typer(upstream_cmd, name="upstream")
 admin.add_typer(route_cmd, name="route")
 admin.add_typer(report_cmd, name="report")
+admin.add_typer(user_cmd, name="user")
 app.add_typer(batches_cmd, name="batches")
 app.add_typer(deliveries_cmd, name="deliveries")
 app.add_typer(sandbox_cmd, name="sandbox")

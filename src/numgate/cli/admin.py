@@ -17,7 +17,7 @@ from numgate.tenancy.operations import OPERATIONS, parse_allowed
 
 admin = typer.Typer(
     help="Manage tenants (accounts, access keys, apps and CAMS spaces, WhatsApp numbers, balances, "
-    "prices) and the operator's upstreams, routes and reports.",
+    "prices), console users, and the operator's upstreams, routes and reports.",
     no_args_is_help=True,
 )
 account_cmd = typer.Typer(help="Customer accounts.", no_args_is_help=True)

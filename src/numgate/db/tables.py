@@ -419,3 +419,18 @@ replay_keys = Table(
     Column("expires_ms", BigInteger, nullable=False),
     Index("ix_replay_keys_expires", "expires_ms"),
 )
+
+console_users = Table(
+    "console_users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(254), nullable=False, unique=True),
+    # argon2id (salted, slow); never the password itself
+    Column("password_hash", String(200), nullable=False),
+    # "operator" (everything) or "tenant" (only ``account_id``'s data)
+    Column("role", String(16), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=True),
+    Column("enabled", Boolean, nullable=False, default=True, server_default=true()),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("last_sign_in_ms", BigInteger, nullable=True),
+)

@@ -3,16 +3,18 @@ to, what was charged, and how its callbacks stand (``numgate batches``, the cons
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import func, select
 
 from numgate.db.direct import Database
 from numgate.db.tables import apps, batches, callback_targets, checks, deliveries
 from numgate.delivery.outbox import STATUS_NAMES
 from numgate.errors import NotFound
-from numgate.numbers.results import Level, Outcome
+from numgate.numbers.results import CheckResult, Level, Outcome
 
 STATUS_DONE = 2
 
@@ -148,3 +150,149 @@ class BatchReports:
             callbacks={STATUS_NAMES[s[0]]: int(s[1]) for s in by_status},
             finished_ms=last if done >= r["total"] else None,
         )
+
+
+# a batch's numbers (the console's batch page and its downloads) ----------------------------------
+
+
+@dataclass(frozen=True)
+class NumberFilter:
+    """What the batch page filters on; None: any."""
+
+    outcome: Outcome | None = None
+    validity: str | None = None  # YES / NO / UNKNOWN (HLR)
+    reachable: str | None = None
+    number_type: str | None = None  # a NumberKind value
+    carrier: str | None = None  # a substring, any case
+
+    def matches(self, outcome: Outcome | None, r: CheckResult | None) -> bool:
+        if self.outcome is not None and outcome is not self.outcome:
+            return False
+        basic = r.basic if r is not None else None
+        live = r.live if r is not None else None
+        if self.validity is not None and (live is None or live.validity.value != self.validity):
+            return False
+        if self.reachable is not None and (live is None or live.reachable.value != self.reachable):
+            return False
+        if self.number_type is not None and (basic is None or basic.kind.value != self.number_type):
+            return False
+        return self.carrier is None or (
+            basic is not None and self.carrier.lower() in (basic.carrier or "").lower()
+        )
+
+
+@dataclass(frozen=True)
+class NumberRow:
+    seq: int
+    message_id: str
+    phone: str
+    outcome: Outcome | None  # None: not checked yet
+    result: CheckResult | None
+    cost: int | None
+    done_ms: int | None
+
+
+#: rows read per statement while scanning a batch
+SCAN = 2000
+
+
+class BatchNumbers:
+    """A batch's numbers in submit order, filtered, by keyset (``after`` = the last ``seq`` seen):
+    a page costs what it reads, and a download streams in bounded memory."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def batch_id(self, message_id: str, account_id: int | None) -> int:
+        async with self._db.read() as tx:
+            r = await tx.one(
+                select(batches.c.id, batches.c.account_id).where(batches.c.message_id == message_id)
+            )
+        if r is None or (account_id is not None and r["account_id"] != account_id):
+            raise NotFound(f"no batch with messageId {message_id!r}")
+        return int(r["id"])
+
+    async def page(
+        self, batch_id: int, f: NumberFilter, *, after: int = 0, limit: int = 50
+    ) -> tuple[list[NumberRow], int | None]:
+        """Up to ``limit`` matching rows after ``after``, and the cursor of the next page (None:
+        no more)."""
+        out: list[NumberRow] = []
+        async for row in self.scan(batch_id, f, after=after):
+            if len(out) == limit:
+                return out, out[-1].seq
+            out.append(row)
+        return out, None
+
+    async def scan(self, batch_id: int, f: NumberFilter, *, after: int = 0) -> AsyncIterator[NumberRow]:
+        c = checks.c
+        sql_outcome = [c.outcome == int(f.outcome)] if f.outcome is not None else []
+        while True:
+            async with self._db.read() as tx:
+                rows = await tx.all(
+                    select(c.seq, c.message_id, c.phone, c.outcome, c.result, c.cost, c.done_ms)
+                    .where(c.batch_id == batch_id, c.seq > after, *sql_outcome)
+                    .order_by(c.seq)
+                    .limit(SCAN)
+                )
+            for r in rows:
+                outcome = Outcome(r["outcome"]) if r["outcome"] is not None else None
+                result = CheckResult.from_json(orjson.loads(r["result"])) if r["result"] else None
+                if f.matches(outcome, result):
+                    yield NumberRow(
+                        r["seq"], r["message_id"], r["phone"], outcome, result, r["cost"], r["done_ms"]
+                    )
+            if len(rows) < SCAN:
+                return
+            after = rows[-1]["seq"]
+
+
+# the overview ----------------------------------------------------------------------------------
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class Overview:
+    #: numbers submitted per UTC day (epoch day number → count), the last ``days`` days
+    per_day: dict[int, int]
+    #: finished numbers by outcome name, and by country then outcome name, over the period
+    outcomes: dict[str, int]
+    by_country: dict[str, dict[str, int]]
+    #: callbacks by status name over the period
+    callbacks: dict[str, int]
+
+
+async def overview(db: Database, account_id: int | None, now_ms: int, days: int = 30) -> Overview:
+    since = (now_ms // DAY_MS - days + 1) * DAY_MS
+    b, c, d = batches.c, checks.c, deliveries.c
+    mine = [b.account_id == account_id] if account_id is not None else []
+    day = (b.created_ms // DAY_MS).label("day")
+    async with db.read() as tx:
+        per_day = await tx.all(
+            select(day, func.sum(b.total)).where(b.created_ms >= since, *mine).group_by(day)
+        )
+        mix = await tx.all(
+            select(b.country, c.outcome, func.count())
+            .select_from(checks.join(batches, batches.c.id == c.batch_id))
+            .where(b.created_ms >= since, c.status == STATUS_DONE, *mine)
+            .group_by(b.country, c.outcome)
+        )
+        cb = await tx.all(
+            select(d.status, func.count())
+            .where(d.created_ms >= since, *([d.account_id == account_id] if account_id is not None else []))
+            .group_by(d.status)
+        )
+    outcomes: dict[str, int] = {}
+    by_country: dict[str, dict[str, int]] = {}
+    for country, outcome, n in mix:
+        name = Outcome(outcome).name.lower()
+        outcomes[name] = outcomes.get(name, 0) + int(n)
+        per = by_country.setdefault(country or "?", {})
+        per[name] = per.get(name, 0) + int(n)
+    return Overview(
+        {int(k): int(v or 0) for k, v in per_day},
+        outcomes,
+        by_country,
+        {STATUS_NAMES[s]: int(n) for s, n in cb},
+    )

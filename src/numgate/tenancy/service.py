@@ -465,6 +465,13 @@ class TenancyService:
     async def app_secret(self, app_id: int) -> str:
         return (await self.callback_settings(app_id)).secret
 
+    async def rotate_app_secret(self, appkey: str) -> str:
+        """A new callback-signing secret for the app (the old one stops at once in this process,
+        within the settings cache's lifetime in others); the new secret."""
+        secret = ids.new_secret()
+        await self._update_app(appkey, secret_enc=self._vault.encrypt(secret))
+        return secret
+
     async def set_max_age(self, appkey: str, seconds: int) -> App:
         """How old a cached HLR or call result the app accepts when a submit does not say
         (``maxAge``): 0 (always live) to 30 days."""

@@ -1,0 +1,57 @@
+"""Charts as SVG, drawn on the server: no JavaScript library, nothing from a CDN, and readable
+with scripts off. Each returns the SVG markup (numbers and labels escaped by the template's
+``|safe`` being applied only to what these functions build from numbers and fixed labels)."""
+
+from __future__ import annotations
+
+from html import escape
+
+#: colours per outcome (valid results green, failures amber/red, not-a-number grey)
+COLOURS = {
+    "ok": "#2e7d32",
+    "invalid_format": "#9e9e9e",
+    "non_mobile": "#6d4c41",
+    "upstream_failed": "#c62828",
+    "no_information": "#f9a825",
+    "internal": "#6a1b9a",
+}
+
+
+def bars(points: list[tuple[str, int]], width: int = 720, height: int = 160) -> str:
+    """A bar per point (label, value), labels every 5th bar."""
+    top = max((v for _, v in points), default=0) or 1
+    n = max(len(points), 1)
+    step = width / n
+    out = [
+        f'<svg class="chart" viewBox="0 0 {width} {height + 20}" role="img" '
+        f'aria-label="numbers submitted per day, last {n} days">'
+    ]
+    for i, (label, v) in enumerate(points):
+        h = round(height * v / top, 1)
+        x = round(i * step + 1, 1)
+        out.append(
+            f'<rect x="{x}" y="{height - h}" width="{max(step - 2, 1):.1f}" height="{h}" fill="#1565c0">'
+            f"<title>{escape(label)}: {v:,}</title></rect>"
+        )
+        if i % 5 == 0 or i == n - 1:
+            out.append(f'<text x="{x}" y="{height + 15}" font-size="10">{escape(label)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def mix_bars(counts: dict[str, int], width: int = 720) -> str:
+    """One stacked bar of the outcome mix."""
+    total = sum(counts.values())
+    if not total:
+        return ""
+    out = [f'<svg class="chart" viewBox="0 0 {width} 28" role="img" aria-label="result mix">']
+    x = 0.0
+    for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        w = width * n / total
+        out.append(
+            f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="28" fill="{COLOURS.get(name, "#455a64")}">'
+            f"<title>{escape(name)}: {n:,} ({100 * n / total:.1f} %)</title></rect>"
+        )
+        x += w
+    out.append("</svg>")
+    return "".join(out)
