@@ -279,3 +279,40 @@ def test_the_demo_users_see_the_demo_tenant(
     )
     page.goto(f"{srv.url}/console/batches")
     assert "demo-1" in page.locator("#batches").inner_text()
+
+
+def test_every_page_renders_for_a_tenant_with_data(
+    page: Any, console: tuple[RunningServer, Tenant], receiver: Receiver, request: pytest.FixtureRequest
+) -> None:
+    """A tour of the pages with data on them (their screenshots illustrate docs/console.md)."""
+    srv, t = console
+    srv.call(lambda core: core.waba.add_number(None, t.appkey, "8613800001234", "Acme Support"))
+    phones = [f"234803123{i:04d}" for i in range(40)] + ["23480", "2341234567890"]
+    mid = submit(srv, t, phones, checkLevel=5, batchNo="march-hlr", drUrl=receiver.url("/cb"))
+    submit(srv, t, [f"1415555{i:04d}" for i in range(12)], batchNo="us-basic")
+    sign_in(page, srv, "ann@acme.example")
+    shots = OUTPUT / "pages"
+    shots.mkdir(parents=True, exist_ok=True)
+    suffix = request.node.name.rsplit("[", 1)[-1].rstrip("]")
+    page.goto(f"{srv.base_url}/console/batches/{mid}")
+    expect(page.locator("#progress .percent")).to_have_text("100", timeout=30_000)
+    checks = {
+        "/console/": ("Overview", "svg.chart"),
+        "/console/batches": ("Batches", "#batches"),
+        f"/console/batches/{mid}": ("Batch march-hlr", "#numbers"),
+        "/console/deliveries": ("Callback deliveries", "#deliveries"),
+        "/console/whatsapp": ("WhatsApp numbers", "#waba"),
+        "/console/money": ("Money · account", "#statement"),
+        "/console/keys": ("Keys and apps", "#keys"),
+        "/console/prices": ("Prices", "#prices"),
+    }
+    for path, (heading, selector) in checks.items():
+        page.goto(f"{srv.base_url}{path}")
+        assert heading in page.locator("h1").inner_text(), path
+        assert page.locator(selector).count() >= 1, path
+        name = path.strip("/").replace("/", "-").replace(mid, "batch") or "console"
+        page.screenshot(path=str(shots / f"{name}-{suffix}.png"), full_page=True)
+    page.goto(f"{srv.base_url}/console/whatsapp")
+    assert "+8613800001234" in page.locator("#waba").inner_text()
+    page.goto(f"{srv.base_url}/console/")
+    assert page.locator("#today").inner_text() == "54"

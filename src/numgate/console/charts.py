@@ -33,7 +33,12 @@ def bars(points: list[tuple[str, int]], width: int = 720, height: int = 160) -> 
             f'<rect x="{x}" y="{height - h}" width="{max(step - 2, 1):.1f}" height="{h}" fill="#1565c0">'
             f"<title>{escape(label)}: {v:,}</title></rect>"
         )
-        if i % 5 == 0 or i == n - 1:
+        if i == n - 1:
+            out.append(
+                f'<text x="{x + step - 2:.1f}" y="{height + 15}" font-size="10" text-anchor="end">'
+                f"{escape(label)}</text>"
+            )
+        elif i % 5 == 0 and i < n - 3:
             out.append(f'<text x="{x}" y="{height + 15}" font-size="10">{escape(label)}</text>')
     out.append("</svg>")
     return "".join(out)
@@ -44,14 +49,23 @@ def mix_bars(counts: dict[str, int], width: int = 720) -> str:
     total = sum(counts.values())
     if not total:
         return ""
-    out = [f'<svg class="chart" viewBox="0 0 {width} 28" role="img" aria-label="result mix">']
+    ordered = sorted(counts.items(), key=lambda kv: -kv[1])
+    out = [f'<svg class="chart" viewBox="0 0 {width} 56" role="img" aria-label="result mix">']
     x = 0.0
-    for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+    for name, n in ordered:
         w = width * n / total
         out.append(
             f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="28" fill="{COLOURS.get(name, "#455a64")}">'
             f"<title>{escape(name)}: {n:,} ({100 * n / total:.1f} %)</title></rect>"
         )
         x += w
+    lx = 0.0
+    for name, n in ordered:  # the legend
+        label = f"{name.replace('_', ' ')} {100 * n / total:.1f} %"
+        out.append(
+            f'<rect x="{lx:.1f}" y="38" width="10" height="10" fill="{COLOURS.get(name, "#455a64")}"/>'
+        )
+        out.append(f'<text x="{lx + 14:.1f}" y="47" font-size="11">{escape(label)}</text>')
+        lx += 14 + 6.5 * len(label) + 12
     out.append("</svg>")
     return "".join(out)
