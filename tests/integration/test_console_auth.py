@@ -103,6 +103,19 @@ def test_a_tenant_sees_only_their_account(two: Any) -> None:
     assert c.post(f"/console/keys/{theirs.access_key}/disable", data={"csrf": csrf}).status_code == 404
     r = c.post(f"/console/apps/{theirs.appkey}/secret", data={"csrf": csrf})
     assert r.status_code == 404
+    # operator actions: 404 for a tenant, even with the right token
+    assert (
+        c.post(
+            "/console/prices", data={"csrf": csrf, "country": "NG", "level": "1", "price": "0"}
+        ).status_code
+        == 404
+    )
+    assert (
+        c.post(
+            f"/console/accounts/{mine.account_id}/topup", data={"csrf": csrf, "amount": "1000"}
+        ).status_code
+        == 404
+    )
     r = c.post("/console/keys", data={"csrf": csrf, "account": str(theirs.account_id)})
     assert r.status_code == 200 and str(mine.account_id) in r.text  # made in the tenant's own account
 
@@ -121,6 +134,20 @@ def test_an_operator_sees_every_account(two: Any) -> None:
     assert c.get(f"/console/batches/{mid}").status_code == 200
     assert mid in c.get("/console/batches").text
     assert mid not in c.get(f"/console/batches?account={mine.account_id}").text
+    csrf = csrf_of(c, "/console/prices")
+    data = {
+        "csrf": csrf,
+        "country": "ng",
+        "level": "5",
+        "price": "0.07",
+        "cached_price": "0.01",
+        "account": str(mine.account_id),
+    }
+    assert c.post("/console/prices", data=data).status_code == 303
+    page = c.get(f"/console/prices?account={mine.account_id}").text
+    assert "0.0700" in page and "0.0100" in page
+    bad = c.post("/console/prices", data=data | {"cached_price": "0.5"}, follow_redirects=True)
+    assert "cache" in bad.text.lower() and bad.status_code == 200  # refused with the reason, shown
     c.close()
 
 
@@ -136,6 +163,7 @@ def test_every_form_needs_its_csrf_token(two: Any) -> None:
         ("/console/deliveries/retry", {"batch": "x"}),
         ("/console/accounts", {"name": "sneaky"}),
         (f"/console/accounts/{mine.account_id}/topup", {"amount": "5"}),
+        ("/console/prices", {"country": "NG", "level": "1", "price": "0.5"}),
         ("/console/logout", {}),
     ]:
         for csrf in (None, "forged"):

@@ -14,7 +14,15 @@ COLOURS = {
     "upstream_failed": "#c62828",
     "no_information": "#f9a825",
     "internal": "#6a1b9a",
+    "valid": "#2e7d32",
+    "invalid": "#c62828",
+    "not a number": "#9e9e9e",
+    "reachable": "#2e7d32",
+    "unreachable": "#c62828",
+    "unknown": "#9e9e9e",
 }
+#: for names without a colour of their own (number types), in order
+PALETTE = ["#1565c0", "#6a1b9a", "#00838f", "#ef6c00", "#558b2f", "#ad1457", "#4e342e", "#37474f", "#9e9e9e"]
 
 
 def bars(points: list[tuple[str, int]], width: int = 720, height: int = 160) -> str:
@@ -44,27 +52,26 @@ def bars(points: list[tuple[str, int]], width: int = 720, height: int = 160) -> 
     return "".join(out)
 
 
-def mix_bars(counts: dict[str, int], width: int = 720) -> str:
-    """One stacked bar of the outcome mix."""
+def mix_bars(counts: dict[str, int], width: int = 720, label: str = "result mix") -> str:
+    """One stacked bar of a mix (outcomes, validity, types …) with its legend."""
     total = sum(counts.values())
     if not total:
         return ""
     ordered = sorted(counts.items(), key=lambda kv: -kv[1])
-    out = [f'<svg class="chart" viewBox="0 0 {width} 56" role="img" aria-label="result mix">']
+    colour = {name: COLOURS.get(name, PALETTE[i % len(PALETTE)]) for i, (name, _) in enumerate(ordered)}
+    out = [f'<svg class="chart" viewBox="0 0 {width} 56" role="img" aria-label="{escape(label)}">']
     x = 0.0
     for name, n in ordered:
         w = width * n / total
         out.append(
-            f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="28" fill="{COLOURS.get(name, "#455a64")}">'
+            f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="28" fill="{colour[name]}">'
             f"<title>{escape(name)}: {n:,} ({100 * n / total:.1f} %)</title></rect>"
         )
         x += w
     lx = 0.0
     for name, n in ordered:  # the legend
         label = f"{name.replace('_', ' ')} {100 * n / total:.1f} %"
-        out.append(
-            f'<rect x="{lx:.1f}" y="38" width="10" height="10" fill="{COLOURS.get(name, "#455a64")}"/>'
-        )
+        out.append(f'<rect x="{lx:.1f}" y="38" width="10" height="10" fill="{colour[name]}"/>')
         out.append(f'<text x="{lx + 14:.1f}" y="47" font-size="11">{escape(label)}</text>')
         lx += 14 + 6.5 * len(label) + 12
     out.append("</svg>")

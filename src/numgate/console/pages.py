@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from numgate.console.auth import Session, Sessions, SignInLimiter, csrf_ok
 from numgate.console.charts import bars, mix_bars
 from numgate.core import Core
-from numgate.errors import InvalidRequest, NotFound, NumgateError, PermissionDenied
+from numgate.errors import InvalidParameter, InvalidRequest, NotFound, NumgateError, PermissionDenied
 from numgate.ledger.money import parse_amount, to_decimal
 from numgate.numbers.batches import BatchNumbers, NumberFilter, NumberRow, overview
 from numgate.numbers.results import Outcome
@@ -98,6 +98,7 @@ class Console:
                     Route("/accounts", action(self.create_account, operator=True), methods=["POST"]),
                     Route("/accounts/{aid:int}/topup", action(self.topup, operator=True), methods=["POST"]),
                     Route("/prices", page(self.prices)),
+                    Route("/prices", action(self.set_price, operator=True), methods=["POST"]),
                     Route("/upstreams", page(self.upstreams, operator=True)),
                     Mount("/static", StaticFiles(packages=[("numgate.console", "static")]), name="static"),
                 ],
@@ -259,6 +260,12 @@ class Console:
             month=sum(ov.per_day.values()),
             chart=bars([(datetime.fromtimestamp(d * 86400, UTC).strftime("%m-%d"), n) for d, n in per_day]),
             mix=mix_bars(ov.outcomes),
+            validity=mix_bars(ov.validity, label="valid and invalid numbers"),
+            reachable=mix_bars(ov.reachable, label="HLR reachability"),
+            types=mix_bars(ov.number_type, label="number types"),
+            sampled=ov.sampled,
+            by_country_type=sorted(ov.by_country_type.items(), key=lambda kv: -sum(kv[1].values())),
+            type_names=sorted(ov.number_type, key=lambda k: -ov.number_type[k]),
             by_country=sorted(ov.by_country.items(), key=lambda kv: -sum(kv[1].values())),
             callbacks=cb,
             success=(100 * cb.get("delivered", 0) / sent) if sent else None,
@@ -500,6 +507,22 @@ class Console:
         return self.render("prices.html", request, user, session, prices=rows, account=account)
 
     # operator pages ----------------------------------------------------------------------------
+
+    async def set_price(self, request: Request, user: User, session: Session, form: Any) -> Response:
+        account = str(form.get("account") or "").strip()
+        cached = str(form.get("cached_price") or "").strip()
+        level = str(form.get("level") or "")
+        if not level.isdigit():
+            raise InvalidParameter("level", "the level is 1, 4 or 5")
+        price = await self.core.ledger.set_price(
+            country=str(form.get("country") or "").strip().upper(),
+            level=int(level),
+            price=parse_amount(str(form.get("price") or ""), field="price"),
+            currency=str(form.get("currency") or "USD"),
+            account_id=int(account) if account.isdigit() else 0,
+            cached_price=parse_amount(cached, field="cached price") if cached else None,
+        )
+        return _back(request, msg=f"price set: {price.country} level {price.level}")
 
     async def _accounts(self) -> list[Any]:
         return await self.core.tenancy.list_accounts()

@@ -261,6 +261,17 @@ class Overview:
     by_country: dict[str, dict[str, int]]
     #: callbacks by status name over the period
     callbacks: dict[str, int]
+    #: of the newest :data:`MIX_SAMPLE` results: valid / invalid, HLR reachability, number type
+    #: (each by country too) — read from the results themselves, so a sample, not the whole period
+    validity: dict[str, int] = field(default_factory=dict)
+    reachable: dict[str, int] = field(default_factory=dict)
+    number_type: dict[str, int] = field(default_factory=dict)
+    by_country_type: dict[str, dict[str, int]] = field(default_factory=dict)
+    sampled: int = 0
+
+
+#: results read for the validity / reachability / number-type mix
+MIX_SAMPLE = 10_000
 
 
 async def overview(db: Database, account_id: int | None, now_ms: int, days: int = 30) -> Overview:
@@ -283,6 +294,29 @@ async def overview(db: Database, account_id: int | None, now_ms: int, days: int 
             .where(d.created_ms >= since, *([d.account_id == account_id] if account_id is not None else []))
             .group_by(d.status)
         )
+        sample = await tx.all(
+            select(b.country, c.result)
+            .select_from(checks.join(batches, batches.c.id == c.batch_id))
+            .where(b.created_ms >= since, c.status == STATUS_DONE, *mine)
+            .order_by(c.id.desc())
+            .limit(MIX_SAMPLE)
+        )
+    validity: dict[str, int] = {}
+    reachable: dict[str, int] = {}
+    kinds: dict[str, int] = {}
+    by_country_type: dict[str, dict[str, int]] = {}
+    for country, raw in sample:
+        r = CheckResult.from_json(orjson.loads(raw)) if raw else None
+        basic = r.basic if r is not None else None
+        key = "not a number" if basic is None else ("valid" if basic.valid else "invalid")
+        validity[key] = validity.get(key, 0) + 1
+        if basic is not None:
+            kinds[basic.kind.value] = kinds.get(basic.kind.value, 0) + 1
+            per = by_country_type.setdefault(country or "?", {})
+            per[basic.kind.value] = per.get(basic.kind.value, 0) + 1
+        if r is not None and r.live is not None:
+            name = {"YES": "reachable", "NO": "unreachable"}.get(r.live.reachable.value, "unknown")
+            reachable[name] = reachable.get(name, 0) + 1
     outcomes: dict[str, int] = {}
     by_country: dict[str, dict[str, int]] = {}
     for country, outcome, n in mix:
@@ -295,4 +329,9 @@ async def overview(db: Database, account_id: int | None, now_ms: int, days: int 
         outcomes,
         by_country,
         {STATUS_NAMES[s]: int(n) for s, n in cb},
+        validity,
+        reachable,
+        kinds,
+        by_country_type,
+        len(sample),
     )
