@@ -45,3 +45,47 @@ def scratch_database(url: str | None) -> Iterator[str | None]:
         yield urlunsplit(parts._replace(path=f"/{name}"))
     finally:
         asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def wait_healthy(base: str, tries: int = 300) -> None:
+    """Until ``base``/healthz answers (a numgate serve just started)."""
+    import time
+    import urllib.request
+
+    for _ in range(tries):
+        try:
+            urllib.request.urlopen(base + "/healthz", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"numgate at {base} did not answer /healthz")
+
+
+def counting_receiver_main(port: int, counter: object, ready: object) -> None:
+    """A callback receiver (aiohttp, backlog 1,024) in its own process: counts the callbacks it
+    gets (a batched POST counts its X-Numgate-Batch-Size) in the shared ``counter``."""
+    import asyncio
+
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        with counter.get_lock():  # type: ignore[attr-defined]
+            counter.value += int(request.headers.get("X-Numgate-Batch-Size", "1"))  # type: ignore[attr-defined]
+        return web.Response(text="ok")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+        ready.set()  # type: ignore[attr-defined]
+        await asyncio.Event().wait()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())

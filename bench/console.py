@@ -30,11 +30,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import httpx
-from _support import free_port, scratch_database
+from _support import free_port, scratch_database, wait_healthy
 
 NUMGATE = [sys.executable, "-m", "numgate"]
 PASSWORD = "bench password 1"
@@ -127,12 +126,7 @@ def run(args: argparse.Namespace, postgres: str | None) -> None:
         port = free_port()
         proc = subprocess.Popen([*NUMGATE, "serve", "--port", str(port), "--no-workers"], env=env)
         base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_healthy(base)
         c = signed_in(base)
         try:
             first = timed(c, f"/console/batches/{mid}", args.repeat)

@@ -42,8 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _support import free_port, scratch_database
-from aiohttp import web
+from _support import counting_receiver_main, free_port, scratch_database
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMGATE = [sys.executable, "-m", "numgate"]
@@ -52,28 +51,7 @@ NUMGATE = [sys.executable, "-m", "numgate"]
 # the receiver, in its own process ------------------------------------------------------------------
 
 
-def receiver_main(port: int, counter: Any, ready: Any) -> None:
-    async def handle(request: web.Request) -> web.Response:
-        await request.read()
-        with counter.get_lock():  # a batched POST carries several callbacks
-            counter.value += int(request.headers.get("X-Numgate-Batch-Size", "1"))
-        return web.Response(text="ok")
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
-        ready.set()
-        await asyncio.Event().wait()
-
-    try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
+receiver_main = counting_receiver_main
 
 
 # references -----------------------------------------------------------------------------------------

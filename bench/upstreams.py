@@ -28,11 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from _support import free_port, scratch_database
+from _support import counting_receiver_main, free_port, scratch_database, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the fake vendor the tests use
@@ -59,27 +58,6 @@ def fake_main(port: int, delay_s: float, calls: Any, looked_up: Any, ready: Any)
     async def main() -> None:
         app = web.Application()
         app.router.add_post("/apiv2/hlr", counted)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
-        ready.set()
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
-def receiver_main(port: int, counter: Any, ready: Any) -> None:
-    from aiohttp import web
-
-    async def handle(request: web.Request) -> web.Response:
-        await request.read()
-        with counter.get_lock():
-            counter.value += int(request.headers.get("X-Numgate-Batch-Size", "1"))
-        return web.Response(text="ok")
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
@@ -133,7 +111,7 @@ def _one_run(args: argparse.Namespace, postgres: str | None) -> dict[str, float]
     fake_port, rec_port, port = free_port(), free_port(), free_port()
     helpers = [
         ctx.Process(target=fake_main, args=(fake_port, args.vendor_ms / 1000, calls, looked_up, fake_ready)),
-        ctx.Process(target=receiver_main, args=(rec_port, counter, rec_ready)),
+        ctx.Process(target=counting_receiver_main, args=(rec_port, counter, rec_ready)),
     ]
     for p in helpers:
         p.daemon = True
@@ -169,12 +147,7 @@ def _one_run(args: argparse.Namespace, postgres: str | None) -> dict[str, float]
             "--cached-price", "0.001", "--account", aid)  # fmt: skip
         proc = subprocess.Popen([*NUMGATE, "serve", "--port", str(port)], env=env)
         base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_healthy(base)
         n = args.numbers
         dr = f"http://127.0.0.1:{rec_port}/cb"
         creds = (base, acct["access_key"], acct["access_secret"], app["appkey"], dr)

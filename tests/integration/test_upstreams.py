@@ -33,12 +33,12 @@ def num(n: int) -> str:
     return f"{PREFIX}{n:04d}"
 
 
-@pytest.fixture
-def fake_hlr() -> Iterator[Callable[..., FakeHlrLookup]]:
+def _fakes(cls: Any) -> Iterator[Callable[..., Any]]:
+    """Starts fakes of ``cls`` (each its own server); stops them after the test."""
     servers: list[Any] = []
 
-    def make(**kw: Any) -> FakeHlrLookup:
-        fake = FakeHlrLookup(**kw)
+    def make(**kw: Any) -> Any:
+        fake = cls(**kw)
         cm = aiohttp_server(fake.app())
         fake.base_url = cm.__enter__()
         servers.append(cm)
@@ -47,22 +47,16 @@ def fake_hlr() -> Iterator[Callable[..., FakeHlrLookup]]:
     yield make
     for cm in servers:
         cm.__exit__(None, None, None)
+
+
+@pytest.fixture
+def fake_hlr() -> Iterator[Callable[..., FakeHlrLookup]]:
+    yield from _fakes(FakeHlrLookup)
 
 
 @pytest.fixture
 def fake_twilio() -> Iterator[Callable[..., FakeTwilioVoice]]:
-    servers: list[Any] = []
-
-    def make(**kw: Any) -> FakeTwilioVoice:
-        fake = FakeTwilioVoice(**kw)
-        cm = aiohttp_server(fake.app())
-        fake.base_url = cm.__enter__()
-        servers.append(cm)
-        return fake
-
-    yield make
-    for cm in servers:
-        cm.__exit__(None, None, None)
+    yield from _fakes(FakeTwilioVoice)
 
 
 def live_server(make_server: Callable[..., RunningServer], **kw: Any) -> RunningServer:

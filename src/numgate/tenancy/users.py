@@ -9,6 +9,7 @@ so sign-in timing does not tell which emails exist.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +28,12 @@ PASSWORD_MAX = 1024
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}$")
 
 _HASHER = argon2.PasswordHasher()
-#: hashed once: what an unknown email is checked against
-_DUMMY = _HASHER.hash("numgate-no-such-user")
+
+
+@functools.cache
+def _dummy() -> str:
+    """What an unknown email is checked against (hashed once, when first needed)."""
+    return _HASHER.hash("numgate-no-such-user")
 
 u = console_users.c
 
@@ -135,7 +140,7 @@ class ConsoleUsers:
             email = ""
         async with self._db.read() as tx:
             r = await tx.one(select(console_users).where(u.email == email)) if email else None
-        stored = r["password_hash"] if r is not None else _DUMMY
+        stored = r["password_hash"] if r is not None else await asyncio.to_thread(_dummy)
         ok = await asyncio.to_thread(_verify, stored, password[:PASSWORD_MAX])
         if r is None or not ok or not r["enabled"]:
             return None

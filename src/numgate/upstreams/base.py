@@ -15,6 +15,7 @@ call): the routing moves the number to the next upstream of its route.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -118,6 +119,23 @@ class SyncAdapter(Adapter, Protocol):
         ``ProviderFailed`` when the whole call failed. ``max_age_s``: how old an answer the
         tenant accepts (a vendor with its own cache may answer from it, for less)."""
         ...
+
+
+async def each_number(numbers: list[str], one: Callable[[str], Awaitable[Answer]]) -> dict[str, Answer]:
+    """For a vendor that takes one number a request: the requests at once (the adapter's HTTP
+    session bounds them), a failed one an answer of its own (throttled or failed)."""
+    import asyncio
+
+    answers = await asyncio.gather(*(one(n) for n in numbers), return_exceptions=True)
+    out: dict[str, Answer] = {}
+    for n, a in zip(numbers, answers, strict=True):
+        if isinstance(a, ProviderFailed):
+            out[n] = Answer.failed(str(a), Failure.THROTTLED if isinstance(a, Throttled) else Failure.FAILED)
+        elif isinstance(a, BaseException):
+            raise a
+        else:
+            out[n] = a
+    return out
 
 
 class AsyncAdapter(Adapter, Protocol):

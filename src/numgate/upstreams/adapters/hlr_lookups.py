@@ -16,7 +16,6 @@ when ported.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import time
@@ -28,7 +27,7 @@ import orjson
 from numgate.ledger.money import SCALE
 from numgate.numbers.providers import Live, ProviderFailed, Tri
 from numgate.numbers.results import Level
-from numgate.upstreams.base import Account, Answer, Failure
+from numgate.upstreams.base import Account, Answer, Failure, each_number
 from numgate.upstreams.http import Reply, VendorHttp
 
 DEFAULT_BASE_URL = "https://www.hlr-lookups.com/api/v2"
@@ -69,16 +68,7 @@ class HlrLookups:
         }
 
     async def check(self, numbers: list[str], max_age_s: int = 0) -> dict[str, Answer]:
-        answers = await asyncio.gather(*(self._one(n) for n in numbers), return_exceptions=True)
-        out: dict[str, Answer] = {}
-        for n, a in zip(numbers, answers, strict=True):
-            if isinstance(a, ProviderFailed):
-                out[n] = Answer.failed(str(a), Failure.THROTTLED if "too many" in str(a) else Failure.FAILED)
-            elif isinstance(a, BaseException):
-                raise a
-            else:
-                out[n] = a
-        return out
+        return await each_number(numbers, self._one)
 
     async def _one(self, e164: str) -> Answer:
         body = orjson.dumps({"msisdn": e164})

@@ -15,7 +15,6 @@ MCC/MNC come from ``line_type_intelligence``.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from urllib.parse import quote
 
@@ -23,7 +22,7 @@ import orjson
 
 from numgate.numbers.providers import Live, ProviderFailed, Tri
 from numgate.numbers.results import Level
-from numgate.upstreams.base import Account, Answer, Failure
+from numgate.upstreams.base import Account, Answer, Failure, each_number
 from numgate.upstreams.http import Reply, VendorHttp, basic_auth
 
 DEFAULT_BASE_URL = "https://lookups.twilio.com"
@@ -55,16 +54,7 @@ class TwilioLookup:
         self._auth = basic_auth(account.key or "", account.secret or "")
 
     async def check(self, numbers: list[str], max_age_s: int = 0) -> dict[str, Answer]:
-        answers = await asyncio.gather(*(self._one(n) for n in numbers), return_exceptions=True)
-        out: dict[str, Answer] = {}
-        for n, a in zip(numbers, answers, strict=True):
-            if isinstance(a, ProviderFailed):
-                out[n] = Answer.failed(str(a), Failure.THROTTLED if "too many" in str(a) else Failure.FAILED)
-            elif isinstance(a, BaseException):
-                raise a
-            else:
-                out[n] = a
-        return out
+        return await each_number(numbers, self._one)
 
     async def _one(self, e164: str) -> Answer:
         url = f"{self._base}/v2/PhoneNumbers/{quote(e164)}"
