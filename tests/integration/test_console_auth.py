@@ -146,6 +146,12 @@ def test_an_operator_sees_every_account(two: Any) -> None:
     assert c.post("/console/prices", data=data).status_code == 303
     page = c.get(f"/console/prices?account={mine.account_id}").text
     assert "0.0700" in page and "0.0100" in page
+    # businesses switched off from the console: the tenant's API key is refused at once
+    csrf = csrf_of(c, "/console/accounts")
+    r = c.post(f"/console/accounts/{mine.account_id}/businesses", data={"csrf": csrf, "whatsapp": "on"})
+    assert r.status_code == 303
+    with NxClient(srv.base_url, mine.access_key, mine.access_secret) as nx:
+        assert nx.post("/api/number/check", {"appkey": mine.appkey, "phone": "2348031234567"})["code"] != 0
     bad = c.post("/console/prices", data=data | {"cached_price": "0.5"}, follow_redirects=True)
     assert "cache" in bad.text.lower() and bad.status_code == 200  # refused with the reason, shown
     c.close()
@@ -163,6 +169,7 @@ def test_every_form_needs_its_csrf_token(two: Any) -> None:
         ("/console/deliveries/retry", {"batch": "x"}),
         ("/console/accounts", {"name": "sneaky"}),
         (f"/console/accounts/{mine.account_id}/topup", {"amount": "5"}),
+        (f"/console/accounts/{mine.account_id}/businesses", {"whatsapp": "on"}),
         ("/console/prices", {"country": "NG", "level": "1", "price": "0.5"}),
         ("/console/logout", {}),
     ]:

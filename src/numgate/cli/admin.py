@@ -135,6 +135,34 @@ def account_enable(account_id: int, as_json: JsonOpt = False) -> None:
     _set_account(account_id, True, as_json)
 
 
+@account_cmd.command("update")
+def account_update(
+    account_id: int,
+    integrator: Annotated[
+        bool | None, typer.Option("--integrator/--no-integrator", help="The WhatsApp integrator endpoints.")
+    ] = None,
+    number_check: Annotated[
+        bool | None, typer.Option("--number-check/--no-number-check", help="The Number Check business.")
+    ] = None,
+    whatsapp: Annotated[
+        bool | None, typer.Option("--whatsapp/--no-whatsapp", help="The WhatsApp business.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Turn an account's businesses on or off (what is not given is unchanged)."""
+    if integrator is None and number_check is None and whatsapp is None:
+        fail(
+            "nothing to change: give --integrator, --number-check or --whatsapp (or their --no- forms)",
+            code=2,
+        )
+    a = run(
+        lambda core: core.tenancy.set_businesses(
+            account_id, integrator=integrator, number_check=number_check, whatsapp=whatsapp
+        )
+    )
+    emit(_account_json(a), as_json, text=f"account {a.id} ({a.name}) updated")
+
+
 # access keys ------------------------------------------------------------------------------------
 
 ALLOW_HELP = (

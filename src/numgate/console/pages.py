@@ -97,6 +97,11 @@ class Console:
                     Route("/accounts", page(self.accounts, operator=True)),
                     Route("/accounts", action(self.create_account, operator=True), methods=["POST"]),
                     Route("/accounts/{aid:int}/topup", action(self.topup, operator=True), methods=["POST"]),
+                    Route(
+                        "/accounts/{aid:int}/businesses",
+                        action(self.businesses, operator=True),
+                        methods=["POST"],
+                    ),
                     Route("/prices", page(self.prices)),
                     Route("/prices", action(self.set_price, operator=True), methods=["POST"]),
                     Route("/upstreams", page(self.upstreams, operator=True)),
@@ -559,6 +564,16 @@ class Console:
         amount = parse_amount(str(form.get("amount") or ""))
         await self.core.ledger.topup(aid, amount, str(form.get("currency") or "USD"))
         return _back(request, msg=f"account {aid} topped up")
+
+    async def businesses(self, request: Request, user: User, session: Session, form: Any) -> Response:
+        aid = int(request.path_params["aid"])
+        a = await self.core.tenancy.set_businesses(
+            aid,
+            integrator=bool(form.get("integrator")),
+            number_check=bool(form.get("number_check")),
+            whatsapp=bool(form.get("whatsapp")),
+        )
+        return _back(request, msg=f"account {a.id}'s businesses saved")
 
     async def upstreams(self, request: Request, user: User, session: Session) -> Response:
         ups = await self.core.upstreams.accounts()

@@ -213,6 +213,29 @@ class TenancyService:
         self._key_cache.clear()
         return await self.get_account(account_id)
 
+    async def set_businesses(
+        self,
+        account_id: int,
+        *,
+        integrator: bool | None = None,
+        number_check: bool | None = None,
+        whatsapp: bool | None = None,
+    ) -> Account:
+        """Turn an account's businesses on or off (None: unchanged); its keys see the change
+        within the key cache's lifetime (this process: at once)."""
+        values = {
+            k: v
+            for k, v in (("integrator", integrator), ("number_check", number_check), ("whatsapp", whatsapp))
+            if v is not None
+        }
+        if values:
+            async with self._db.write() as tx:
+                n = await tx.run(update(accounts).where(accounts.c.id == account_id).values(**values))
+            if not n:
+                raise NotFound(f"no account with id {account_id}")
+            self._key_cache.clear()
+        return await self.get_account(account_id)
+
     async def list_accounts(self) -> list[tuple[Account, int, int]]:
         """Every account with its number of enabled keys and of apps."""
         keys_n = (

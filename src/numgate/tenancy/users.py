@@ -35,6 +35,7 @@ def _dummy() -> str:
     """What an unknown email is checked against (hashed once, when first needed)."""
     return _HASHER.hash("numgate-no-such-user")
 
+
 u = console_users.c
 
 
