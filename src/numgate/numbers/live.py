@@ -20,6 +20,7 @@ tenant is charged (``checks.cost``), for ``numgate admin report margin``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
 import logging
@@ -226,8 +227,8 @@ class LiveStep:
         done: set[int] = set()
         health = self.core.upstreams.health_of(name)
         acct = adapter.account
-        for i in range(0, len(ready), adapter.max_batch):
-            part = ready[i : i + adapter.max_batch]
+
+        async def ask(part: list[Item]) -> None:
             by_number = {it.basic.basic.e164: it for it in part if it.basic.basic is not None}
             start = time.perf_counter()
             answers: dict[str, Answer]
@@ -256,6 +257,11 @@ class LiveStep:
                     last[it.check_id] = a.failure or Failure.FAILED
                     log.info("upstream %s: no answer for a number (%s)", name, a.detail)
             health.record(worked > 0, ms, max(len(by_number), 1))
+
+        # a chunk's calls at once (the adapter's HTTP session bounds its connections): an HLR
+        # vendor takes seconds a call, and one chunk is several calls
+        parts = [ready[i : i + adapter.max_batch] for i in range(0, len(ready), adapter.max_batch)]
+        await asyncio.gather(*(ask(p) for p in parts))
         return done
 
     async def _hand_over(
