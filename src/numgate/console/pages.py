@@ -270,7 +270,14 @@ class Console:
             types=mix_bars(ov.number_type, label="number types"),
             sampled=ov.sampled,
             by_country_type=sorted(ov.by_country_type.items(), key=lambda kv: -sum(kv[1].values())),
-            type_names=sorted(ov.number_type, key=lambda k: -ov.number_type[k]),
+            type_names=[
+                *[
+                    k
+                    for k in ("valid", "invalid", "reachable", "unreachable")
+                    if k in ov.validity or k in ov.reachable
+                ],
+                *sorted(ov.number_type, key=lambda k: -ov.number_type[k]),
+            ],
             by_country=sorted(ov.by_country.items(), key=lambda kv: -sum(kv[1].values())),
             callbacks=cb,
             success=(100 * cb.get("delivered", 0) / sent) if sent else None,

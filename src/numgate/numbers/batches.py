@@ -261,8 +261,9 @@ class Overview:
     by_country: dict[str, dict[str, int]]
     #: callbacks by status name over the period
     callbacks: dict[str, int]
-    #: of the newest :data:`MIX_SAMPLE` results: valid / invalid, HLR reachability, number type
-    #: (each by country too) — read from the results themselves, so a sample, not the whole period
+    #: of the newest :data:`MIX_SAMPLE` results: valid / invalid, HLR reachability, number type;
+    #: ``by_country_type``: each of those counts per country — read from the results themselves,
+    #: so a sample of the period, not all of it
     validity: dict[str, int] = field(default_factory=dict)
     reachable: dict[str, int] = field(default_factory=dict)
     number_type: dict[str, int] = field(default_factory=dict)
@@ -310,13 +311,15 @@ async def overview(db: Database, account_id: int | None, now_ms: int, days: int 
         basic = r.basic if r is not None else None
         key = "not a number" if basic is None else ("valid" if basic.valid else "invalid")
         validity[key] = validity.get(key, 0) + 1
+        per = by_country_type.setdefault(country or "?", {})
+        per[key] = per.get(key, 0) + 1
         if basic is not None:
             kinds[basic.kind.value] = kinds.get(basic.kind.value, 0) + 1
-            per = by_country_type.setdefault(country or "?", {})
             per[basic.kind.value] = per.get(basic.kind.value, 0) + 1
         if r is not None and r.live is not None:
             name = {"YES": "reachable", "NO": "unreachable"}.get(r.live.reachable.value, "unknown")
             reachable[name] = reachable.get(name, 0) + 1
+            per[name] = per.get(name, 0) + 1
     outcomes: dict[str, int] = {}
     by_country: dict[str, dict[str, int]] = {}
     for country, outcome, n in mix:
