@@ -33,6 +33,7 @@ import gc
 import logging
 import random
 import socket
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -83,6 +84,11 @@ class GuardedProtocol(HttpToolsProtocol):
         open_now.add(self)
         self._await_headers()
 
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():  # type: ignore[has-type]
+            return  # refused (413) or cut off: what the client still sends is not parsed
+        super().data_received(data)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._clear_deadline()
         type(self).waiting.pop(self, None)
@@ -122,8 +128,15 @@ class GuardedProtocol(HttpToolsProtocol):
         self.transport.write(reply)
         self.transport.close()
 
+    def on_body(self, body: bytes) -> None:
+        if self.cycle is None or self.transport.is_closing():
+            return  # the rest of a refused body, already in the buffer being parsed: dropped
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._clear_deadline()
+        if self.cycle is None:
+            return  # a refused request (413): nothing was started for it
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -169,6 +182,40 @@ class GuardedProtocol(HttpToolsProtocol):
         return False
 
 
+class QuietBadRequests(logging.Filter):
+    """uvicorn logs "Invalid HTTP request received." once per malformed request: under a flood
+    that is thousands of lines a second, each costing more than refusing the request. One line
+    every :attr:`every_s` seconds says how many there were."""
+
+    every_s = 10.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._suppressed = 0
+        self._shown_at: float | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "Invalid HTTP request received.":
+            return True
+        now = time.monotonic()
+        if self._shown_at is not None and now - self._shown_at < self.every_s:
+            self._suppressed += 1
+            return False
+        if self._suppressed:
+            record.msg = (
+                f"Invalid HTTP request received ({self._suppressed} more in the last "
+                f"{now - (self._shown_at or now):.0f} s)."
+            )
+        self._suppressed, self._shown_at = 0, now
+        return True
+
+
+def quiet_bad_requests() -> None:
+    err = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, QuietBadRequests) for f in err.filters):
+        err.addFilter(QuietBadRequests())
+
+
 def protocol_for(settings: Settings, oversize: Callable[[str], bytes] | None = None) -> type[GuardedProtocol]:
     """A protocol class bound to one server's settings (uvicorn instantiates it per connection)."""
     attrs: dict[str, Any] = {
@@ -186,6 +233,7 @@ def protocol_for(settings: Settings, oversize: Callable[[str], bytes] | None = N
 
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """The uvicorn configuration numgate serves with (``numgate serve`` and the tests alike)."""
+    quiet_bad_requests()
     kw: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
