@@ -15,7 +15,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -30,6 +30,7 @@ from numgate.core import Core
 from numgate.errors import InvalidParameter, InvalidRequest, NotFound, NumgateError, PermissionDenied
 from numgate.ledger.money import parse_amount, to_decimal
 from numgate.numbers.batches import BatchNumbers, NumberFilter, NumberRow, overview
+from numgate.numbers.filecheck import result_cells
 from numgate.numbers.results import Outcome
 from numgate.tenancy.users import User
 
@@ -383,14 +384,7 @@ class Console:
     async def money(self, request: Request, user: User, session: Session) -> Response:
         account = self.scope(request, user)
         if account is None:
-            return self.render(
-                "pick_account.html",
-                request,
-                user,
-                session,
-                accounts=await self._accounts(),
-                what="the statement",
-            )
+            return await self._pick_account(request, user, session, "the statement")
         lines = await self.core.ledger.statement(account, limit=1000)
         balances = await self.core.ledger.balances(account)
         return self.render(
@@ -408,14 +402,7 @@ class Console:
     ) -> Response:
         account = self.scope(request, user)
         if account is None:
-            return self.render(
-                "pick_account.html",
-                request,
-                user,
-                session,
-                accounts=await self._accounts(),
-                what="keys and apps",
-            )
+            return await self._pick_account(request, user, session, "keys and apps")
         keys = await self.core.tenancy.list_keys(account)
         apps = await self.core.tenancy.list_apps(account)
         return self.render(
@@ -536,8 +523,10 @@ class Console:
         )
         return _back(request, msg=f"price set: {price.country} level {price.level}")
 
-    async def _accounts(self) -> list[Any]:
-        return await self.core.tenancy.list_accounts()
+    async def _pick_account(self, request: Request, user: User, session: Session, what: str) -> Response:
+        """An operator's page that shows one account's data, asked without ``?account=``."""
+        accounts = await self.core.tenancy.list_accounts()
+        return self.render("pick_account.html", request, user, session, accounts=accounts, what=what)
 
     async def accounts(
         self,
@@ -548,7 +537,7 @@ class Console:
         secret: str | None = None,
     ) -> Response:
         rows = []
-        for acct, keys, apps in await self._accounts():
+        for acct, keys, apps in await self.core.tenancy.list_accounts():
             rows.append((acct, keys, apps, await self.core.ledger.balances(acct.id)))
         return self.render(
             "accounts.html", request, user, session, accounts=rows, created=created, secret=secret
@@ -584,11 +573,8 @@ class Console:
 
     async def upstreams(self, request: Request, user: User, session: Session) -> Response:
         ups = await self.core.upstreams.accounts()
-        routes = await self.core.upstreams.routes()
-        serving = await self.core.upstreams.serving()
-        return self.render(
-            "upstreams.html", request, user, session, upstreams=ups, routes=routes, serving=serving
-        )
+        serving = await self.core.upstreams.serving()  # the routes, with the sandbox's fallback
+        return self.render("upstreams.html", request, user, session, upstreams=ups, serving=serving)
 
 
 _SECURITY_HEADERS = {
@@ -606,19 +592,11 @@ def _back(request: Request, **flash: str) -> Response:
     ref = request.headers.get("referer", "")
     path = "/console/"
     if ref:
-        from urllib.parse import urlsplit
-
         parts = urlsplit(ref)
         if parts.path.startswith("/console/") and parts.netloc == request.url.netloc:
-            keep = [(k, v) for k, v in _qs(parts.query) if k not in ("msg", "error")]
+            keep = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("msg", "error")]
             return RedirectResponse(f"{parts.path}?{urlencode(keep + list(flash.items()))}", 303)
     return RedirectResponse(f"{path}?{urlencode(flash)}", 303)
-
-
-def _qs(query: str) -> list[tuple[str, str]]:
-    from urllib.parse import parse_qsl
-
-    return parse_qsl(query)
 
 
 def _with_account(request: Request, account: int, user: User) -> Request:
@@ -648,31 +626,19 @@ COLUMNS = ["message_id", "phone", "outcome", "valid", "region", "e164", "number_
 
 
 def _number(r: NumberRow) -> dict[str, Any]:
-    res = r.result
-    basic = res.basic if res else None
-    live = res.live if res else None
-    dial = res.dial if res else None
-    return {
-        "message_id": r.message_id,
-        "phone": r.phone,
-        "outcome": r.outcome.name.lower() if r.outcome is not None else "pending",
-        "valid": "" if basic is None else ("yes" if basic.valid else "no"),
-        "region": basic.region if basic else "",
-        "e164": basic.e164 if basic else "",
-        "number_type": basic.kind.value if basic else "",
-        "carrier": basic.carrier if basic else "",
-        "validity": live.validity.value if live else "",
-        "reachable": live.reachable.value if live else "",
-        "roaming": live.roaming.value if live else "",
-        "ported": live.ported.value if live else "",
-        "network": live.network if live else "",
-        "early": dial.early.value if dial else "",
-        "answered": dial.answered.value if dial else "",
-        "response": dial.response.value if dial else "",
-        "source": (res.source or "") if res else "",
-        "cost": str(to_decimal(r.cost)) if r.cost is not None else "",
-        "done_at": _iso(r.done_ms),
-    }
+    """A batch row: ``numgate check FILE``'s result cells, plus what a stored number adds."""
+    cells = result_cells(r.result, "")
+    basic = r.result.basic if r.result else None
+    row = {c: cells.get(c, "") for c in COLUMNS}
+    row.update(
+        message_id=r.message_id,
+        phone=r.phone,
+        outcome=r.outcome.name.lower() if r.outcome is not None else "pending",
+        valid="" if basic is None else ("yes" if basic.valid else "no"),
+        cost=str(to_decimal(r.cost)) if r.cost is not None else "",
+        done_at=_iso(r.done_ms),
+    )
+    return row
 
 
 async def _csv(rows: AsyncIterator[NumberRow]) -> AsyncIterator[bytes]:

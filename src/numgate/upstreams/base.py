@@ -15,6 +15,7 @@ call): the routing moves the number to the next upstream of its route.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -124,8 +125,6 @@ class SyncAdapter(Adapter, Protocol):
 async def each_number(numbers: list[str], one: Callable[[str], Awaitable[Answer]]) -> dict[str, Answer]:
     """For a vendor that takes one number a request: the requests at once (the adapter's HTTP
     session bounds them), a failed one an answer of its own (throttled or failed)."""
-    import asyncio
-
     answers = await asyncio.gather(*(one(n) for n in numbers), return_exceptions=True)
     out: dict[str, Answer] = {}
     for n, a in zip(numbers, answers, strict=True):
