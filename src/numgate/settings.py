@@ -177,6 +177,8 @@ class Settings:
     meta_backoff_s: float = 1.0
     #: largest request body accepted (413 past it, the rest unread)
     max_body: int = 1024 * 1024
+    #: a connection refused for its body's size is dropped this many seconds after the answer
+    linger_s: float = 2.0
     #: a connection must send its request headers within this many seconds
     header_timeout_s: float = 10.0
     #: and its body within this many seconds of its headers
@@ -305,6 +307,7 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "NUMGATE_META_BASE_URL": ("meta_base_url", _url, "Graph API base"),
     "NUMGATE_META_BACKOFF": ("meta_backoff_s", _float(0), "first wait on Graph rate limits"),
     "NUMGATE_MAX_BODY": ("max_body", _int(1024), "largest request body, bytes"),
+    "NUMGATE_LINGER": ("linger_s", _float(0, 60), "seconds a refused connection lingers half-closed"),
     "NUMGATE_HEADER_TIMEOUT": ("header_timeout_s", _float(0.1), "seconds to send request headers"),
     "NUMGATE_BODY_TIMEOUT": ("body_timeout_s", _float(0.1), "seconds to send a request body"),
     "NUMGATE_MAX_CONNECTIONS": ("max_connections", _int(16), "open connections at most"),

@@ -61,6 +61,66 @@ def test_a_huge_declared_body_is_refused_unread(server: RunningServer) -> None:
     assert took < 2  # answered without waiting for (or reading) the 100 MB
 
 
+def test_a_refused_client_still_sending_reads_its_413(make_server: Any) -> None:
+    """RFC 9112 §9.6: the 413 and a FIN go out, the rest of the body is left unread, and the
+    socket is dropped ``NUMGATE_LINGER`` seconds later — so a client still sending its body
+    reads the answer instead of a reset, and then cannot hold the connection."""
+    srv = make_server(linger_s=1.0)
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    s.sendall(
+        b"POST /api/number/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000000\r\n\r\n" + b"x" * 65536
+    )
+    answer = b""
+    while not answer.endswith(b"}"):
+        chunk = s.recv(65536)
+        assert chunk, answer
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert s.recv(1) == b""  # FIN: nothing more will come
+    start, cut_off = time.monotonic(), False
+    s.settimeout(0.2)
+    while time.monotonic() - start < 5:  # numgate reads none of it: the buffers fill, then the reset
+        try:
+            s.send(b"x" * 65536)
+        except TimeoutError:
+            time.sleep(0.05)
+        except (ConnectionResetError, BrokenPipeError):
+            cut_off = True
+            break
+    s.close()
+    assert cut_off and time.monotonic() - start > 0.5
+
+
+def test_requests_trickled_byte_by_byte_and_kept_alive_are_served(server: RunningServer) -> None:
+    """A connection's HTTP state is built once its first request's headers are complete: a
+    request sent a byte at a time (the end of its headers split), then a second request on the
+    same connection, and a third pipelined behind it, are all answered."""
+    t = make_tenant(server)
+    raw = orjson.dumps({"phone": "2348031234567", "appkey": t.appkey, "checkLevel": 1})
+
+    def request() -> bytes:
+        h = headers_for(t.access_key, t.access_secret, "1", "numbercheck", raw)
+        lines = "".join(f"{k}: {v}\r\n" for k, v in h.items())
+        return (
+            f"POST /api/number/check/get HTTP/1.1\r\nHost: x\r\nContent-Length: {len(raw)}\r\n{lines}\r\n"
+        ).encode() + raw
+
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for byte in request():
+        s.sendall(bytes([byte]))
+    s.sendall(request() + request())
+    answers, buf = 0, b""
+    while answers < 3:
+        chunk = s.recv(65536)
+        assert chunk, buf
+        buf += chunk
+        answers = buf.count(b"HTTP/1.1 200 OK")
+    s.close()
+    assert buf.count(b'"code":0') == 3
+
+
 def test_a_chunked_body_over_the_limit_is_refused(make_server: Any) -> None:
     srv = make_server(max_body=64 * 1024)
 
