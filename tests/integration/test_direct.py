@@ -148,3 +148,59 @@ def test_unopenable_sqlite_is_storage_unavailable(tmp_path: Any) -> None:
 
     (tmp_path / "dir.db").mkdir()  # a directory where the database file should be
     on(f"sqlite:///{tmp_path / 'dir.db'}", body)
+
+
+def test_postgres_connections_are_shared_in_turn_and_waits_are_bounded(database_url: str) -> None:
+    """numgate's PostgreSQL pool (db/postgres.py): more users than connections are served in
+    turn; one waiting past the timeout is told the database is unavailable; a connection whose
+    user was cancelled mid-statement is not handed to the next one."""
+    from sqlalchemy import text
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's pool (SQLite has no connections to share)")
+    sleep = Statement(text("SELECT pg_sleep(0.05)"))
+    backend = Statement(text("SELECT pg_backend_pid()"))
+
+    async def main() -> None:
+        engine = create_engine(database_url)
+        db = open_database(engine, pool_size=2, timeout_s=0.5)
+        try:
+
+            async def use() -> int:
+                async with db.read() as tx:
+                    await tx.scalar(sleep)
+                    return int(await tx.scalar(backend))
+
+            pids = await asyncio.gather(*(use() for _ in range(12)))  # 12 users, 2 connections: 0.3 s
+            assert len(set(pids)) == 2
+
+            held = asyncio.Event()
+
+            async def hold() -> None:
+                async with db.read():
+                    held.set()
+                    await asyncio.sleep(1.5)
+
+            holders = [asyncio.create_task(hold()) for _ in range(2)]
+            await held.wait()
+            await asyncio.sleep(0.05)
+            with pytest.raises(StorageUnavailable, match=r"within 0\.5 s"):
+                await use()
+            await asyncio.gather(*holders)
+            assert await use() in pids  # given back and reused
+
+            async def cancelled() -> None:
+                async with db.read() as tx:
+                    await tx.scalar(Statement(text("SELECT pg_sleep(0.3)")))
+
+            victim = asyncio.create_task(cancelled())
+            await asyncio.sleep(0.1)
+            victim.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await victim
+            assert await use() > 0  # served on a sound connection, not the one cut off mid-statement
+        finally:
+            await db.close()
+            await engine.dispose()
+
+    run_sync(main())

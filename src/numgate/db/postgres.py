@@ -75,8 +75,8 @@ class _Pool:
     its cancellation shield and its reset: more than the statement). A connection given back
     goes straight to the longest waiter, first come first served. Connections are opened when
     needed (no background refill, which during an outage would log a traceback every few
-    seconds); one given back broken, or found closed, is dropped. Only waiting for one, or
-    opening one, is timed."""
+    seconds); one given back broken, or found closed, is dropped. Only waiting for one and
+    opening one are timed, together: at most ``NUMGATE_DB_TIMEOUT``."""
 
     def __init__(self, dsn: str, size: int, timeout_s: float) -> None:
         self._dsn = dsn
@@ -89,14 +89,32 @@ class _Pool:
         self._closed = False
 
     async def take(self) -> Any:
+        conn = self._free()
+        if conn is not None:
+            return conn
+        try:
+            async with asyncio.timeout(self._timeout):  # one deadline for waiting and opening
+                return await self._take_slowly()
+        except TimeoutError:
+            raise StorageUnavailable(
+                f"no database connection became available within {self._timeout:g} s"
+            ) from None
+
+    def _free(self) -> Any:
+        if self._closed:
+            raise StorageUnavailable("the database pool is closed")
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.is_closed():
+                return conn
+            self._drop(conn)  # lost while idle (the server restarted, a partition)
+        return None
+
+    async def _take_slowly(self) -> Any:
         while True:
-            if self._closed:
-                raise StorageUnavailable("the database pool is closed")
-            while self._idle:
-                conn = self._idle.pop()
-                if not conn.is_closed():
-                    return conn
-                self._drop(conn)  # lost while idle (the server restarted, a partition)
+            conn = self._free()
+            if conn is not None:
+                return conn
             if self._open < self._size:
                 return await self._connect()
             conn = await self._wait()
@@ -109,9 +127,8 @@ class _Pool:
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            async with asyncio.timeout(self._timeout):
-                return await waiter
-        except BaseException as exc:
+            return await waiter
+        except BaseException:
             if waiter.done() and not waiter.cancelled():
                 handed = waiter.result()  # handed over as this one left: pass it on
                 if handed is not None:
@@ -122,10 +139,6 @@ class _Pool:
                 waiter.cancel()
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
-            if isinstance(exc, TimeoutError):
-                raise StorageUnavailable(
-                    f"no database connection became free within {self._timeout:g} s"
-                ) from None
             raise
 
     async def _connect(self) -> Any:
