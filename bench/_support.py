@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +15,24 @@ def free_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def numgate_env(prefix: str, database_url: str | None = None, **settings: str) -> dict[str, str]:
+    """The environment a benchmark runs numgate with: this one's without its NUMGATE_ settings (a
+    run measures the defaults unless told otherwise), a fresh data directory, the access log off,
+    the call limits lifted, warnings only; ``database_url`` and ``settings`` (NUMGATE_X="...")
+    on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMGATE_")}
+    env.update(
+        NUMGATE_DATA_DIR=tempfile.mkdtemp(prefix=prefix),
+        NUMGATE_ACCESS_LOG="false",
+        NUMGATE_RATE_LIMIT="0",
+        NUMGATE_LOG_LEVEL="warning",
+        **settings,
+    )
+    if database_url:
+        env["NUMGATE_DATABASE_URL"] = database_url
+    return env
 
 
 @contextmanager

@@ -23,7 +23,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
-from _support import free_port
+from _support import free_port, numgate_env
 
 from numgate.client.nxcloud import headers_for
 
@@ -307,16 +306,7 @@ def main() -> None:
     ap.add_argument("--only", choices=["1", "2", "3"], help="run one phase")
     args = ap.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="numgate-abuse-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMGATE_")}
-    env.update(
-        NUMGATE_DATA_DIR=str(tmp),
-        NUMGATE_ACCESS_LOG="false",
-        NUMGATE_RATE_LIMIT="0",
-        NUMGATE_LOG_LEVEL="warning",
-    )
-    if args.postgres:
-        env["NUMGATE_DATABASE_URL"] = args.postgres
+    env = numgate_env("numgate-abuse-", args.postgres)
     subprocess.run([*NUMGATE, "migrate"], env=env, check=True, capture_output=True)
     creds = asyncio.run(setup_tenant(env))
 

@@ -28,12 +28,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from _support import free_port, scratch_database, wait_healthy
+from _support import free_port, numgate_env, scratch_database, wait_healthy
 
 NUMGATE = [sys.executable, "-m", "numgate"]
 PASSWORD = "bench password 1"
@@ -107,16 +106,7 @@ def timed(c: httpx.Client, path: str, repeat: int) -> float:
 
 
 def run(args: argparse.Namespace, postgres: str | None) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="numgate-console-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMGATE_")}
-    env.update(
-        NUMGATE_DATA_DIR=str(tmp),
-        NUMGATE_LOG_LEVEL="warning",
-        NUMGATE_ACCESS_LOG="false",
-        NUMGATE_RATE_LIMIT="0",
-    )
-    if postgres:
-        env["NUMGATE_DATABASE_URL"] = postgres
+    env = numgate_env("numgate-console-bench-", postgres)
     proc = None
     try:
         subprocess.run([*NUMGATE, "migrate"], env=env, check=True, capture_output=True)
@@ -160,7 +150,7 @@ def run(args: argparse.Namespace, postgres: str | None) -> None:
         if proc is not None:
             proc.terminate()
             proc.wait(30)
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(env["NUMGATE_DATA_DIR"], ignore_errors=True)
 
 
 def main() -> None:

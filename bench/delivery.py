@@ -22,22 +22,19 @@ import argparse
 import http.server
 import json
 import multiprocessing as mp
-import os
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from _support import free_port, scratch_database
+from _support import free_port, numgate_env, scratch_database
 
 NUMGATE = [sys.executable, "-m", "numgate"]
 
@@ -55,18 +52,9 @@ def numgate(postgres: str | None, master_key: str) -> Iterator[tuple[str, dict[s
 
 @contextmanager
 def _numgate(postgres: str | None, master_key: str) -> Iterator[tuple[str, dict[str, str]]]:
-    tmp = Path(tempfile.mkdtemp(prefix="numgate-delivery-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMGATE_")}
-    env.update(
-        NUMGATE_DATA_DIR=str(tmp),
-        NUMGATE_SECRET_KEY=master_key,
-        NUMGATE_CALLBACK_ALLOW="loopback",
-        NUMGATE_ACCESS_LOG="false",
-        NUMGATE_RATE_LIMIT="0",
-        NUMGATE_LOG_LEVEL="warning",
+    env = numgate_env(
+        "numgate-delivery-bench-", postgres, NUMGATE_SECRET_KEY=master_key, NUMGATE_CALLBACK_ALLOW="loopback"
     )
-    if postgres:
-        env["NUMGATE_DATABASE_URL"] = postgres
     subprocess.run([*NUMGATE, "migrate"], env=env, check=True, capture_output=True)
     port = free_port()
     proc = subprocess.Popen([*NUMGATE, "serve", "--port", str(port)], env=env)
@@ -82,7 +70,7 @@ def _numgate(postgres: str | None, master_key: str) -> Iterator[tuple[str, dict[
     finally:
         proc.terminate()
         proc.wait(30)
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(env["NUMGATE_DATA_DIR"], ignore_errors=True)
 
 
 def tenant(env: dict[str, str], name: str) -> tuple[str, str, str]:

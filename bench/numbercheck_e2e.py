@@ -35,14 +35,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _support import counting_receiver_main, free_port, scratch_database
+from _support import counting_receiver_main, free_port, numgate_env, scratch_database
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMGATE = [sys.executable, "-m", "numgate"]
@@ -237,18 +236,9 @@ def _one_run(
     master_key: str,
     callback_batch: int,
 ) -> Run:
-    tmp = Path(tempfile.mkdtemp(prefix="numgate-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMGATE_")}
-    env.update(
-        NUMGATE_DATA_DIR=str(tmp),
-        NUMGATE_SECRET_KEY=master_key,
-        NUMGATE_CALLBACK_ALLOW="loopback",
-        NUMGATE_ACCESS_LOG="false",
-        NUMGATE_RATE_LIMIT="0",
-        NUMGATE_LOG_LEVEL="warning",
+    env = numgate_env(
+        "numgate-bench-", database_url, NUMGATE_SECRET_KEY=master_key, NUMGATE_CALLBACK_ALLOW="loopback"
     )
-    if database_url:
-        env["NUMGATE_DATABASE_URL"] = database_url
     for item in args.set:
         name, _, value = item.partition("=")
         env[name] = value
@@ -314,7 +304,7 @@ def _one_run(
             p.terminate()
         for p in procs:
             p.wait(30)
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(env["NUMGATE_DATA_DIR"], ignore_errors=True)
     with counter.get_lock():
         counter.value = 0
     lat_ms = sorted(x * 1000 for x in lat)

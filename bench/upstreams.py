@@ -21,17 +21,15 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
-import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _support import counting_receiver_main, free_port, scratch_database, wait_healthy
+from _support import counting_receiver_main, free_port, numgate_env, scratch_database, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the fake vendor the tests use
@@ -118,19 +116,13 @@ def _one_run(args: argparse.Namespace, postgres: str | None) -> dict[str, float]
         p.start()
     fake_ready.wait(10)
     rec_ready.wait(10)
-    tmp = Path(tempfile.mkdtemp(prefix="numgate-upstreams-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMGATE_")}
-    env.update(
-        NUMGATE_DATA_DIR=str(tmp),
+    env = numgate_env(
+        "numgate-upstreams-bench-",
+        postgres,
         NUMGATE_SANDBOX="false",
         NUMGATE_WABA_UPSTREAM="simulator",
         NUMGATE_CALLBACK_ALLOW="loopback",
-        NUMGATE_ACCESS_LOG="false",
-        NUMGATE_RATE_LIMIT="0",
-        NUMGATE_LOG_LEVEL="warning",
     )
-    if postgres:
-        env["NUMGATE_DATABASE_URL"] = postgres
     out: dict[str, float] = {}
     proc = None
     try:
@@ -178,7 +170,7 @@ def _one_run(args: argparse.Namespace, postgres: str | None) -> dict[str, float]
             proc.wait(30)
         for p in helpers:
             p.terminate()
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(env["NUMGATE_DATA_DIR"], ignore_errors=True)
     return out
 
 

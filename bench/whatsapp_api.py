@@ -20,7 +20,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -32,7 +31,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import orjson
-from _support import free_port, scratch_database
+from _support import free_port, numgate_env, scratch_database
 
 from numgate.client.nxcloud import headers_for
 from numgate.dialects.cams import signing
@@ -296,16 +295,7 @@ def main() -> None:
 
 def one_run(args: argparse.Namespace, database_url: str | None) -> tuple[float, float]:
     """A fresh numgate and echo server, the loads; (checkCode ratio, status ratio)."""
-    tmp = Path(tempfile.mkdtemp(prefix="numgate-wa-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMGATE_")}
-    env.update(
-        NUMGATE_DATA_DIR=str(tmp),
-        NUMGATE_ACCESS_LOG="false",
-        NUMGATE_RATE_LIMIT="0",
-        NUMGATE_LOG_LEVEL="warning",
-    )
-    if database_url:
-        env["NUMGATE_DATABASE_URL"] = database_url
+    env = numgate_env("numgate-wa-bench-", database_url)
     subprocess.run([*NUMGATE, "migrate"], env=env, check=True, capture_output=True)
     key, secret, space, phones = asyncio.run(setup(env, args.numbers))
 
@@ -408,7 +398,7 @@ def one_run(args: argparse.Namespace, database_url: str | None) -> tuple[float, 
             p.terminate()
         for p in procs:
             p.wait(30)
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(env["NUMGATE_DATA_DIR"], ignore_errors=True)
 
 
 if __name__ == "__main__":
