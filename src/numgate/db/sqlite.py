@@ -158,8 +158,7 @@ class SqliteDatabase:
         for a 64 MB WAL). This process's writers wait for it in their queue on the event loop:
         left to SQLite, the next one would wait in ``BEGIN IMMEDIATE``'s busy handler, on the
         loop's thread, and every request would stop with it."""
-        lock = write_lock(self._engine)
-        async with lock:
+        async with write_lock(self._engine):
             await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _wal_size(self) -> int:

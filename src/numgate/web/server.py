@@ -167,7 +167,7 @@ class GuardedProtocol(HttpToolsProtocol):
         """Close the connections that have not sent a whole request yet (on shutdown: uvicorn,
         which does not know them, closes the others)."""
         for conn in list(cls.open_connections):
-            if not conn._ready and conn.transport is not None:
+            if not conn._ready:
                 conn.transport.abort()
 
     def on_message_begin(self) -> None:
