@@ -23,12 +23,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import BigInteger, LargeBinary, String, bindparam, column, delete, func, null, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from numgate.clock import Clock
-from numgate.db.direct import Database, Statement
+from numgate.db.coalesce import Coalescer
+from numgate.db.direct import BulkUpdate, Database, Statement
 from numgate.db.tables import replay_keys
-from numgate.errors import Conflict, NumgateError, SharedStateUnavailable, Unavailable
+from numgate.errors import NumgateError, SharedStateUnavailable, Unavailable
 
 #: how long a duplicate waits for the first request (in another process) to finish
 WAIT_S = 30.0
@@ -96,24 +100,55 @@ class _Local:
 
 
 rk = replay_keys.c
-_CLAIM = Statement(
-    replay_keys.insert().values(
-        key=bindparam("key"), fingerprint=bindparam("fp"), reply=None, expires_ms=bindparam("exp")
+
+
+def _upsert_claim(ins: Any) -> Statement:
+    """Insert the keys; a key already there is taken over only when it has expired (a dead entry
+    not yet swept). RETURNING names the keys this statement took."""
+    return Statement(
+        ins.on_conflict_do_update(
+            index_elements=[rk.key],
+            set_={
+                "fingerprint": ins.excluded.fingerprint,
+                "reply": null(),
+                "expires_ms": ins.excluded.expires_ms,
+            },
+            where=rk.expires_ms < bindparam("now"),
+        ).returning(rk.key)
     )
+
+
+_CLAIM_TYPES = {"key": String(), "fp": String(), "exp": BigInteger()}
+_CLAIM_ROWS = (
+    func.unnest(*(bindparam(n, type_=ARRAY(t)) for n, t in _CLAIM_TYPES.items()))
+    .table_valued(*(column(n, t) for n, t in _CLAIM_TYPES.items()))
+    .render_derived(name="v")
+)
+#: PostgreSQL: every key of a batch in one statement (arrays ``key``, ``fp``, ``exp``)
+_CLAIM_MANY = _upsert_claim(
+    pg_insert(replay_keys).from_select(
+        ["key", "fingerprint", "expires_ms"], select(_CLAIM_ROWS.c.key, _CLAIM_ROWS.c.fp, _CLAIM_ROWS.c.exp)
+    ),
+)
+#: SQLite: one key (the batch shares one commit)
+_CLAIM_ONE = _upsert_claim(
+    sqlite_insert(replay_keys).values(
+        key=bindparam("key"), fingerprint=bindparam("fp"), reply=None, expires_ms=bindparam("exp")
+    ),
 )
 _READ = Statement(select(rk.fingerprint, rk.reply, rk.expires_ms).where(rk.key == bindparam("key")))
-_REPLY = Statement(update(replay_keys).where(rk.key == bindparam("key")).values(reply=bindparam("reply")))
-_FORGET = Statement(delete(replay_keys).where(rk.key == bindparam("key")))
-_TAKE_EXPIRED = Statement(
-    update(replay_keys)
-    .where(rk.key == bindparam("key"), rk.expires_ms < bindparam("now"))
-    .values(fingerprint=bindparam("fp"), reply=None, expires_ms=bindparam("exp"))
+_REPLIES = BulkUpdate(
+    update(replay_keys).where(rk.key == bindparam("key")).values(reply=bindparam("reply")),
+    {"key": String(), "reply": LargeBinary()},
 )
+_FORGET = Statement(delete(replay_keys).where(rk.key == bindparam("key")))
 _SWEEP = Statement(delete(replay_keys).where(rk.expires_ms < bindparam("now")))
 
 
 class DatabaseReplayGuard:
-    """The replay memory in numgate's database (no Redis configured)."""
+    """The replay memory in numgate's database (no Redis configured). The keys and replies of
+    concurrent requests are written together (:class:`~numgate.db.coalesce.Coalescer`): one
+    round trip for all the requests that arrived while the previous one was on its way."""
 
     SWEEP_EVERY_S = 30.0
 
@@ -122,22 +157,42 @@ class DatabaseReplayGuard:
         self._clock = clock
         self._local = _Local()
         self._next_sweep = 0.0
+        self._claims: Coalescer[tuple[str, str, int], bool] = Coalescer(self._claim_all)
+        self._replies: Coalescer[tuple[str, bytes], None] = Coalescer(self._store_all)
 
     async def _claim(self, key: str, fingerprint: str, ttl_s: float) -> bool:
         """Take the key (True), or find it taken and live (False)."""
+        return await self._claims.submit((key, fingerprint, self._clock.time_ms() + int(ttl_s * 1000)))
+
+    async def _claim_all(self, items: list[tuple[str, str, int]]) -> list[bool]:
         now = self._clock.time_ms()
-        exp = now + int(ttl_s * 1000)
-        if time.monotonic() >= self._next_sweep:
-            self._next_sweep = time.monotonic() + self.SWEEP_EVERY_S
-            async with self._db.autocommit() as tx:
+        first: dict[str, tuple[str, str, int]] = {}
+        for item in items:  # the same key twice in one batch: the first takes it
+            first.setdefault(item[0], item)
+        async with self._db.autocommit() as tx:
+            if time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + self.SWEEP_EVERY_S
                 await tx.run(_SWEEP, now=now)
-        try:
-            async with self._db.autocommit() as tx:
-                await tx.run(_CLAIM, key=key, fp=fingerprint, exp=exp)
-            return True
-        except Conflict:
-            async with self._db.autocommit() as tx:  # a dead entry not yet swept is free to take
-                return bool(await tx.run(_TAKE_EXPIRED, key=key, now=now, fp=fingerprint, exp=exp))
+            if tx.is_postgres:
+                rows = await tx.all(
+                    _CLAIM_MANY,
+                    key=[k for k, _, _ in first.values()],
+                    fp=[f for _, f, _ in first.values()],
+                    exp=[e for _, _, e in first.values()],
+                    now=now,
+                )
+                taken = {r[0] for r in rows}
+            else:
+                taken = set()
+                for k, f, e in first.values():
+                    if await tx.one(_CLAIM_ONE, key=k, fp=f, exp=e, now=now) is not None:
+                        taken.add(k)
+        return [item[0] in taken and first[item[0]] is item for item in items]
+
+    async def _store_all(self, items: list[tuple[str, bytes]]) -> list[None]:
+        async with self._db.autocommit() as tx:
+            await tx.bulk_update(_REPLIES, [{"key": k, "reply": r} for k, r in items])
+        return [None] * len(items)
 
     async def _stored(self, key: str, fingerprint: str) -> bytes | None:
         """The reply another process stored (or is about to) under ``key``; None if the key was
@@ -167,10 +222,10 @@ class DatabaseReplayGuard:
         fut = self._local.start(key, fingerprint)
         try:
             done = await work()
-            async with self._db.autocommit() as tx:
-                if done.remember:
-                    await tx.run(_REPLY, key=key, reply=done.reply)
-                else:
+            if done.remember:
+                await self._replies.submit((key, done.reply))
+            else:
+                async with self._db.autocommit() as tx:
                     await tx.run(_FORGET, key=key)
         except BaseException as exc:
             self._local.end(key, fut, exc)

@@ -6,6 +6,7 @@ so its retry runs. The same with the memory in Redis, shared by two servers."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ import orjson
 from camssign import cams_request
 from conftest import RunningServer, Tenant, make_tenant
 from numgate.client import headers_for
+from numgate.clock import FixedClock
 
 CHECK = "/api/number/check"
 CHECK_GET = "/api/number/check/get"
@@ -109,3 +111,66 @@ def test_the_memory_in_redis_is_shared_and_bound_to_the_path(
     assert send(b, CHECK, raw, headers).content == first.content
     assert send(b, CHECK_GET, raw, headers).json()["code"] == 1003
     assert a.call(_batches) == 1
+
+
+def test_concurrent_requests_each_keep_their_own_reply(server: RunningServer, tenant: Tenant) -> None:
+    """Keys and replies of concurrent requests are written together: each request still gets
+    its own reply, and so does each replay of it."""
+    requests = [
+        signed(server, tenant, {"phone": f"23480312345{i:02d}", "appkey": tenant.appkey, "batchNo": f"b{i}"})
+        for i in range(40)
+    ]
+
+    def at_once(calls: list[tuple[bytes, dict[str, str]]]) -> list[httpx.Response]:
+        with ThreadPoolExecutor(len(calls)) as pool:
+            return list(pool.map(lambda c: send(server, CHECK, *c), calls))
+
+    first = at_once(requests)
+    assert all(r.json()["code"] == 0 for r in first)
+    assert len({r.json()["data"]["batchNo"] for r in first}) == 40  # its own reply each
+    again = at_once(requests[::-1])
+    assert [r.content for r in again] == [r.content for r in first[::-1]]
+    assert server.call(_batches) == 40
+
+
+def test_one_cams_nonce_sent_many_times_at_once_is_taken_once(server: RunningServer, tenant: Tenant) -> None:
+    when = server.clock.now()
+
+    def call(_: int) -> httpx.Response:
+        return cams_request(
+            server,
+            "QueryChatappPhoneNumbers",
+            {"CustSpaceId": tenant.appkey},
+            key=tenant.access_key,
+            secret=tenant.access_secret,
+            when=when,
+            nonce="sent-twenty-times-at-once",
+        )
+
+    with ThreadPoolExecutor(20) as pool:
+        codes = sorted(r.json()["Code"] for r in pool.map(call, range(20)))
+    assert codes == ["OK"] + ["SignatureNonceUsed"] * 19
+
+
+def test_a_nonce_is_free_again_once_its_memory_has_expired(make_server: Any) -> None:
+    clock = FixedClock()
+    srv = make_server(clock)
+    t = make_tenant(srv)
+
+    def call() -> str:
+        r = cams_request(
+            srv,
+            "QueryChatappPhoneNumbers",
+            {"CustSpaceId": t.appkey},
+            key=t.access_key,
+            secret=t.access_secret,
+            when=clock.now(),
+            nonce="a-nonce-reused-a-day-later",
+        )
+        return str(r.json()["Code"])
+
+    assert call() == "OK"
+    assert call() == "SignatureNonceUsed"
+    clock.advance(days=1)  # past its memory (twice the 15-minute window), not yet swept
+    assert call() == "OK"
+    assert call() == "SignatureNonceUsed"

@@ -72,7 +72,17 @@ sp = sandbox_phones.c
 PHONE_BY_ID = Statement(select(sandbox_phones).where(sp.id == bindparam("pid")))
 ID_BY_PHONE = Statement(select(sp.id).where(sp.phone == bindparam("phone")))
 SET_CODE = Statement(update(sandbox_phones).where(sp.id == bindparam("pid")).values(code=bindparam("code")))
-SET_VERIFIED = Statement(update(sandbox_phones).where(sp.id == bindparam("pid")).values(verified=True))
+#: the right code for a number no magic ending makes fail: verified in one statement
+VERIFY_IF_RIGHT = Statement(
+    update(sandbox_phones)
+    .where(
+        sp.id == bindparam("pid"),
+        sp.code == bindparam("code"),
+        *(sp.phone.notlike("%" + end) for end, (call, _) in MAGIC.items() if call in ("verify_code", "*")),
+    )
+    .values(verified=True)
+    .returning(sp.id)
+)
 SET_REGISTERED = Statement(
     update(sandbox_phones)
     .where(sp.id == bindparam("pid"))
@@ -176,14 +186,15 @@ class SimulatedWhatsApp:
             )
 
     async def verify_code(self, upstream_id: str, code: str) -> None:
+        """The right code verifies the number in one statement; only otherwise is the number
+        read, to answer as Meta would (unknown number, a magic failure, or a wrong code)."""
+        given = code.replace("-", "").strip()
+        async with self._db.autocommit() as tx:
+            if await tx.one(VERIFY_IF_RIGHT, pid=upstream_id, code=given) is not None:
+                return
         row = await self._row(upstream_id)
         self._fail("verify_code", row["phone"])
-        given = code.replace("-", "").strip()
-        stored = row["code"]
-        if stored is None or not hmac.compare_digest(stored.encode(), given.encode()):
-            raise CodeMismatch("the verification code is wrong")
-        async with self._db.autocommit() as tx:  # (setting a flag: no transaction needed)
-            await tx.run(SET_VERIFIED, pid=upstream_id)
+        raise CodeMismatch("the verification code is wrong")
 
     async def register(self, upstream_id: str, pin: str) -> None:
         row = await self._row(upstream_id)
