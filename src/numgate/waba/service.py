@@ -15,9 +15,11 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import String, any_, bindparam, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from numgate.clock import Clock
+from numgate.db.coalesce import Coalescer
 from numgate.db.direct import Database, Row, Statement, Tx
 from numgate.db.tables import apps, waba_code_requests, waba_numbers, waba_register_events
 from numgate.errors import (
@@ -84,6 +86,8 @@ _SELECT = select(
     apps.c.callback_url,
 ).join(apps, apps.c.id == wn.app_id)
 BY_PHONE = Statement(_SELECT.where(wn.phone == bindparam("phone")))
+#: (PostgreSQL) the numbers of many phones in one read
+BY_PHONES = Statement(_SELECT.where(wn.phone == any_(bindparam("phones", type_=ARRAY(String)))))
 BY_PHONE_LOCKED = Statement(_SELECT.where(wn.phone == bindparam("phone")).with_for_update(of=waba_numbers))
 LATEST_REQUEST = Statement(
     select(waba_code_requests)
@@ -212,6 +216,7 @@ class WabaService:
         self._tenancy = tenancy
         self.upstream = upstream
         self.rules = rules or OnboardingRules()
+        self._by_phone: Coalescer[str, Row | None] = Coalescer(self._read_phones)
 
     # reading -------------------------------------------------------------------------------
 
@@ -257,9 +262,15 @@ class WabaService:
     async def _locate(
         self, tx: Tx, account_id: int, phone: str, appkey: str | None, *, lock: bool
     ) -> PhoneNumber:
-        """The caller's number (one query on the usual path; the app is checked only when the
-        number is missing or elsewhere, to say which of app and number is wrong)."""
-        row = await tx.one(BY_PHONE_LOCKED if lock else BY_PHONE, phone=phone)
+        return await self._fit(
+            await tx.one(BY_PHONE_LOCKED if lock else BY_PHONE, phone=phone), account_id, phone, appkey, tx
+        )
+
+    async def _fit(
+        self, row: Row | None, account_id: int, phone: str, appkey: str | None, tx: Tx | None = None
+    ) -> PhoneNumber:
+        """The caller's number from its row (the app is read only when the number is missing or
+        elsewhere, to say which of app and number is wrong)."""
         number = self._record(row) if row is not None else None
         fits = number is not None and number.account_id == account_id and appkey in (None, number.appkey)
         if not fits and appkey is not None:
@@ -273,9 +284,18 @@ class WabaService:
         return number
 
     async def number(self, account_id: int, phone: str, appkey: str | None = None) -> PhoneNumber:
+        """The caller's number, read together with the numbers concurrent requests ask for (one
+        round trip for all of them; each still reads what was committed before it asked)."""
         phone = normalise_phone(phone)
+        return await self._fit(await self._by_phone.submit(phone), account_id, phone, appkey)
+
+    async def _read_phones(self, phones: list[str]) -> list[Row | None]:
         async with self._db.read() as tx:
-            return await self._locate(tx, account_id, phone, appkey, lock=False)
+            if tx.is_postgres:
+                rows = {r["phone"]: r for r in await tx.all(BY_PHONES, phones=list(set(phones)))}
+            else:  # in-process reads: nothing to save by joining them
+                rows = {p: await tx.one(BY_PHONE, phone=p) for p in set(phones)}
+        return [rows.get(p) for p in phones]
 
     async def list_numbers(
         self, account_id: int | None, appkey: str | None = None, status: str | None = None
