@@ -235,6 +235,9 @@ class Measured:
     failures: int
     #: the server process's CPU time per request (user + system)
     cpu_us: float
+    #: the share of the machine's CPU time busy during the run (all processes: the load
+    #: generator, the server, PostgreSQL): near 100 % the machine, not the server, is the limit
+    busy: float
 
 
 def cpu_seconds(pid: int) -> float:
@@ -242,19 +245,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far (/proc/stat)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 def measured(
     pid: int, run: Callable[[], Coroutine[Any, Any, tuple[float, float, float, int, int]]]
 ) -> Measured:
     """Run a load against the server ``pid`` and note the CPU time it spent per request."""
-    c0 = cpu_seconds(pid)
+    c0, (b0, t0) = cpu_seconds(pid), machine_ticks()
     rate, p50, p99, failures, n = asyncio.run(run())
-    return Measured(rate, p50, p99, failures, (cpu_seconds(pid) - c0) / n * 1e6)
+    b1, t1 = machine_ticks()
+    return Measured(rate, p50, p99, failures, (cpu_seconds(pid) - c0) / n * 1e6, (b1 - b0) / max(1, t1 - t0))
 
 
 def report(name: str, r: Measured) -> None:
     print(
         f"  {name:44} {r.rate:8.0f} req/s   p50 {r.p50_ms:6.1f} ms   p99 {r.p99_ms:6.1f} ms   failures {r.failures}"
-        f"   server CPU {r.cpu_us:5.0f} us/req"
+        f"   server CPU {r.cpu_us:5.0f} us/req   machine busy {r.busy:4.0%}"
     )
 
 

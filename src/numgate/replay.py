@@ -23,14 +23,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, LargeBinary, String, bindparam, column, delete, func, null, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import BigInteger, LargeBinary, String, bindparam, delete, null, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql.type_api import TypeEngine
 
 from numgate.clock import Clock
 from numgate.db.coalesce import Coalescer
-from numgate.db.direct import BulkUpdate, Database, Statement
+from numgate.db.direct import BulkUpdate, Database, Statement, array_rows
 from numgate.db.tables import replay_keys
 from numgate.errors import NumgateError, SharedStateUnavailable, Unavailable
 
@@ -118,12 +118,8 @@ def _upsert_claim(ins: Any) -> Statement:
     )
 
 
-_CLAIM_TYPES = {"key": String(), "fp": String(), "exp": BigInteger()}
-_CLAIM_ROWS = (
-    func.unnest(*(bindparam(n, type_=ARRAY(t)) for n, t in _CLAIM_TYPES.items()))
-    .table_valued(*(column(n, t) for n, t in _CLAIM_TYPES.items()))
-    .render_derived(name="v")
-)
+_CLAIM_TYPES: dict[str, TypeEngine[Any]] = {"key": String(), "fp": String(), "exp": BigInteger()}
+_CLAIM_ROWS = array_rows(_CLAIM_TYPES)
 #: PostgreSQL: every key of a batch in one statement (arrays ``key``, ``fp``, ``exp``)
 _CLAIM_MANY = _upsert_claim(
     pg_insert(replay_keys).from_select(

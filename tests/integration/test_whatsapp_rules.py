@@ -4,6 +4,7 @@ attempts, 14-day verification, and the 10 (de)registrations per moving 72 hours.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -103,6 +104,21 @@ def test_wrong_attempts_per_code(world: World) -> None:
     world.clock.advance(seconds=60)
     world.verify()
     assert world.row()["code_verification_status"] == "VERIFIED"
+
+
+def test_wrong_codes_sent_at_once_each_take_their_own_attempt(world: World) -> None:
+    """Concurrent checks of one number's code (taken together in one round trip on PostgreSQL)
+    still count one attempt each."""
+    world.ok("getCode", phone_number=PHONE, method="sms")
+    code = outbox_code(world.srv, PHONE)
+    wrong = [w for w in (f"{i:06d}" for i in range(1, 8)) if w != code][:5]
+    with ThreadPoolExecutor(5) as pool:
+        said = list(pool.map(lambda w: world.fails("checkCode", phone_number=PHONE, code=w), wrong))
+    left = sorted(m.split(";")[1].strip() for m in said)
+    assert left == [f"{n} attempt(s) left for this code" for n in (1, 2, 3, 4)] + [
+        "no attempts left: request a new code"
+    ]
+    assert "wrong codes were entered" in world.fails("checkCode", phone_number=PHONE, code=code)
 
 
 def test_verification_lasts_14_days_on_both_doors(make_server: Any) -> None:

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from numgate.db.coalesce import Coalescer
+from numgate.db.coalesce import Coalescer, rounds
 
 
 def test_items_arriving_during_a_flush_go_together_in_the_next() -> None:
@@ -62,3 +62,8 @@ def test_a_caller_that_stops_waiting_leaves_the_others_served() -> None:
 
     asyncio.run(main())
     assert seen == [[1, 2]]  # the item of the caller that left was written anyway
+
+
+def test_rounds_never_repeat_a_key_and_keep_the_order_of_arrival() -> None:
+    assert rounds(["a", "b", "a", "c", "a", "b"]) == [[0, 1, 3], [2, 5], [4]]
+    assert rounds([]) == []

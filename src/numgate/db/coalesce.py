@@ -61,3 +61,17 @@ class Coalescer(Generic[T, R]):
                 if not fut.done():
                     fut.cancel()
             self._pending = []
+
+
+def rounds(keys: Sequence[object]) -> list[list[int]]:
+    """The positions of ``keys`` split into rounds in which no key repeats (the n-th time a key
+    appears goes in round n): one statement per round when a key may be changed only once per
+    statement (an UPDATE ... FROM touches a row once, however many input rows match it)."""
+    seen: dict[object, int] = {}
+    out: list[list[int]] = []
+    for i, k in enumerate(keys):
+        n = seen[k] = seen.get(k, -1) + 1
+        if n == len(out):
+            out.append([])
+        out[n].append(i)
+    return out

@@ -141,6 +141,17 @@ class BulkInsert:
         self.insert = Statement(sa_insert(table).values({c: bindparam(c) for c in self.columns}))
 
 
+def array_rows(types: Mapping[str, TypeEngine[Any]]) -> Any:
+    """(PostgreSQL) ``unnest($1::type[], …) AS v(name, …)``: rows from one array parameter per
+    column, named and typed by ``types``; its columns are ``.c.name``. One statement then serves
+    a whole batch (see :class:`BulkUpdate`, and the group commits of ``coalesce.py``)."""
+    return (
+        func.unnest(*(bindparam(n, type_=ARRAY(t)) for n, t in types.items()))
+        .table_valued(*(column(n, t) for n, t in types.items()))
+        .render_derived(name="v")
+    )
+
+
 class BulkUpdate:
     """Many rows of one table updated, each with its own values: on PostgreSQL one statement
     for all of them, ``UPDATE … FROM unnest($1::type[], …) AS v(…)`` (one execution and one
@@ -155,11 +166,7 @@ class BulkUpdate:
     def __init__(self, clause: Update, types: Mapping[str, TypeEngine[Any]]) -> None:
         self.single = Statement(clause)
         self.names = tuple(types)
-        rows = (
-            func.unnest(*(bindparam(n, type_=ARRAY(t)) for n, t in types.items()))
-            .table_valued(*(column(n, t) for n, t in types.items()))
-            .render_derived(name="v")
-        )
+        rows = array_rows(types)
 
         def swap(element: Any, **kw: Any) -> Any:
             if isinstance(element, BindParameter) and element.key in types:

@@ -15,12 +15,12 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import String, any_, bindparam, delete, insert, select, update
+from sqlalchemy import String, any_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from numgate.clock import Clock
-from numgate.db.coalesce import Coalescer
-from numgate.db.direct import Database, Row, Statement, Tx
+from numgate.db.coalesce import Coalescer, rounds
+from numgate.db.direct import Database, Row, Statement, Tx, array_rows
 from numgate.db.tables import apps, waba_code_requests, waba_numbers, waba_register_events
 from numgate.errors import (
     AlreadyRegistered,
@@ -141,27 +141,30 @@ def _attempt_allowed(number_id: Any) -> list[Any]:
     ]
 
 
-def _take_attempt(in_app: bool) -> Statement:
-    """(PostgreSQL) One more attempt on the latest code of the caller's number, found by phone in
-    the same statement. Returns the number, the code request and its attempts; no row when any
-    condition fails (``_no_attempt`` then says which)."""
-    conds = [
-        wn.phone == bindparam("phone"),
-        wn.account_id == bindparam("account_id"),
+_ASKED = {"phone": wn.phone.type, "account_id": wn.account_id.type, "appkey": apps.c.appkey.type}
+_ASKED_ROWS = array_rows(_ASKED)
+#: (PostgreSQL) One more attempt on the latest code of each caller's number, found by phone in
+#: the same statement, for many numbers at once (one per phone): arrays ``phone``, ``account_id``
+#: and ``appkey`` (NULL: any of the account's apps). Returns the number, the code request and its
+#: attempts; no row for a phone when any condition fails (``_no_attempt`` then says which).
+TAKE_ATTEMPTS = Statement(
+    update(waba_code_requests)
+    .where(
+        wn.phone == _ASKED_ROWS.c.phone,
+        wn.account_id == _ASKED_ROWS.c.account_id,
+        apps.c.id == wn.app_id,
+        or_(_ASKED_ROWS.c.appkey.is_(None), apps.c.appkey == _ASKED_ROWS.c.appkey),
         *_attempt_allowed(wn.id),
-    ]
-    if in_app:
-        conds += [apps.c.id == wn.app_id, apps.c.appkey == bindparam("appkey")]
-    return Statement(
-        update(waba_code_requests)
-        .where(*conds)
-        .values(attempts=cr.attempts + 1)
-        .returning(wn.id.label("number_id"), cr.id.label("request_id"), cr.attempts, wn.upstream_id)
     )
-
-
-TAKE_ATTEMPT = _take_attempt(False)
-TAKE_ATTEMPT_IN_APP = _take_attempt(True)
+    .values(attempts=cr.attempts + 1)
+    .returning(
+        _ASKED_ROWS.c.phone,
+        wn.id.label("number_id"),
+        cr.id.label("request_id"),
+        cr.attempts,
+        wn.upstream_id,
+    )
+)
 #: (SQLite, whose RETURNING names only the updated table) the same, for a number already found
 TAKE_ATTEMPT_OF = Statement(
     update(waba_code_requests)
@@ -169,13 +172,18 @@ TAKE_ATTEMPT_OF = Statement(
     .values(attempts=cr.attempts + 1)
     .returning(cr.id.label("request_id"), cr.attempts)
 )
-#: PostgreSQL: the code used and the number verified in one statement
-_USED = update(waba_code_requests).where(cr.id == bindparam("rid")).values(state="used").cte("used")
-VERIFIED_AND_USED = Statement(
+#: PostgreSQL: codes used and their numbers verified, many in one statement (arrays ``rids``, ``nids``)
+_ALL_USED = (
+    update(waba_code_requests)
+    .where(cr.id == any_(bindparam("rids", type_=ARRAY(cr.id.type))))
+    .values(state="used")
+    .cte("used")
+)
+ALL_VERIFIED_AND_USED = Statement(
     update(waba_numbers)
-    .where(wn.id == bindparam("nid"))
+    .where(wn.id == any_(bindparam("nids", type_=ARRAY(wn.id.type))))
     .values(verified_ms=bindparam("at"), updated_ms=bindparam("at"))
-    .add_cte(_USED)
+    .add_cte(_ALL_USED)
 )
 PIN_OF = Statement(select(wn.pin_enc).where(wn.id == bindparam("nid")))
 RECENT_CHANGES = Statement(
@@ -217,6 +225,8 @@ class WabaService:
         self.upstream = upstream
         self.rules = rules or OnboardingRules()
         self._by_phone: Coalescer[str, Row | None] = Coalescer(self._read_phones)
+        self._attempts: Coalescer[tuple[str, int, str | None], Row | None] = Coalescer(self._take_attempts)
+        self._verified: Coalescer[tuple[int, int], None] = Coalescer(self._verify_all)
 
     # reading -------------------------------------------------------------------------------
 
@@ -449,14 +459,7 @@ class WabaService:
         limits = {"expired_before": now - r.code_lifetime_ms, "max_attempts": r.code_max_attempts}
         taken: dict[str, Any] | None = None
         if self._db.dialect.name == "postgresql":  # the number found and the attempt taken at once
-            async with self._db.autocommit() as tx:
-                row = await tx.one(
-                    TAKE_ATTEMPT_IN_APP if appkey is not None else TAKE_ATTEMPT,
-                    phone=phone,
-                    account_id=account_id,
-                    appkey=appkey,
-                    **limits,
-                )
+            row = await self._attempts.submit((phone, account_id, appkey))
             taken = dict(row) if row is not None else None
         else:  # SQLite's RETURNING names only the updated table's columns
             async with self._db.write() as tx:
@@ -493,13 +496,43 @@ class WabaService:
                 await tx.run(GIVE_ATTEMPT_BACK, rid=request_id)
             raise
         at = self._clock.time_ms()
-        if self._db.dialect.name == "postgresql":  # one statement, one round trip
-            async with self._db.autocommit() as tx:
-                await tx.run(VERIFIED_AND_USED, rid=request_id, nid=number_id, at=at)
+        if self._db.dialect.name == "postgresql":  # one statement with the others' verifications
+            await self._verified.submit((request_id, number_id))
         else:
             async with self._db.write() as tx:
                 await tx.run(MARK_USED, rid=request_id)
                 await tx.run(SET_VERIFIED, nid=number_id, at=at)
+
+    async def _take_attempts(self, asked: list[tuple[str, int, str | None]]) -> list[Row | None]:
+        """(PostgreSQL) One attempt each for the code checks of concurrent requests: one
+        statement per round of distinct phones (a number's code takes one attempt per statement)."""
+        r, now = self.rules, self._clock.time_ms()
+        limits = {"expired_before": now - r.code_lifetime_ms, "max_attempts": r.code_max_attempts}
+        taken: list[Row | None] = [None] * len(asked)
+        async with self._db.autocommit() as tx:
+            for positions in rounds([phone for phone, _, _ in asked]):
+                rows = await tx.all(
+                    TAKE_ATTEMPTS,
+                    phone=[asked[i][0] for i in positions],
+                    account_id=[asked[i][1] for i in positions],
+                    appkey=[asked[i][2] for i in positions],
+                    **limits,
+                )
+                by_phone = {row["phone"]: row for row in rows}
+                for i in positions:
+                    taken[i] = by_phone.get(asked[i][0])
+        return taken
+
+    async def _verify_all(self, done: list[tuple[int, int]]) -> list[None]:
+        """(PostgreSQL) Codes used and numbers verified for concurrent requests, one statement."""
+        async with self._db.autocommit() as tx:
+            await tx.run(
+                ALL_VERIFIED_AND_USED,
+                rids=[rid for rid, _ in done],
+                nids=[nid for _, nid in done],
+                at=self._clock.time_ms(),
+            )
+        return [None] * len(done)
 
     async def _no_attempt(self, account_id: int, phone: str, appkey: str | None, now: int) -> None:
         """Why no attempt could be taken: raises the error that says so."""

@@ -25,12 +25,15 @@ import hashlib
 import hmac
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import argon2
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.sql.type_api import TypeEngine
 
 from numgate.clock import Clock
-from numgate.db.direct import Database, Row, Statement
+from numgate.db.coalesce import Coalescer, rounds
+from numgate.db.direct import Database, Row, Statement, array_rows
 from numgate.db.tables import sandbox_outbox, sandbox_phones
 from numgate.errors import CodeMismatch, UpstreamError
 from numgate.waba.model import CodeMethod
@@ -72,14 +75,20 @@ sp = sandbox_phones.c
 PHONE_BY_ID = Statement(select(sandbox_phones).where(sp.id == bindparam("pid")))
 ID_BY_PHONE = Statement(select(sp.id).where(sp.phone == bindparam("phone")))
 SET_CODE = Statement(update(sandbox_phones).where(sp.id == bindparam("pid")).values(code=bindparam("code")))
+_NOT_MAGIC = [sp.phone.notlike("%" + end) for end, (call, _) in MAGIC.items() if call in ("verify_code", "*")]
 #: the right code for a number no magic ending makes fail: verified in one statement
 VERIFY_IF_RIGHT = Statement(
     update(sandbox_phones)
-    .where(
-        sp.id == bindparam("pid"),
-        sp.code == bindparam("code"),
-        *(sp.phone.notlike("%" + end) for end, (call, _) in MAGIC.items() if call in ("verify_code", "*")),
-    )
+    .where(sp.id == bindparam("pid"), sp.code == bindparam("code"), *_NOT_MAGIC)
+    .values(verified=True)
+    .returning(sp.id)
+)
+_GIVEN: dict[str, TypeEngine[Any]] = {"pid": sp.id.type, "code": sp.code.type}
+_GIVEN_ROWS = array_rows(_GIVEN)
+#: (PostgreSQL) the same for many numbers, one per id: arrays ``pid`` and ``code``
+VERIFY_ALL_RIGHT = Statement(
+    update(sandbox_phones)
+    .where(sp.id == _GIVEN_ROWS.c.pid, sp.code == _GIVEN_ROWS.c.code, *_NOT_MAGIC)
     .values(verified=True)
     .returning(sp.id)
 )
@@ -127,6 +136,7 @@ class SimulatedWhatsApp:
         self._db = db
         self._clock = clock
         self._rng = rng or random.SystemRandom()
+        self._checks: Coalescer[tuple[str, str], bool] = Coalescer(self._check_all)
 
     def waba_id_for(self, app_id: int) -> str:
         return f"sandbox-{app_id}"  # one simulated account per app
@@ -189,12 +199,30 @@ class SimulatedWhatsApp:
         """The right code verifies the number in one statement; only otherwise is the number
         read, to answer as Meta would (unknown number, a magic failure, or a wrong code)."""
         given = code.replace("-", "").strip()
-        async with self._db.autocommit() as tx:
-            if await tx.one(VERIFY_IF_RIGHT, pid=upstream_id, code=given) is not None:
-                return
+        if await self._checks.submit((upstream_id, given)):
+            return
         row = await self._row(upstream_id)
         self._fail("verify_code", row["phone"])
         raise CodeMismatch("the verification code is wrong")
+
+    async def _check_all(self, given: list[tuple[str, str]]) -> list[bool]:
+        """Which of the (id, code) pairs of concurrent checks were right (and are now verified):
+        on PostgreSQL one statement per round of distinct ids."""
+        right = [False] * len(given)
+        async with self._db.autocommit() as tx:
+            for positions in rounds([pid for pid, _ in given]):
+                if tx.is_postgres:
+                    pids, codes = [given[i][0] for i in positions], [given[i][1] for i in positions]
+                    ids = {r[0] for r in await tx.all(VERIFY_ALL_RIGHT, pid=pids, code=codes)}
+                else:
+                    ids = {
+                        given[i][0]
+                        for i in positions
+                        if await tx.one(VERIFY_IF_RIGHT, pid=given[i][0], code=given[i][1]) is not None
+                    }
+                for i in positions:
+                    right[i] = given[i][0] in ids
+        return right
 
     async def register(self, upstream_id: str, pin: str) -> None:
         row = await self._row(upstream_id)
