@@ -11,7 +11,11 @@ what decides a path's speed there. The script runs numgate in-process against th
 - check worker: finishing those numbers, per claimed chunk of ``NUMGATE_WORKER_CHUNK``;
 - delivery: their callbacks to a local receiver, per callback (a worker claiming them);
 - checkCode: NXCloud integrator ``checkCode`` with the right code (per call);
-- status: CAMS ``GetPhoneNumberVerificationStatus`` (per call).
+- status: CAMS ``GetPhoneNumberVerificationStatus`` (per call);
+
+the last two also 64 at a time (threads): the statements concurrent requests share (the replay
+memory's keys and replies, the number reads, the code checks: ``db/coalesce.py``) count once for
+all the requests they carry.
 
     .venv/bin/python bench/roundtrips.py --postgres postgresql://postgres@127.0.0.1/scratch
 
@@ -30,6 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -217,7 +222,7 @@ def main() -> None:
         from numgate.waba.model import CodeMethod
 
         async def numbers(core: Any) -> list[str]:
-            ps = [f"447700{i:06d}" for i in range(900000, 900000 + args.calls + 1)]
+            ps = [f"447700{i:06d}" for i in range(900000, 900000 + 2 * args.calls + 1)]
             for p in ps:
                 await core.waba.add_number(acct.id, app.appkey, p, "Bench")
                 await core.waba.request_code(acct.id, p, CodeMethod.SMS, "en")
@@ -242,10 +247,14 @@ def main() -> None:
                 assert r["code"] == 0, r
 
             check(ps[0])
+            one_by_one, at_once = ps[1 : args.calls + 1], ps[args.calls + 1 :]
             with counting("checkCode") as seen:
-                for p in ps[1:]:
+                for p in one_by_one:
                     check(p)
-            row("checkCode", "call", len(ps) - 1, seen)
+            row("checkCode", "call", len(one_by_one), seen)
+            with counting("checkCode, 64 at once") as seen, ThreadPoolExecutor(64) as pool:
+                list(pool.map(check, at_once))
+            row("checkCode, 64 at a time", "call", len(at_once), seen)
 
             def status(p: str) -> None:
                 params = {"CustSpaceId": app.appkey, "PhoneNumber": p}
@@ -257,9 +266,12 @@ def main() -> None:
 
             status(ps[0])
             with counting("status") as seen:
-                for p in ps[1:]:
+                for p in one_by_one:
                     status(p)
-            row("GetPhoneNumberVerificationStatus", "call", len(ps) - 1, seen)
+            row("GetPhoneNumberVerificationStatus", "call", len(one_by_one), seen)
+            with counting("status, 64 at once") as seen, ThreadPoolExecutor(64) as pool:
+                list(pool.map(status, one_by_one))
+            row("GetPhoneNumberVerificationStatus, 64 at a time", "call", len(one_by_one), seen)
     finally:
         srv.stop()
     print(
