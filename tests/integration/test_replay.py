@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -28,6 +29,19 @@ def signed(srv: RunningServer, t: Tenant, body: dict[str, Any]) -> tuple[bytes, 
 
 def send(srv: RunningServer, path: str, raw: bytes, headers: dict[str, str]) -> httpx.Response:
     return httpx.post(srv.base_url + path, content=raw, headers=headers)
+
+
+def list_numbers(srv: RunningServer, t: Tenant, when: datetime, nonce: str) -> httpx.Response:
+    """A CAMS call with a chosen signature nonce (a read: it changes nothing)."""
+    return cams_request(
+        srv,
+        "QueryChatappPhoneNumbers",
+        {"CustSpaceId": t.appkey},
+        key=t.access_key,
+        secret=t.access_secret,
+        when=when,
+        nonce=nonce,
+    )
 
 
 async def _batches(core: Any) -> int:
@@ -59,15 +73,7 @@ def test_a_cams_nonce_stays_used_after_a_restart(make_server: Any) -> None:
     when = first.clock.now()
 
     def call(srv: RunningServer) -> httpx.Response:
-        return cams_request(
-            srv,
-            "QueryChatappPhoneNumbers",
-            {"CustSpaceId": t.appkey},
-            key=t.access_key,
-            secret=t.access_secret,
-            when=when,
-            nonce="a-nonce-used-once",
-        )
+        return list_numbers(srv, t, when, "a-nonce-used-once")
 
     assert call(first).status_code == 200
     first.stop()
@@ -137,15 +143,7 @@ def test_one_cams_nonce_sent_many_times_at_once_is_taken_once(server: RunningSer
     when = server.clock.now()
 
     def call(_: int) -> httpx.Response:
-        return cams_request(
-            server,
-            "QueryChatappPhoneNumbers",
-            {"CustSpaceId": tenant.appkey},
-            key=tenant.access_key,
-            secret=tenant.access_secret,
-            when=when,
-            nonce="sent-twenty-times-at-once",
-        )
+        return list_numbers(server, tenant, when, "sent-twenty-times-at-once")
 
     with ThreadPoolExecutor(20) as pool:
         codes = sorted(r.json()["Code"] for r in pool.map(call, range(20)))
@@ -158,16 +156,7 @@ def test_a_nonce_is_free_again_once_its_memory_has_expired(make_server: Any) -> 
     t = make_tenant(srv)
 
     def call() -> str:
-        r = cams_request(
-            srv,
-            "QueryChatappPhoneNumbers",
-            {"CustSpaceId": t.appkey},
-            key=t.access_key,
-            secret=t.access_secret,
-            when=clock.now(),
-            nonce="a-nonce-reused-a-day-later",
-        )
-        return str(r.json()["Code"])
+        return str(list_numbers(srv, t, clock.now(), "a-nonce-reused-a-day-later").json()["Code"])
 
     assert call() == "OK"
     assert call() == "SignatureNonceUsed"
