@@ -121,6 +121,13 @@ def test_wrong_codes_sent_at_once_each_take_their_own_attempt(world: World) -> N
     assert "wrong codes were entered" in world.fails("checkCode", phone_number=PHONE, code=code)
 
 
+def test_a_code_with_a_digit_too_many_is_wrong(world: World) -> None:
+    world.ok("getCode", phone_number=PHONE, method="sms")
+    code = outbox_code(world.srv, PHONE)
+    assert "is wrong" in world.fails("checkCode", phone_number=PHONE, code=code + "7")
+    world.ok("checkCode", phone_number=PHONE, code=code)
+
+
 def test_verification_lasts_14_days_on_both_doors(make_server: Any) -> None:
     real_now = datetime.now(UTC)
     for w in world_at(make_server, real_now - timedelta(days=14, minutes=1)):

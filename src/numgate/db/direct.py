@@ -42,7 +42,7 @@ import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Insert, Table, Update, bindparam, column, func
+from sqlalchemy import Insert, String, Table, Update, bindparam, column, func
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
@@ -144,7 +144,12 @@ class BulkInsert:
 def array_rows(types: Mapping[str, TypeEngine[Any]]) -> Any:
     """(PostgreSQL) ``unnest($1::type[], …) AS v(name, …)``: rows from one array parameter per
     column, named and typed by ``types``; its columns are ``.c.name``. One statement then serves
-    a whole batch (see :class:`BulkUpdate`, and the group commits of ``coalesce.py``)."""
+    a whole batch (see :class:`BulkUpdate`, and the group commits of ``coalesce.py``).
+
+    A string type loses its length in the array: PostgreSQL *truncates* a value cast to
+    ``varchar(n)`` where storing it in a ``varchar(n)`` column refuses it, and a value compared
+    with the table's (a code, a key) must be compared whole."""
+    types = {n: String() if isinstance(t, String) else t for n, t in types.items()}
     return (
         func.unnest(*(bindparam(n, type_=ARRAY(t)) for n, t in types.items()))
         .table_valued(*(column(n, t) for n, t in types.items()))
