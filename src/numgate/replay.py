@@ -23,10 +23,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, LargeBinary, String, bindparam, delete, null, select, update
+from sqlalchemy import bindparam, delete, null, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.sql.type_api import TypeEngine
 
 from numgate.clock import Clock
 from numgate.db.coalesce import Coalescer
@@ -118,8 +117,7 @@ def _upsert_claim(ins: Any) -> Statement:
     )
 
 
-_CLAIM_TYPES: dict[str, TypeEngine[Any]] = {"key": String(), "fp": String(), "exp": BigInteger()}
-_CLAIM_ROWS = array_rows(_CLAIM_TYPES)
+_CLAIM_ROWS = array_rows({"key": rk.key.type, "fp": rk.fingerprint.type, "exp": rk.expires_ms.type})
 #: PostgreSQL: every key of a batch in one statement (arrays ``key``, ``fp``, ``exp``)
 _CLAIM_MANY = _upsert_claim(
     pg_insert(replay_keys).from_select(
@@ -135,7 +133,7 @@ _CLAIM_ONE = _upsert_claim(
 _READ = Statement(select(rk.fingerprint, rk.reply, rk.expires_ms).where(rk.key == bindparam("key")))
 _REPLIES = BulkUpdate(
     update(replay_keys).where(rk.key == bindparam("key")).values(reply=bindparam("reply")),
-    {"key": String(), "reply": LargeBinary()},
+    {"key": rk.key.type, "reply": rk.reply.type},
 )
 _FORGET = Statement(delete(replay_keys).where(rk.key == bindparam("key")))
 _SWEEP = Statement(delete(replay_keys).where(rk.expires_ms < bindparam("now")))

@@ -86,8 +86,9 @@ _SELECT = select(
     apps.c.callback_url,
 ).join(apps, apps.c.id == wn.app_id)
 BY_PHONE = Statement(_SELECT.where(wn.phone == bindparam("phone")))
-#: (PostgreSQL) the numbers of many phones in one read
-BY_PHONES = Statement(_SELECT.where(wn.phone == any_(bindparam("phones", type_=ARRAY(String)))))
+#: (PostgreSQL) the numbers of many phones in one read (``varchar[]``, not ``varchar(32)[]``: a
+#: cast to a length truncates, see ``array_rows``)
+BY_PHONES = Statement(_SELECT.where(wn.phone == any_(bindparam("phones", type_=ARRAY(String())))))
 BY_PHONE_LOCKED = Statement(_SELECT.where(wn.phone == bindparam("phone")).with_for_update(of=waba_numbers))
 LATEST_REQUEST = Statement(
     select(waba_code_requests)
@@ -456,7 +457,6 @@ class WabaService:
         if not code:
             raise MissingParameter("code", "the verification code is required")
         r, now = self.rules, self._clock.time_ms()
-        limits = {"expired_before": now - r.code_lifetime_ms, "max_attempts": r.code_max_attempts}
         taken: dict[str, Any] | None = None
         if self._db.dialect.name == "postgresql":  # the number found and the attempt taken at once
             row = await self._attempts.submit((phone, account_id, appkey))
@@ -464,7 +464,7 @@ class WabaService:
         else:  # SQLite's RETURNING names only the updated table's columns
             async with self._db.write() as tx:
                 number = await self._locate(tx, account_id, phone, appkey, lock=False)
-                row = await tx.one(TAKE_ATTEMPT_OF, nid=number.id, **limits)
+                row = await tx.one(TAKE_ATTEMPT_OF, nid=number.id, **self._attempt_limits(now))
             if row is not None:
                 taken = {
                     "number_id": number.id,
@@ -495,19 +495,23 @@ class WabaService:
             async with self._db.autocommit() as tx:
                 await tx.run(GIVE_ATTEMPT_BACK, rid=request_id)
             raise
-        at = self._clock.time_ms()
         if self._db.dialect.name == "postgresql":  # one statement with the others' verifications
             await self._verified.submit((request_id, number_id))
         else:
             async with self._db.write() as tx:
                 await tx.run(MARK_USED, rid=request_id)
-                await tx.run(SET_VERIFIED, nid=number_id, at=at)
+                await tx.run(SET_VERIFIED, nid=number_id, at=self._clock.time_ms())
+
+    def _attempt_limits(self, now: int) -> dict[str, int]:
+        """The parameters of the statements that take an attempt: a code still unexpired at
+        ``now`` with attempts left."""
+        r = self.rules
+        return {"expired_before": now - r.code_lifetime_ms, "max_attempts": r.code_max_attempts}
 
     async def _take_attempts(self, asked: list[tuple[str, int, str | None]]) -> list[Row | None]:
         """(PostgreSQL) One attempt each for the code checks of concurrent requests: one
         statement per round of distinct phones (a number's code takes one attempt per statement)."""
-        r, now = self.rules, self._clock.time_ms()
-        limits = {"expired_before": now - r.code_lifetime_ms, "max_attempts": r.code_max_attempts}
+        limits = self._attempt_limits(self._clock.time_ms())
         taken: list[Row | None] = [None] * len(asked)
         async with self._db.autocommit() as tx:
             for positions in rounds([phone for phone, _, _ in asked]):

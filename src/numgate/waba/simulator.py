@@ -25,11 +25,9 @@ import hashlib
 import hmac
 import random
 from dataclasses import dataclass
-from typing import Any
 
 import argon2
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.sql.type_api import TypeEngine
 
 from numgate.clock import Clock
 from numgate.db.coalesce import Coalescer, rounds
@@ -75,7 +73,15 @@ sp = sandbox_phones.c
 PHONE_BY_ID = Statement(select(sandbox_phones).where(sp.id == bindparam("pid")))
 ID_BY_PHONE = Statement(select(sp.id).where(sp.phone == bindparam("phone")))
 SET_CODE = Statement(update(sandbox_phones).where(sp.id == bindparam("pid")).values(code=bindparam("code")))
-_NOT_MAGIC = [sp.phone.notlike("%" + end) for end, (call, _) in MAGIC.items() if call in ("verify_code", "*")]
+
+
+def _fails(call: str, ending: str) -> bool:
+    """Whether a number with this magic ending makes ``call`` fail."""
+    magic = MAGIC.get(ending)
+    return magic is not None and (magic[0] == call or (magic[0] == "*" and call != "add"))
+
+
+_NOT_MAGIC = [sp.phone.notlike("%" + end) for end in MAGIC if _fails("verify_code", end)]
 #: the right code for a number no magic ending makes fail: verified in one statement
 VERIFY_IF_RIGHT = Statement(
     update(sandbox_phones)
@@ -83,8 +89,7 @@ VERIFY_IF_RIGHT = Statement(
     .values(verified=True)
     .returning(sp.id)
 )
-_GIVEN: dict[str, TypeEngine[Any]] = {"pid": sp.id.type, "code": sp.code.type}
-_GIVEN_ROWS = array_rows(_GIVEN)
+_GIVEN_ROWS = array_rows({"pid": sp.id.type, "code": sp.code.type})
 #: (PostgreSQL) the same for many numbers, one per id: arrays ``pid`` and ``code``
 VERIFY_ALL_RIGHT = Statement(
     update(sandbox_phones)
@@ -142,9 +147,8 @@ class SimulatedWhatsApp:
         return f"sandbox-{app_id}"  # one simulated account per app
 
     def _fail(self, call: str, phone: str) -> None:
-        magic = MAGIC.get(phone[-4:])
-        if magic is not None and (magic[0] == call or (magic[0] == "*" and call != "add")):
-            raise core_error(magic[1], DURING[call])
+        if _fails(call, phone[-4:]):
+            raise core_error(MAGIC[phone[-4:]][1], DURING[call])
 
     @staticmethod
     def _known(row: Row | None, upstream_id: str) -> Row:
