@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -33,6 +35,24 @@ def numgate_env(prefix: str, database_url: str | None = None, **settings: str) -
     if database_url:
         env["NUMGATE_DATABASE_URL"] = database_url
     return env
+
+
+def server_cpu(database_url: str | None) -> float:
+    """User + system CPU seconds so far of the PostgreSQL server processes serving the run's own
+    database (their titles name it; a server on another machine, or SQLite: 0). Backends that
+    ended are not counted: numgate's pools keep theirs open for the run."""
+    if not database_url:
+        return 0.0
+    name = database_url.rsplit("/", 1)[-1].encode()
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
+                title = (d / "cmdline").read_bytes()
+                if title.startswith(b"postgres: ") and b" " + name + b" " in title:
+                    fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                    total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 @contextmanager

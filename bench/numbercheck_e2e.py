@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _support import counting_receiver_main, free_port, numgate_env, scratch_database
+from _support import counting_receiver_main, free_port, numgate_env, scratch_database, server_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMGATE = [sys.executable, "-m", "numgate"]
@@ -201,6 +201,8 @@ class Run:
     after: tuple[float, float, float]
     #: CPU per number of each process (serve, worker, each helper)
     cpu_parts: dict[str, float]
+    #: the PostgreSQL server's CPU per number (its processes serving the run's database; 0: SQLite)
+    server_us: float = 0.0
 
     @property
     def classify(self) -> float:
@@ -273,6 +275,7 @@ def _one_run(
                 time.sleep(0.1)
 
         cpu0 = cpu_by_process([p.pid for p in procs])
+        server0 = server_cpu(database_url)
         start = time.perf_counter()
         lat = asyncio.run(
             submit_all(
@@ -294,6 +297,7 @@ def _one_run(
         elapsed = time.perf_counter() - start
         rss = rss_peak_mb([p.pid for p in procs])
         cpu1 = cpu_by_process([p.pid for p in procs])
+        server = server_cpu(database_url) - server0
         parts: dict[str, float] = {}
         for pid, (kind, c) in sorted(cpu1.items()):
             name = kind if kind in ("serve", "worker") else f"{kind} {pid}"
@@ -321,6 +325,7 @@ def _one_run(
         before,
         after,
         {k: v / args.numbers * 1e6 for k, v in parts.items()},
+        server / args.numbers * 1e6,
     )
 
 
@@ -332,6 +337,10 @@ def report(r: Run, target: float) -> None:
     print(f"  numgate peak RSS    {r.rss_mb:10.0f} MB (sum over its processes, helpers included)")
     print(f"  numgate CPU         {r.cpu_us:10.0f} us per number (all its processes; target <= 150)")
     print("                      " + ", ".join(f"{k} {v:.0f}" for k, v in r.cpu_parts.items()))
+    if r.server_us:
+        print(
+            f"  PostgreSQL CPU      {r.server_us:10.0f} us per number (its processes serving this run's database)"
+        )
     print(
         f"  reference classify  {r.classify:10,.0f} numbers/s (bare phonenumbers loop; before {r.before[0]:,.0f}, after {r.after[0]:,.0f})"
     )
@@ -413,6 +422,11 @@ def main() -> None:
         print(f"  end to end          median {statistics.median(r.rate for r in runs):,.0f} numbers/s")
         print(f"  submit p99          median {statistics.median(p99s):.0f} ms, worst {max(p99s):.0f} ms")
         print(f"  peak RSS            worst {max(r.rss_mb for r in runs):.0f} MB")
+        print(f"  numgate CPU         median {statistics.median(r.cpu_us for r in runs):.0f} us per number")
+        if args.postgres:
+            print(
+                f"  PostgreSQL CPU      median {statistics.median(r.server_us for r in runs):.0f} us per number"
+            )
         if speedups:
             print(
                 f"  batched / per-number median {statistics.median(speedups):.1f}x over {len(speedups)} pairs"

@@ -31,7 +31,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import orjson
-from _support import free_port, numgate_env, scratch_database
+from _support import free_port, numgate_env, scratch_database, server_cpu
 
 from numgate.client.nxcloud import headers_for
 from numgate.dialects.cams import signing
@@ -240,6 +240,8 @@ class Measured:
     #: the share of the machine's CPU time busy during the run (all processes: the load
     #: generator, the server, PostgreSQL): near 100 % the machine, not the server, is the limit
     busy: float
+    #: the PostgreSQL server's CPU time per request (its processes serving the run's database)
+    db_us: float = 0.0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -255,19 +257,31 @@ def machine_ticks() -> tuple[int, int]:
 
 
 def measured(
-    pid: int, run: Callable[[], Coroutine[Any, Any, tuple[float, float, float, int, int]]]
+    pid: int,
+    run: Callable[[], Coroutine[Any, Any, tuple[float, float, float, int, int]]],
+    database_url: str | None = None,
 ) -> Measured:
-    """Run a load against the server ``pid`` and note the CPU time it spent per request."""
-    c0, (b0, t0) = cpu_seconds(pid), machine_ticks()
+    """Run a load against the server ``pid`` and note the CPU time it (and PostgreSQL, serving
+    ``database_url``) spent per request."""
+    c0, d0, (b0, t0) = cpu_seconds(pid), server_cpu(database_url), machine_ticks()
     rate, p50, p99, failures, n = asyncio.run(run())
     b1, t1 = machine_ticks()
-    return Measured(rate, p50, p99, failures, (cpu_seconds(pid) - c0) / n * 1e6, (b1 - b0) / max(1, t1 - t0))
+    return Measured(
+        rate,
+        p50,
+        p99,
+        failures,
+        (cpu_seconds(pid) - c0) / n * 1e6,
+        (b1 - b0) / max(1, t1 - t0),
+        (server_cpu(database_url) - d0) / n * 1e6,
+    )
 
 
 def report(name: str, r: Measured) -> None:
     print(
         f"  {name:44} {r.rate:8.0f} req/s   p50 {r.p50_ms:6.1f} ms   p99 {r.p99_ms:6.1f} ms   failures {r.failures}"
         f"   server CPU {r.cpu_us:5.0f} us/req   machine busy {r.busy:4.0%}"
+        + (f"   PostgreSQL CPU {r.db_us:5.0f} us/req" if r.db_us else "")
     )
 
 
@@ -337,6 +351,7 @@ def one_run(args: argparse.Namespace, database_url: str | None) -> tuple[float, 
                 len(phones),
                 check=ok,
             ),
+            database_url,
         )
         report("NXCloud getCode (setup: a code per number)", setup_run)
         codes = asyncio.run(outbox_codes(env))
@@ -366,6 +381,7 @@ def one_run(args: argparse.Namespace, database_url: str | None) -> tuple[float, 
                 n,
                 check=ok,
             ),
+            database_url,
         )
         stop_profile(spy)
         nx_after = echo_nx()
@@ -374,7 +390,7 @@ def one_run(args: argparse.Namespace, database_url: str | None) -> tuple[float, 
         def cams_ok(r: dict[str, Any]) -> bool:
             return r.get("Code") == "OK"
 
-        def cams(url: str, pid: int) -> Measured:
+        def cams(url: str, pid: int, db: str | None = None) -> Measured:
             return measured(
                 pid,
                 lambda: load(
@@ -382,11 +398,12 @@ def one_run(args: argparse.Namespace, database_url: str | None) -> tuple[float, 
                     args.requests,
                     check=cams_ok,
                 ),
+                db,
             )
 
         cams_before = cams(echo, echo_pid)
         spy = start_profile(numgate_pid, "cams")
-        cams_run = cams(base, numgate_pid)
+        cams_run = cams(base, numgate_pid, database_url)
         stop_profile(spy)
         cams_after = cams(echo, echo_pid)
         print(
