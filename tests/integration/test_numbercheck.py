@@ -504,6 +504,50 @@ def test_killed_worker_loses_nothing_and_charges_once(
     assert bal.charges + bal.released == 40 * 100 and bal.open_reservations == 0
 
 
+def test_a_worker_whose_leases_ran_out_finishes_only_the_numbers_it_still_holds(
+    make_server: Any, receiver: Receiver
+) -> None:
+    """A slow worker's chunk: ten of its leases run out and another worker checks those ten; when
+    the slow one finishes, it writes the thirty it still holds — each number finished, called
+    back and charged once."""
+    clock = FixedClock()
+    srv = make_server(clock=clock, inprocess_workers=False, worker_lease_s=30)
+    t = make_tenant(srv)
+    submit(srv, t, phone=",".join(f"2348031{n:06d}" for n in range(40)), drUrl=receiver.url())
+
+    async def overtaken(core: Core) -> tuple[int, int, int]:
+        from sqlalchemy import update
+
+        from numgate.delivery.worker import drain as drain_deliveries
+        from numgate.jobs import claims
+        from numgate.numbers.check import BasicChecks
+        from numgate.numbers.worker import CheckWorker
+        from numgate.numbers.worker import drain as drain_checks
+
+        slow = CheckWorker(core, BasicChecks(0))
+        token = claims.new_lease_token()
+        rows = await slow.claim(token)
+        assert len(rows) == 40
+        async with core.db.write() as tx:  # ten of its leases run out (it stalled past them)
+            await tx.run(
+                update(checks).where(checks.c.id.in_([r["id"] for r in rows[:10]])).values(lease_until_ms=0)
+            )
+        other = await CheckWorker(core, BasicChecks(0)).run_once()  # sweeps those ten back, checks them
+
+        async def already_claimed(_token: int) -> list[Any]:
+            return rows
+
+        slow.claim = already_claimed  # type: ignore[method-assign]
+        await slow._check_chunk(token)  # finishes the chunk it claimed: 30 of its 40 are still its own
+        return other, await drain_checks(core), await drain_deliveries(core)
+
+    assert srv.call(overtaken) == (10, 0, 40)  # nothing left for anyone: the slow worker wrote its 30
+    phones = sorted(json.loads(r.body)["phone"] for r in receiver.accepted())
+    assert phones == [f"2348031{n:06d}" for n in range(40)]
+    bal = ledger_identity(srv, t.account_id)
+    assert bal.charges + bal.released == 40 * 100 and bal.open_reservations == 0
+
+
 def test_callbacks_handed_over_in_memory_survive_a_crash(
     make_server: Any, receiver: Receiver, settings: Any
 ) -> None:
