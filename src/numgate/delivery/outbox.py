@@ -270,8 +270,6 @@ class Outbox:
                 self.held.discard(leased.token)
             else:
                 self.handoff.take(leased)
-                if len(leased.rows) == enqueued.count:
-                    return  # all handed over: nothing waits in the table for a claim
         self.wakeup.set()
 
     def rolled_back(self, enqueued: Enqueued) -> None:

@@ -136,8 +136,6 @@ class DeliveryWorker:
         self._batch: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_sweep = 0.0
-        #: the last claim round left callbacks that are due waiting for room here
-        self.waiting_for_room = False
 
     # room --------------------------------------------------------------------------------------
 
@@ -181,12 +179,8 @@ class DeliveryWorker:
         self.outbound.send(items)
 
     async def claim_round(self) -> int:
-        """Claim, for each receiver with callbacks due, what it has room for; the number claimed.
-        ``waiting_for_room`` says afterwards whether a receiver with callbacks due had no room
-        here (paused, or its queue here full: an answer coming back makes room and wakes the
-        claimer, :meth:`record`)."""
+        """Claim, for each receiver with callbacks due, what it has room for; the number claimed."""
         core = self.core
-        self.waiting_for_room = False
         now = core.clock.time_ms()
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + 5.0
@@ -198,7 +192,6 @@ class DeliveryWorker:
         for rid in due:
             room = min(self.room(rid), CLAIM)
             if room <= 0:
-                self.waiting_for_room = True
                 continue
             token = new_lease_token()
             self.held.add(token)
@@ -351,13 +344,8 @@ async def run_delivery_worker(core: Core, stop: asyncio.Event) -> None:
                 wake.clear()
                 if await worker.claim_round():
                     continue
-                if worker.waiting_for_room:
-                    # due callbacks wait for room: an answer makes some, and wakes this loop (a
-                    # paused receiver's pause ends within the poll) — no need to look every 10 ms
-                    timeout = poll
-                else:
-                    due = await worker.next_due_in()
-                    timeout = poll if due is None else min(max(due, 0.01), poll * 5)
+                due = await worker.next_due_in()
+                timeout = poll if due is None else min(max(due, 0.01), poll * 5)
                 await wait_for_work(wake, stop, timeout)
 
         async def pacer() -> None:

@@ -17,7 +17,7 @@ from numgate.core import Core
 from numgate.db.direct import BulkUpdate, Row, Statement, Tx
 from numgate.db.tables import batches, checks, upstream_calls
 from numgate.delivery.outbox import Enqueued, NewCallback
-from numgate.jobs.claims import LEASED, Leases
+from numgate.jobs.claims import Leases
 from numgate.ledger.service import Settlement
 from numgate.metrics import metrics
 from numgate.numbers.results import CheckResult, Level, Outcome
@@ -25,15 +25,9 @@ from numgate.upstreams import cache
 
 LEASES = Leases(checks)
 BATCH = Statement(select(batches).where(batches.c.id == bindparam("id")))
-#: a number's result, written only while the caller still holds its lease (the row is then the
-#: caller's until its transaction ends, as a lock taken beforehand would make it)
 FINISH = BulkUpdate(
     update(checks)
-    .where(
-        checks.c.id == bindparam("b_id"),
-        checks.c.lease_token == bindparam("b_token"),
-        checks.c.status == LEASED,
-    )
+    .where(checks.c.id == bindparam("b_id"))
     .values(
         status=2,
         outcome=bindparam("b_outcome"),
@@ -48,7 +42,6 @@ FINISH = BulkUpdate(
     ),
     {
         "b_id": checks.c.id.type,
-        "b_token": checks.c.lease_token.type,
         "b_outcome": checks.c.outcome.type,
         "b_result": checks.c.result.type,
         "b_cost": checks.c.cost.type,
@@ -167,10 +160,6 @@ class Writes:
         )
 
 
-class LeaseLost(Exception):
-    """Numbers being finished are no longer leased to the caller."""
-
-
 class Finisher:
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -238,21 +227,20 @@ class Finisher:
         return w
 
     async def write(
-        self, tx: Tx, token: int, w: Writes, infos: dict[int, BatchInfo]
+        self, tx: Tx, token: int, w: Writes, infos: dict[int, BatchInfo], expected: int
     ) -> tuple[Writes, Enqueued]:
-        """Write ``w``, whose numbers are all leased under ``token``; what was written and the
-        callbacks enqueued (to hand over on commit). :class:`LeaseLost` if one of them is not
-        (its lease ran out and another worker took it): roll back, and write again for those
-        still held (:meth:`commit` does)."""
+        """Write ``w`` for the numbers still leased under ``token`` (``expected`` of them, if no
+        lease ran out); what was written and the callbacks enqueued (to hand over on commit)."""
         core = self.core
-        finished = await tx.bulk_update(FINISH, [{**u, "b_token": token} for u in w.updates])
-        if finished < len(w.updates):
-            raise LeaseLost(f"{len(w.updates) - finished} of {len(w.updates)} numbers are no longer held")
+        owned = await LEASES.owned_ids(tx, token)
+        if len(owned) < expected:  # some leases ran out and other workers own them now
+            w = w.only(owned)
         settle: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         for _, batch_id, cost in w.charges:
             unit = infos[batch_id].unit_price
             settle[batch_id][0] += cost
             settle[batch_id][1] += unit - cost
+        await tx.bulk_update(FINISH, w.updates)
         enqueued = await core.outbox.enqueue(tx, w.callbacks)
         await core.ledger.settle(
             tx,
@@ -268,20 +256,13 @@ class Finisher:
             await tx.many(cache.PUT, [f for _, f in sorted(w.fresh, key=lambda f: f[1]["e164"])])
         return w, enqueued
 
-    async def commit(self, token: int, w: Writes, infos: dict[int, BatchInfo]) -> int:
-        """:meth:`write` in its own transaction, then the callbacks handed over and counted. If
-        some leases ran out meanwhile (a check slower than ``NUMGATE_WORKER_LEASE``), the numbers
-        still held are locked, then written (the others are another worker's now)."""
+    async def commit(self, token: int, w: Writes, infos: dict[int, BatchInfo], expected: int) -> int:
+        """:meth:`write` in its own transaction, then the callbacks handed over and counted."""
         core = self.core
         enqueued = Enqueued()
         try:
-            try:
-                async with core.db.write() as tx:
-                    w, enqueued = await self.write(tx, token, w, infos)
-            except LeaseLost:
-                async with core.db.write() as tx:
-                    w = w.only(await LEASES.owned_ids(tx, token))
-                    w, enqueued = await self.write(tx, token, w, infos)
+            async with core.db.write() as tx:
+                w, enqueued = await self.write(tx, token, w, infos, expected)
         except BaseException:
             core.outbox.rolled_back(enqueued)
             raise

@@ -392,7 +392,7 @@ async def complete(core: Core, check_id: int, result: CheckResult, calls: list[C
             until = core.clock.time_ms() + int(core.settings.worker_lease_s * 1000)
             if not await tx.run(_TAKE_WAITING, id=check_id, token=token, until=until):
                 return False
-            w, enqueued = await finisher.write(tx, token, w, {info.id: info})
+            w, enqueued = await finisher.write(tx, token, w, {info.id: info}, 1)
             await tx.run(_FORGET_JOB, b_id=check_id)
     except BaseException:
         core.outbox.rolled_back(enqueued)

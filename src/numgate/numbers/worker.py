@@ -148,7 +148,7 @@ class CheckWorker:
             finished = [r for r in rows if r["id"] not in waiting]
             if finished:
                 w = self.finisher.writes(finished, infos, results, self.core.clock.time_ms(), calls)
-                await self.finisher.commit(token, w, infos)
+                await self.finisher.commit(token, w, infos, len(finished))
             return len(rows)
         except BaseException:
             # stopping or a bug: give the numbers back now rather than after the lease
