@@ -19,7 +19,9 @@ line is the figure.
 
 numgate's CPU per number is printed per process (serve, worker, numgate-check and
 numgate-sender helpers); the POST reference also prints its own loop's CPU per POST, which is
-what one aiohttp request costs on the machine at that moment.
+what one aiohttp request costs on the machine at that moment. With ``--postgres`` the CPU the
+PostgreSQL server spent per number is printed too (its processes serving the run's database:
+measured only when the server runs on this machine).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """WhatsApp API throughput: signed requests per second and p50/p99 latency for NXCloud
 ``checkCode`` (each one a real verification: code checked, number marked verified) and CAMS
 ``GetPhoneNumberVerificationStatus``, next to bare signed echo endpoints on the same web stack
-(Starlette + uvicorn, one process each, access log off), measured in the same run.
+(Starlette + uvicorn, one process each, access log off), measured in the same run. Each line
+also gives the server's CPU per request, how busy the whole machine was, and with ``--postgres``
+the PostgreSQL server's CPU per request (its processes serving the run's database).
 
     .venv/bin/python bench/whatsapp_api.py [--numbers 3000] [--requests 10000] [--postgres URL] [--repeat N]
 
