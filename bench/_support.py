@@ -37,6 +37,12 @@ def numgate_env(prefix: str, database_url: str | None = None, **settings: str) -
     return env
 
 
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds a process has spent so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def server_cpu(database_url: str | None) -> float:
     """User + system CPU seconds so far of the PostgreSQL server processes serving the run's own
     database (their titles name it; a server on another machine, or SQLite: 0). Backends that
@@ -50,8 +56,7 @@ def server_cpu(database_url: str | None) -> float:
             with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
                 title = (d / "cmdline").read_bytes()
                 if title.startswith(b"postgres: ") and b" " + name + b" " in title:
-                    fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-                    total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                    total += process_cpu(int(d.name))
     return total
 
 

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
-from _support import free_port, numgate_env
+from _support import free_port, numgate_env, process_cpu
 
 from numgate.client.nxcloud import headers_for
 
@@ -50,8 +50,7 @@ def tree_cpu(pid: int) -> float:
     while todo:
         p = todo.pop()
         try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            total += process_cpu(p)
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):

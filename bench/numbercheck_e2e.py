@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import json
 import multiprocessing as mp
-import os
 import random
 import shutil
 import statistics
@@ -43,7 +42,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _support import counting_receiver_main, free_port, numgate_env, scratch_database, server_cpu
+from _support import (
+    counting_receiver_main,
+    free_port,
+    numgate_env,
+    process_cpu,
+    scratch_database,
+    server_cpu,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMGATE = [sys.executable, "-m", "numgate"]
@@ -130,19 +136,14 @@ def cpu_by_process(pids: list[int]) -> dict[int, tuple[str, float]]:
     out: dict[int, tuple[str, float]] = {}
     for pid in with_descendants(pids):
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu = process_cpu(pid)
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             words = [w.decode(errors="replace") for w in cmd]
             kind = next((w for w in ("serve", "worker") if w in words), "")
             if not kind:  # a helper: numgate-check, numgate-sender (or multiprocessing's own)
                 kind = Path(f"/proc/{pid}/comm").read_text().strip()
-            out[pid] = (kind, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+            out[pid] = (kind, cpu)
     return out
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of the processes and everything they started, so far."""
-    return sum(cpu for _, cpu in cpu_by_process(pids).values())
 
 
 def rss_peak_mb(pids: list[int]) -> float:

@@ -33,7 +33,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import orjson
-from _support import free_port, numgate_env, scratch_database, server_cpu
+from _support import free_port, numgate_env, process_cpu, scratch_database, server_cpu
 
 from numgate.client.nxcloud import headers_for
 from numgate.dialects.cams import signing
@@ -246,11 +246,6 @@ class Measured:
     db_us: float = 0.0
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def machine_ticks() -> tuple[int, int]:
     """(busy, total) CPU ticks of the whole machine so far (/proc/stat)."""
     ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -265,7 +260,7 @@ def measured(
 ) -> Measured:
     """Run a load against the server ``pid`` and note the CPU time it (and PostgreSQL, serving
     ``database_url``) spent per request."""
-    c0, d0, (b0, t0) = cpu_seconds(pid), server_cpu(database_url), machine_ticks()
+    c0, d0, (b0, t0) = process_cpu(pid), server_cpu(database_url), machine_ticks()
     rate, p50, p99, failures, n = asyncio.run(run())
     b1, t1 = machine_ticks()
     return Measured(
@@ -273,7 +268,7 @@ def measured(
         p50,
         p99,
         failures,
-        (cpu_seconds(pid) - c0) / n * 1e6,
+        (process_cpu(pid) - c0) / n * 1e6,
         (b1 - b0) / max(1, t1 - t0),
         (server_cpu(database_url) - d0) / n * 1e6,
     )
