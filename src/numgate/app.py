@@ -158,7 +158,7 @@ async def probe_dependencies(core: Core) -> dict[str, dict[str, Any]]:
         probes["redis"] = core.admission.ping
     out: dict[str, dict[str, Any]] = {}
     for name, probe in probes.items():
-        start = time.perf_counter()
+        start = time.monotonic()
         try:
             await asyncio.wait_for(probe(), core.settings.db_timeout_s)
         except (Unavailable, TimeoutError) as exc:
@@ -166,8 +166,8 @@ async def probe_dependencies(core: Core) -> dict[str, dict[str, Any]]:
             OUTAGES.down(name, reason)
             out[name] = {"status": "down", "since_s": _down_for(name)}
             continue
-        OUTAGES.up(name)
-        out[name] = {"status": "ok", "ms": round((time.perf_counter() - start) * 1000, 2)}
+        OUTAGES.up(name, start)
+        out[name] = {"status": "ok", "ms": round((time.monotonic() - start) * 1000, 2)}
     return out
 
 

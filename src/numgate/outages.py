@@ -30,11 +30,16 @@ class Outages:
             self._down[dependency] = Outage(time.monotonic(), reason)
             log.warning("%s unavailable: %s", dependency, reason)
 
-    def up(self, dependency: str) -> None:
+    def up(self, dependency: str, started: float | None = None) -> None:
+        """A call to ``dependency`` succeeded. ``started`` (``time.monotonic()`` when the call
+        began): a call already under way when the outage was seen proves nothing about recovery —
+        its success ends nothing, so one outage stays one pair of lines."""
         if self._down:  # the usual case costs one truth test
-            outage = self._down.pop(dependency, None)
-            if outage is not None:
-                log.warning("%s available again after %.1f s", dependency, time.monotonic() - outage.since)
+            outage = self._down.get(dependency)
+            if outage is None or (started is not None and started <= outage.since):
+                return
+            del self._down[dependency]
+            log.warning("%s available again after %.1f s", dependency, time.monotonic() - outage.since)
 
     def current(self) -> dict[str, Outage]:
         return dict(self._down)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -197,6 +198,7 @@ class PgDatabase:
 
     @asynccontextmanager
     async def _acquire(self, transaction: bool) -> AsyncIterator[Tx]:
+        started = time.monotonic()
         try:
             conn = await self._pool.take()
         except StorageUnavailable as exc:
@@ -229,7 +231,7 @@ class PgDatabase:
             raise
         finally:
             self._pool.give(conn, broken)
-        OUTAGES.up("database")
+        OUTAGES.up("database", started)
 
     def read(self) -> Any:
         return self._acquire(False)

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn
@@ -114,6 +115,7 @@ class SqliteDatabase:
         self._writer: sqlite3.Connection | None = None
         self._group: list[asyncio.Future[None]] | None = None
         self._broken: BaseException | None = None
+        self._group_started = 0.0  # time.monotonic() when the open group began
         self._flusher: asyncio.Task[None] | None = None
 
     def _connect(self) -> sqlite3.Connection:
@@ -218,6 +220,7 @@ class SqliteDatabase:
     # every write of the group gets the error and none of them happened.
 
     def _open_group(self) -> None:
+        self._group_started = time.monotonic()
         self._writer = self._begin("BEGIN IMMEDIATE")
         self._group = []
         self._broken = None
@@ -225,7 +228,7 @@ class SqliteDatabase:
 
     async def _commit_group(self) -> None:
         async with self._body:  # after the write whose body is running, if any
-            conn, group, broken = self._writer, self._group, self._broken
+            conn, group, broken, started = self._writer, self._group, self._broken, self._group_started
             self._writer, self._group, self._broken = None, None, None
             assert conn is not None and group is not None
             error: BaseException | None = broken
@@ -246,7 +249,7 @@ class SqliteDatabase:
                     done.exception()  # the waiter may have been cancelled: no "never retrieved"
             if error is None:
                 self._written = True
-                OUTAGES.up("database")
+                OUTAGES.up("database", started)
 
     def autocommit(self) -> Any:
         return self.write()
