@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import uvicorn
 from aiohttp import web
 from cryptography.fernet import Fernet
 from sqlalchemy import text
@@ -34,7 +33,7 @@ from numgate.db.engine import create_engine
 from numgate.db.migrate import upgrade
 from numgate.db.tables import metadata
 from numgate.settings import Settings, parse_allowlist
-from numgate.web.server import uvicorn_config
+from numgate.web.server import NumgateServer, uvicorn_config
 
 T = TypeVar("T")
 DATA = Path(__file__).parent / "data"
@@ -198,7 +197,9 @@ class RunningServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.app = NumgateApp(settings, clock=self.clock, on_core=self._on_core)
         config = uvicorn_config(self.app, settings, host="127.0.0.1", port=self.port)
-        self.server = uvicorn.Server(config)
+        # the server `numgate serve` runs (its shutdown closes every connection, even one made
+        # as it stops), without the process-wide garbage-collector tuning
+        self.server = NumgateServer(config, on_shutdown=self.app.begin_shutdown, gc_tuning=False)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 
     def _on_core(self, core: Core) -> None:

@@ -4,6 +4,8 @@ values that used to reach the database — each answered the same way on SQLite 
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import socket
 import threading
 import time
@@ -17,6 +19,8 @@ from aiohttp import web
 
 from conftest import Receiver, RunningServer, Tenant, aiohttp_server, make_tenant
 from numgate.client import NxClient, headers_for
+from numgate.settings import Settings
+from numgate.web.server import protocol_for, uvicorn_config
 
 CHECK = "/api/number/check"
 QUERY = "/api/number/query"
@@ -280,3 +284,64 @@ def test_query_rows_tell_pending_from_failed(query_server: RunningServer) -> Non
     assert srv.call(drain) == 2
     rows = post(srv, t, QUERY, {"page": 1, "pageSize": 10, "date": day, "batchNo": "q"})["data"]["result"]
     assert [(r["code"], r["msg"]) for r in rows] == [(0, "success"), (114, "Invalid number format")]
+
+
+def closed_by_server(s: socket.socket, timeout: float = 5.0) -> bool:
+    s.settimeout(timeout)
+    try:
+        return s.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        s.close()
+
+
+def test_stopping_closes_every_connection(make_server: Any) -> None:
+    """A stopping server closes the connections that never sent a request, that sent part of
+    one, and that sit idle after one (kept alive): nothing outlives its event loop. (A browser's
+    idle connection left open made uvloop's ``close`` fail with ``OSError: [Errno 16]``.)"""
+    srv = make_server()
+    idle = socket.create_connection(("127.0.0.1", srv.port))
+    partial = socket.create_connection(("127.0.0.1", srv.port))
+    partial.sendall(b"GET /heal")
+    kept = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    kept.request("GET", "/healthz")
+    answer = kept.getresponse()
+    assert answer.status == 200 and answer.read() and not answer.will_close
+    assert kept.sock is not None
+    time.sleep(0.2)  # all three made on the server's side
+
+    srv.stop()
+    assert not srv.thread.is_alive()
+    assert [closed_by_server(s) for s in (idle, partial, kept.sock)] == [True, True, True]
+
+
+def test_a_connection_made_as_the_server_stops_is_closed(settings: Settings) -> None:
+    """A connection is accepted in one turn of the event loop and made in the next: one accepted
+    just before the listener closed is made after the shutdown has begun, and is closed at once
+    (a real socket, on the event loop uvicorn runs numgate on)."""
+    import uvloop
+    from uvicorn.server import ServerState
+
+    protocol = protocol_for(settings)
+    config = uvicorn_config(None, settings)
+    state = ServerState()
+
+    async def made_while_stopping() -> tuple[bool, int, bytes]:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        protocol.drop_unstarted()  # the shutdown begins
+        transport, _ = await loop.connect_accepted_socket(lambda: protocol(config, state, {}, loop), ours)
+        await asyncio.sleep(0.05)
+        try:
+            seen = await asyncio.wait_for(loop.sock_recv(theirs, 1), 2)
+        finally:
+            theirs.close()
+        return transport.is_closing(), len(protocol.open_connections), seen
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        closing, still_open, seen = runner.run(made_while_stopping())
+    assert (closing, still_open, seen) == (True, 0, b"")

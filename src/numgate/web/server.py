@@ -103,6 +103,8 @@ class GuardedProtocol(HttpToolsProtocol):
     _refused = False
     #: uvicorn's own per-connection state is built (see :meth:`_start`)
     _ready = False
+    #: the server is shutting down: a connection made now is closed at once
+    stopping = False
     #: what uvicorn gives each connection of this server (set by the first one)
     _uvicorn_args: tuple[uvicorn.Config, Any, dict[str, Any], asyncio.AbstractEventLoop | None] | None = None
 
@@ -126,6 +128,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head = bytearray()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if self.stopping:  # accepted just before the listener closed: the loop is about to close
+            transport.abort()
+            return
         open_now = type(self).open_connections
         if len(open_now) >= self.max_connections and not self._evict_one():
             transport.abort()  # every connection is busy in a request: refuse this one
@@ -164,11 +169,24 @@ class GuardedProtocol(HttpToolsProtocol):
 
     @classmethod
     def drop_unstarted(cls) -> None:
-        """Close the connections that have not sent a whole request yet (on shutdown: uvicorn,
-        which does not know them, closes the others)."""
+        """Shutting down: close the connections that have not sent a whole request yet (uvicorn,
+        which does not know them, closes the others), and any accepted from now on. A connection
+        is accepted in one turn of the event loop and made in the next, so one can arrive after
+        this: a browser's speculative connection that then sat idle was left open when the loop
+        closed (``OSError: [Errno 16]`` from uvloop's ``close``)."""
+        cls.stopping = True
         for conn in list(cls.open_connections):
             if not conn._ready:
                 conn.transport.abort()
+
+    @classmethod
+    def abort_remaining(cls) -> int:
+        """Stopped: cut whatever is still open (uvicorn gave up waiting on it after
+        ``NUMGATE_DRAIN``), so that nothing outlives the event loop; how many there were."""
+        left = [conn for conn in cls.open_connections if not conn.transport.is_closing()]
+        for conn in left:
+            conn.transport.abort()
+        return len(left)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -309,6 +327,7 @@ def protocol_for(settings: Settings, oversize: Callable[[str], bytes] | None = N
         "_uvicorn_args": None,
         "waiting": OrderedDict(),
         "open_connections": set(),
+        "stopping": False,
     }
     return type("NumgateProtocol", (GuardedProtocol,), attrs)
 
@@ -339,19 +358,26 @@ class NumgateServer(uvicorn.Server):
         config: uvicorn.Config,
         on_listening: Callable[[], None] | None = None,
         on_shutdown: Callable[[], None] | None = None,
+        *,
+        gc_tuning: bool = True,
     ) -> None:
         super().__init__(config)
         self._on_listening = on_listening
         self._on_shutdown = on_shutdown
+        #: :func:`tune_gc` and :func:`pace_gc` act on the whole process: off where the process
+        #: hosts more than this server (the tests)
+        self._gc_tuning = gc_tuning
         self._gc_pacer: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.started:
+        if not self.started:
+            return
+        if self._gc_tuning:
             tune_gc()
             self._gc_pacer = asyncio.get_running_loop().create_task(pace_gc())
-            if self._on_listening is not None:
-                self._on_listening()
+        if self._on_listening is not None:
+            self._on_listening()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self._on_shutdown is not None:
@@ -362,3 +388,9 @@ class NumgateServer(uvicorn.Server):
         if self._gc_pacer is not None:
             self._gc_pacer.cancel()
         await super().shutdown(sockets)
+        if (
+            isinstance(protocol, type)
+            and issubclass(protocol, GuardedProtocol)
+            and protocol.abort_remaining()
+        ):
+            await asyncio.sleep(0)  # their handles close on the next turn, before the loop does
