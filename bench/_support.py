@@ -43,6 +43,23 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def with_descendants(pids: list[int]) -> list[int]:
+    """The processes and every process they started (numgate's classifier and sender processes)."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found, todo = set(pids), list(pids)
+    while todo:
+        p = todo.pop()
+        for child, ppid in parent.items():
+            if ppid == p and child not in found:
+                found.add(child)
+                todo.append(child)
+    return sorted(found)
+
+
 def server_cpu(database_url: str | None) -> float:
     """User + system CPU seconds so far of the PostgreSQL server processes serving the run's own
     database (their titles name it; a server on another machine, or SQLite: 0). Backends that

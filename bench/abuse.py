@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -31,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
-from _support import free_port, numgate_env, process_cpu
+from _support import free_port, numgate_env, process_cpu, with_descendants
 
 from numgate.client.nxcloud import headers_for
 
@@ -46,15 +47,9 @@ MB = 1024 * 1024
 def tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) of a process and its descendants (the helpers)."""
     total = 0.0
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
+    for p in with_descendants([pid]):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             total += process_cpu(p)
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
     return total
 
 

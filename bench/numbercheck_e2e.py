@@ -49,6 +49,7 @@ from _support import (
     process_cpu,
     scratch_database,
     server_cpu,
+    with_descendants,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,23 +112,6 @@ def references(url: str, counter: Any) -> tuple[float, float, float]:
 
 
 # numgate --------------------------------------------------------------------------------------------
-
-
-def with_descendants(pids: list[int]) -> list[int]:
-    """The processes and every process they started (numgate's classifier and sender processes)."""
-    parent: dict[int, int] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    found, todo = set(pids), list(pids)
-    while todo:
-        p = todo.pop()
-        for child, ppid in parent.items():
-            if ppid == p and child not in found:
-                found.add(child)
-                todo.append(child)
-    return sorted(found)
 
 
 def cpu_by_process(pids: list[int]) -> dict[int, tuple[str, float]]:

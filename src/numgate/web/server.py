@@ -383,15 +383,12 @@ class NumgateServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self._on_shutdown is not None:
             self._on_shutdown()
-        protocol = self.config.http
-        if isinstance(protocol, type) and issubclass(protocol, GuardedProtocol):
-            protocol.drop_unstarted()
+        http = self.config.http
+        guarded = http if isinstance(http, type) and issubclass(http, GuardedProtocol) else None
+        if guarded is not None:
+            guarded.drop_unstarted()
         if self._gc_pacer is not None:
             self._gc_pacer.cancel()
         await super().shutdown(sockets)
-        if (
-            isinstance(protocol, type)
-            and issubclass(protocol, GuardedProtocol)
-            and protocol.abort_remaining()
-        ):
+        if guarded is not None and guarded.abort_remaining():
             await asyncio.sleep(0)  # their handles close on the next turn, before the loop does
