@@ -212,23 +212,15 @@ class DatabaseGauges:
         from prometheus_client.core import GaugeMetricFamily
         from sqlalchemy import func, select
 
-        from numgate.db.tables import balances, checks, deliveries, ledger_entries
+        from numgate.db.tables import balances, checks, count_in_states, deliveries, ledger_entries
         from numgate.delivery.outbox import FAILED, IN_FLIGHT, PENDING
         from numgate.ledger.money import SCALE
         from numgate.numbers.service import STATUS_LEASED, STATUS_PENDING
 
-        c, d, le, b = checks.c, deliveries.c, ledger_entries.c, balances.c
+        le, b = ledger_entries.c, balances.c
         async with self._db.read() as tx:
-            check_rows = await tx.all(
-                select(c.status, func.count())
-                .where(c.status.in_([STATUS_PENDING, STATUS_LEASED]))
-                .group_by(c.status)
-            )
-            callback_rows = await tx.all(
-                select(d.status, func.count())
-                .where(d.status.in_([PENDING, IN_FLIGHT, FAILED]))
-                .group_by(d.status)
-            )
+            check_rows = await tx.all(count_in_states(checks, [STATUS_PENDING, STATUS_LEASED]))
+            callback_rows = await tx.all(count_in_states(deliveries, [PENDING, IN_FLIGHT, FAILED]))
             ledger_rows = await tx.all(
                 select(le.kind, le.currency, func.sum(le.amount)).group_by(le.kind, le.currency)
             )

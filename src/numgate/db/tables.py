@@ -4,6 +4,9 @@ and PostgreSQL compare them the same way; money is an integer in ten-thousandths
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -18,8 +21,15 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
+    literal_column,
+    select,
+    text,
     true,
+    union_all,
 )
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import CompoundSelect
 
 metadata = MetaData(
     naming_convention={
@@ -33,6 +43,39 @@ metadata = MetaData(
 
 # BigInteger that is still SQLite's INTEGER PRIMARY KEY (rowid alias, autoincrementing)
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+# The work tables (``checks``, ``deliveries``) move each row through a few states (``status``).
+# Their indexes are partial, one per state a query looks for: a row is in the index of its
+# state only, so moving it on removes one entry and adds one, where an index led by ``status``
+# would rewrite an entry in every such index, and a finished row (nearly all of them) weighs on
+# none of the busy ones. A query reaches a state's index by naming the state as a literal
+# (``in_state``): PostgreSQL's generic plans for prepared statements (asyncpg prepares every
+# statement) cannot match a partial index to a bound parameter.
+def in_state(column: ColumnElement[Any], state: int) -> ColumnElement[bool]:
+    """``status = <state>`` with the state a literal (see above)."""
+    return column == literal_column(str(int(state)))
+
+
+def count_in_states(table: Table, states: Iterable[int], *by: ColumnElement[Any]) -> CompoundSelect[Any]:
+    """How many rows of ``table`` are in each of ``states`` (per ``by`` too): rows of (*by, state,
+    count), one query per state, each on its state's index."""
+    return union_all(
+        *(
+            select(*by, literal_column(str(int(s))).label("state"), func.count())
+            .select_from(table)
+            .where(in_state(table.c.status, s))
+            .group_by(*by)
+            for s in states
+        )
+    )
+
+
+def _state(state: int) -> dict[str, Any]:
+    """The predicate of a partial index holding the rows in ``state``."""
+    where = text(f"status = {int(state)}")
+    return {"sqlite_where": where, "postgresql_where": where}
+
 
 meta = Table(
     "numgate_meta",
@@ -205,13 +248,16 @@ checks = Table(
     Column("source", String(64), nullable=True),
     Column("observed_ms", BigInteger, nullable=True),
     Column("due_ms", BigInteger, nullable=True),
-    Index("ix_checks_claim", "status", "account_id", "id"),
     Index("ix_checks_batch_seq", "batch_id", "seq"),
     Index("ix_checks_message_id", "message_id"),
-    # the pull feed: an account's results in the order they were finished
-    Index("ix_checks_results", "account_id", "status", "done_ms", "id"),
-    # numbers waiting for an upstream's answer, by deadline
-    Index("ix_checks_waiting", "status", "due_ms"),
+    # by state (0 pending, 1 leased, 2 done, 3 waiting: numbers.service, numbers.live): claims
+    # take pending numbers per account; a worker finds its leases by token; the pull feed reads an
+    # account's results in the order they were finished; numbers waiting for an upstream's answer
+    # are moved on by deadline
+    Index("ix_checks_pending", "account_id", "id", **_state(0)),
+    Index("ix_checks_leased", "lease_token", **_state(1)),
+    Index("ix_checks_done", "account_id", "done_ms", "id", **_state(2)),
+    Index("ix_checks_waiting", "due_ms", **_state(3)),
 )
 
 # Upstreams ------------------------------------------------------------------------------------
@@ -317,9 +363,13 @@ deliveries = Table(
     Column("last_latency_ms", Integer, nullable=True),
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
-    Index("ix_deliveries_due", "status", "next_ms"),
-    Index("ix_deliveries_receiver_due", "status", "receiver_id", "next_ms"),
     Index("ix_deliveries_account", "account_id", "created_ms"),
+    # by state (0 pending, 1 in flight, 2 delivered, 3 failed: delivery.outbox): callbacks due,
+    # per receiver and overall; a worker's leases by token; failed ones per account and receiver
+    Index("ix_deliveries_pending", "receiver_id", "next_ms", **_state(0)),
+    Index("ix_deliveries_pending_due", "next_ms", **_state(0)),
+    Index("ix_deliveries_leased", "lease_token", **_state(1)),
+    Index("ix_deliveries_failed", "account_id", "receiver_id", **_state(3)),
 )
 
 # WhatsApp onboarding ---------------------------------------------------------------------------

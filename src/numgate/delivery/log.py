@@ -12,11 +12,19 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from numgate.clock import Clock
 from numgate.db.direct import Database
-from numgate.db.tables import batches, callback_receivers, callback_targets, checks, deliveries
+from numgate.db.tables import (
+    batches,
+    callback_receivers,
+    callback_targets,
+    checks,
+    count_in_states,
+    deliveries,
+    in_state,
+)
 from numgate.delivery.outbox import DELIVERED, FAILED, IN_FLIGHT, PENDING, STATUS_NAMES, Outbox
 from numgate.errors import InvalidParameter, NotFound
 
@@ -130,14 +138,14 @@ class DeliveryLog:
             q = q.where(d.account_id == account_id)
         if status is not None:
             code = status_code(status)
-            live = and_(d.status == IN_FLIGHT, d.lease_until_ms >= now)
-            dead = and_(d.status == IN_FLIGHT, d.lease_until_ms < now)
+            live = and_(in_state(d.status, IN_FLIGHT), d.lease_until_ms >= now)
+            dead = and_(in_state(d.status, IN_FLIGHT), d.lease_until_ms < now)
             if code == PENDING:
-                q = q.where(or_(d.status == PENDING, dead))
+                q = q.where(or_(in_state(d.status, PENDING), dead))
             elif code == IN_FLIGHT:
                 q = q.where(live)
             else:
-                q = q.where(d.status == code)
+                q = q.where(in_state(d.status, code))
             q = q.order_by(d.id.desc())
         else:
             q = q.order_by((d.status == FAILED).desc(), d.id.desc())
@@ -158,11 +166,7 @@ class DeliveryLog:
     async def receivers(self) -> list[ReceiverReport]:
         """Every receiver: its queue, in flight and failed callbacks, and its last reported pace
         (connection limit, pause, success rate, latency)."""
-        counts = (
-            select(d.receiver_id, d.status, func.count())
-            .where(d.status.in_([PENDING, IN_FLIGHT, FAILED]))
-            .group_by(d.receiver_id, d.status)
-        )
+        counts = count_in_states(deliveries, [PENDING, IN_FLIGHT, FAILED], d.receiver_id)
         async with self._db.read() as tx:
             rows = await tx.all(select(callback_receivers).order_by(callback_receivers.c.receiver))
             by: dict[tuple[int, int], int] = {(int(r[0]), int(r[1])): int(r[2]) for r in await tx.all(counts)}
@@ -184,7 +188,7 @@ class DeliveryLog:
         """Send failed callbacks again now — these, or every failed one of a batch — with a new
         retry window; attempts already made stay counted. The number queued again."""
         now = self._clock.time_ms()
-        conds = [d.status == FAILED]
+        conds = [in_state(d.status, FAILED)]
         if account_id is not None:
             conds.append(d.account_id == account_id)
         if uids:

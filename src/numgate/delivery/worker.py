@@ -27,7 +27,7 @@ from sqlalchemy import bindparam, func, select, text, update
 
 from numgate.core import Core
 from numgate.db.direct import BulkUpdate, Statement
-from numgate.db.tables import callback_receivers, deliveries
+from numgate.db.tables import callback_receivers, deliveries, in_state
 from numgate.delivery.outbound import Done, Outbound, open_outbound
 from numgate.delivery.outbox import DELIVERED, FAILED, IN_FLIGHT, PENDING, Leased
 from numgate.delivery.retry import next_attempt_ms
@@ -53,11 +53,11 @@ d = deliveries.c
 LEASES = Leases(deliveries)
 _ROW = [d.uid, d.target_id, d.receiver_id, d.body, d.attempts, d.app_id, d.deadline_ms]
 CLAIM_FOR = LEASES.claim_statement(
-    where=[d.status == PENDING, d.receiver_id == bindparam("rid"), d.next_ms <= bindparam("now")],
+    where=[in_state(d.status, PENDING), d.receiver_id == bindparam("rid"), d.next_ms <= bindparam("now")],
     order_by=d.next_ms,
     returning=_ROW,
 )
-#: receivers with a callback due: a loose index scan over (status, receiver_id, next_ms)
+#: receivers with a callback due: a loose index scan over the pending (receiver_id, next_ms)
 DUE_RECEIVERS = Statement(
     text(
         f"""
@@ -100,7 +100,7 @@ RECORD_ATTEMPT = BulkUpdate(
         "b_done": d.updated_ms.type,
     },
 )
-NEXT_DUE = Statement(select(func.min(d.next_ms)).where(d.status == PENDING))
+NEXT_DUE = Statement(select(func.min(d.next_ms)).where(in_state(d.status, PENDING)))
 SAVE_PACE = Statement(
     update(callback_receivers)
     .where(callback_receivers.c.id == bindparam("b_rid"))

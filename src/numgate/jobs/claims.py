@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, select, text, update
 
 from numgate.db.direct import Database, Statement, Tx
+from numgate.db.tables import in_state
 from numgate.errors import Unavailable
 
 log = logging.getLogger("numgate.jobs")
@@ -37,16 +38,18 @@ class Leases:
         c = table.c
         self.table = table
         self._owned = Statement(
-            select(c.id).where(c.lease_token == bindparam("token"), c.status == LEASED).with_for_update()
+            select(c.id)
+            .where(c.lease_token == bindparam("token"), in_state(c.status, LEASED))
+            .with_for_update()
         )
         self._release_expired = Statement(
             update(table)
-            .where(c.status == LEASED, c.lease_until_ms < bindparam("now"))
+            .where(in_state(c.status, LEASED), c.lease_until_ms < bindparam("now"))
             .values(status=PENDING, lease_until_ms=None, lease_token=None)
         )
         self._release_token = Statement(
             update(table)
-            .where(c.status == LEASED, c.lease_token == bindparam("token"))
+            .where(in_state(c.status, LEASED), c.lease_token == bindparam("token"))
             .values(status=PENDING, lease_until_ms=None, lease_token=None)
         )
         self._pending_accounts = Statement(
@@ -110,7 +113,7 @@ class Leases:
         c = self.table.c
         return await tx.run(
             update(self.table)
-            .where(c.status == LEASED, c.lease_token.in_(held))
+            .where(in_state(c.status, LEASED), c.lease_token.in_(held))
             .values(lease_until_ms=until_ms)
         )
 

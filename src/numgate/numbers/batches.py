@@ -11,7 +11,7 @@ import orjson
 from sqlalchemy import func, select
 
 from numgate.db.direct import Database
-from numgate.db.tables import apps, batches, callback_targets, checks, deliveries
+from numgate.db.tables import apps, batches, callback_targets, checks, deliveries, in_state
 from numgate.delivery.outbox import STATUS_NAMES
 from numgate.errors import NotFound
 from numgate.numbers.results import CheckResult, Level, Outcome
@@ -120,7 +120,7 @@ class BatchReports:
                 func.coalesce(func.sum(checks.c.cost), 0),
                 func.max(checks.c.done_ms),
             )
-            .where(checks.c.batch_id == r["id"], checks.c.status == STATUS_DONE)
+            .where(checks.c.batch_id == r["id"], in_state(checks.c.status, STATUS_DONE))
             .group_by(checks.c.outcome)
         )
         by_status = await tx.all(
@@ -287,7 +287,7 @@ async def overview(db: Database, account_id: int | None, now_ms: int, days: int 
         mix = await tx.all(
             select(b.country, c.outcome, func.count())
             .select_from(checks.join(batches, batches.c.id == c.batch_id))
-            .where(b.created_ms >= since, c.status == STATUS_DONE, *mine)
+            .where(b.created_ms >= since, in_state(c.status, STATUS_DONE), *mine)
             .group_by(b.country, c.outcome)
         )
         cb = await tx.all(
@@ -298,7 +298,7 @@ async def overview(db: Database, account_id: int | None, now_ms: int, days: int 
         sample = await tx.all(
             select(b.country, c.result)
             .select_from(checks.join(batches, batches.c.id == c.batch_id))
-            .where(b.created_ms >= since, c.status == STATUS_DONE, *mine)
+            .where(b.created_ms >= since, in_state(c.status, STATUS_DONE), *mine)
             .order_by(c.id.desc())
             .limit(MIX_SAMPLE)
         )

@@ -34,7 +34,7 @@ from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 
 from numgate.core import Core
 from numgate.db.direct import Row, Statement
-from numgate.db.tables import checks, upstream_jobs
+from numgate.db.tables import checks, in_state, upstream_jobs
 from numgate.delivery.outbox import Enqueued
 from numgate.errors import NoRoute, UpstreamNotFound
 from numgate.jobs.claims import new_lease_token
@@ -60,7 +60,9 @@ _JOBS = Statement(
 )
 _WAIT = Statement(
     update(checks)
-    .where(c.id == bindparam("b_id"), c.lease_token == bindparam("b_token"), c.status == STATUS_LEASED)
+    .where(
+        c.id == bindparam("b_id"), c.lease_token == bindparam("b_token"), in_state(c.status, STATUS_LEASED)
+    )
     .values(
         status=STATUS_WAITING,
         due_ms=bindparam("b_due"),
@@ -76,11 +78,13 @@ _SET_REF = Statement(
 #: never answered)
 _MOVE_ON = Statement(
     update(checks)
-    .where(c.id == bindparam("b_id"), c.status == STATUS_WAITING)
+    .where(c.id == bindparam("b_id"), in_state(c.status, STATUS_WAITING))
     .values(status=STATUS_PENDING, due_ms=None, route_pos=c.route_pos + 1)
 )
 _FORGET_JOB = Statement(delete(upstream_jobs).where(j.check_id == bindparam("b_id")))
-_OVERDUE = Statement(select(c.id).where(c.status == STATUS_WAITING, c.due_ms < bindparam("now")).limit(1000))
+_OVERDUE = Statement(
+    select(c.id).where(in_state(c.status, STATUS_WAITING), c.due_ms < bindparam("now")).limit(1000)
+)
 _JOB_BY_TOKEN = Statement(select(upstream_jobs).where(j.token == bindparam("token")))
 _JOB_BY_REF = Statement(
     select(upstream_jobs).where(j.vendor_ref == bindparam("ref"), j.upstream == bindparam("upstream"))
@@ -100,7 +104,7 @@ _JOB_EVENTS = Statement(
 #: a waiting number taken for finishing (the lease makes Finisher.write's ownership check hold)
 _TAKE_WAITING = Statement(
     update(checks)
-    .where(c.id == bindparam("id"), c.status == STATUS_WAITING)
+    .where(c.id == bindparam("id"), in_state(c.status, STATUS_WAITING))
     .values(status=STATUS_LEASED, lease_token=bindparam("token"), lease_until_ms=bindparam("until"))
 )
 _CHECK = Statement(

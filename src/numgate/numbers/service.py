@@ -15,7 +15,7 @@ from sqlalchemy import and_, bindparam, func, or_, select
 from numgate import ids
 from numgate.clock import Clock
 from numgate.db.direct import BulkInsert, Database, Statement
-from numgate.db.tables import batches, checks
+from numgate.db.tables import batches, checks, in_state
 from numgate.delivery.outbox import CallbackTargets
 from numgate.delivery.urls import CallbackUrls
 from numgate.errors import (
@@ -386,7 +386,7 @@ class NumberCheckService:
         c = checks.c
         conds = [
             c.account_id == account_id,
-            c.status == STATUS_DONE,
+            in_state(c.status, STATUS_DONE),
             c.done_ms >= now - QUERY_DAYS * 86_400_000,
             c.done_ms <= now - lag_ms,
         ]

@@ -15,7 +15,7 @@ from sqlalchemy import bindparam
 
 from numgate.core import Core
 from numgate.db.direct import Row
-from numgate.db.tables import checks
+from numgate.db.tables import checks, in_state
 from numgate.errors import Unavailable
 from numgate.jobs.claims import LeaseKeeper, new_lease_token
 from numgate.jobs.runner import register, wait_for_work
@@ -35,7 +35,7 @@ MIN_SHARE = 25
 SWEEP_S = 5.0
 
 CLAIM = LEASES.claim_statement(
-    where=[checks.c.status == STATUS_PENDING, checks.c.account_id == bindparam("account_id")],
+    where=[in_state(checks.c.status, STATUS_PENDING), checks.c.account_id == bindparam("account_id")],
     order_by=checks.c.id,
     returning=[
         checks.c.id,

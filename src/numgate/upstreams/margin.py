@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, func, select
 
 from numgate.db.direct import Database
-from numgate.db.tables import batches, checks, upstream_calls
+from numgate.db.tables import batches, checks, in_state, upstream_calls
 
 STATUS_DONE = 2
 
@@ -38,7 +38,7 @@ class MarginRow:
 
 async def margin(db: Database, since_ms: int | None = None) -> list[MarginRow]:
     c, b, uc = checks.c, batches.c, upstream_calls.c
-    rev_conds = [c.status == STATUS_DONE, c.source.is_not(None), b.check_level != 1]
+    rev_conds = [in_state(c.status, STATUS_DONE), c.source.is_not(None), b.check_level != 1]
     cost_conds = []
     if since_ms is not None:
         rev_conds.append(c.done_ms >= since_ms)
