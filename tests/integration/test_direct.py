@@ -204,3 +204,75 @@ def test_postgres_connections_are_shared_in_turn_and_waits_are_bounded(database_
             await engine.dispose()
 
     run_sync(main())
+
+
+def test_lease_sweeps_pass_over_rows_held_elsewhere(database_url: str) -> None:
+    """Renewing and releasing leases (jobs/claims.py) skip a row another transaction holds — a
+    worker recording that callback's attempt right now — instead of waiting for it. Waiting
+    deadlocked on PostgreSQL: the renewal locked its rows in index order while a round of attempts
+    locked its own in the round's order. The held row is left to its holder; the others move."""
+    from sqlalchemy import insert, update
+
+    from numgate.db.tables import callback_receivers, callback_targets, deliveries
+    from numgate.delivery.worker import LEASES
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks (SQLite has one writer: nothing is held by another transaction)")
+    d = deliveries.c
+    token = 77
+
+    async def main() -> None:
+        async with opened(database_url) as db:
+            async with db.write() as tx:
+                await tx.run(
+                    insert(callback_receivers).values(id=1, receiver="http://127.0.0.1:9", created_ms=0)
+                )
+                await tx.run(
+                    insert(callback_targets).values(
+                        id=1, url_hash="h", url="http://127.0.0.1:9/cb", receiver_id=1, created_ms=0
+                    )
+                )
+                for i in (1, 2):
+                    await tx.run(
+                        insert(deliveries).values(
+                            uid=f"u{i}",
+                            check_id=None,
+                            account_id=1,
+                            app_id=1,
+                            target_id=1,
+                            receiver_id=1,
+                            body="{}",
+                            status=1,
+                            attempts=0,
+                            next_ms=0,
+                            deadline_ms=10**13,
+                            lease_until_ms=1_000,
+                            lease_token=token,
+                            created_ms=0,
+                            updated_ms=0,
+                        )
+                    )
+            holding, release = asyncio.Event(), asyncio.Event()
+
+            async def recorder() -> None:  # holds row u1 as a round of attempts does
+                async with db.write() as tx:
+                    await tx.run(update(deliveries).where(d.uid == "u1").values(updated_ms=1))
+                    holding.set()
+                    await release.wait()
+
+            task = asyncio.create_task(recorder())
+            await holding.wait()
+            try:
+                async with db.autocommit() as tx:
+                    renewed = await asyncio.wait_for(LEASES.renew(tx, [token], 5_000), 5)
+                async with db.autocommit() as tx:
+                    released = await asyncio.wait_for(LEASES.release_expired(tx, 10_000), 5)
+            finally:
+                release.set()
+                await task
+            assert (renewed, released) == (1, 1)
+            async with db.read() as tx:
+                rows = await tx.all(select(d.uid, d.status, d.lease_until_ms).order_by(d.uid))
+            assert [tuple(r) for r in rows] == [("u1", 1, 1_000), ("u2", 0, None)]
+
+    run_sync(main())

@@ -44,12 +44,12 @@ class Leases:
         )
         self._release_expired = Statement(
             update(table)
-            .where(in_state(c.status, LEASED), c.lease_until_ms < bindparam("now"))
+            .where(self._unlocked(in_state(c.status, LEASED), c.lease_until_ms < bindparam("now")))
             .values(status=PENDING, lease_until_ms=None, lease_token=None)
         )
         self._release_token = Statement(
             update(table)
-            .where(in_state(c.status, LEASED), c.lease_token == bindparam("token"))
+            .where(self._unlocked(in_state(c.status, LEASED), c.lease_token == bindparam("token")))
             .values(status=PENDING, lease_until_ms=None, lease_token=None)
         )
         self._pending_accounts = Statement(
@@ -113,9 +113,18 @@ class Leases:
         c = self.table.c
         return await tx.run(
             update(self.table)
-            .where(in_state(c.status, LEASED), c.lease_token.in_(held))
+            .where(self._unlocked(in_state(c.status, LEASED), c.lease_token.in_(held)))
             .values(lease_until_ms=until_ms)
         )
+
+    def _unlocked(self, *where: Any) -> Any:
+        """``id IN (the rows matching where that no other transaction holds)``, for the lease
+        sweeps (renew, release): a row held elsewhere is being finished or recorded right now,
+        which ends its lease anyway. Waiting for it instead could deadlock on PostgreSQL: a sweep
+        locks its rows in index order while a worker finishing or recording a round locks its
+        own in the round's order (seen: a renewal against a round of callback attempts)."""
+        c = self.table.c
+        return c.id.in_(select(c.id).where(*where).with_for_update(skip_locked=True).scalar_subquery())
 
     async def accounts_with_pending(self, tx: Tx) -> list[int]:
         """Distinct accounts that have pending rows, by a loose index scan (cheap with many rows)."""
