@@ -210,7 +210,7 @@ class Outbox:
         room: dict[int, int] = {}
         token: int | None = None
         until = now + int(self.lease_s * 1000)
-        uids = ids.new_message_ids(len(callbacks))
+        uids = ids.new_delivery_ids(len(callbacks), now)
         rows = []
         for uid, c in zip(uids, callbacks, strict=True):
             receiver_id = targets[c.target_id].receiver_id
