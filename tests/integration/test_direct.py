@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, text
 
 from conftest import run_sync
 from numgate.db.direct import BulkInsert, Database, Statement, open_database
@@ -106,6 +106,24 @@ def test_unique_violation_is_conflict_and_spares_the_others(database_url: str) -
         )
 
     on(database_url, body)
+
+
+def test_a_commit_that_need_not_wait_for_the_disk(database_url: str) -> None:
+    """``autocommit(durable=False)``: on PostgreSQL on connections with synchronous_commit off
+    (the others keep it on); its writes are seen by the next reader at once, on both databases."""
+
+    async def body(db: Database) -> tuple[Any, Any]:
+        async with db.autocommit(durable=False) as tx:
+            await tx.run(PUT, key="relaxed", value="1")
+            relaxed = await tx.scalar(Statement(text("SHOW synchronous_commit"))) if tx.is_postgres else None
+        async with db.autocommit() as tx:
+            durable = await tx.scalar(Statement(text("SHOW synchronous_commit"))) if tx.is_postgres else None
+        assert await value(db, "relaxed") == "1"
+        return relaxed, durable
+
+    relaxed, durable = on(database_url, body)
+    if database_url.startswith("postgresql"):
+        assert (relaxed, durable) == ("off", "on")
 
 
 def test_bulk_insert(database_url: str) -> None:

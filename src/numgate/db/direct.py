@@ -235,10 +235,18 @@ class Database(Protocol):
     def write(self) -> Any:  # AbstractAsyncContextManager[Tx]
         ...
 
-    def autocommit(self) -> Any:  # AbstractAsyncContextManager[Tx]
+    def autocommit(self, durable: bool = True) -> Any:  # AbstractAsyncContextManager[Tx]
         """For a write that is one statement (or statements each of which may commit alone):
         PostgreSQL runs each as its own transaction, without the ``BEGIN`` and ``COMMIT`` round
-        trips of ``write()``; SQLite runs them as ``write()`` does (group commit)."""
+        trips of ``write()``; SQLite runs them as ``write()`` does (group commit).
+
+        ``durable=False`` (PostgreSQL): each commit returns without waiting for its record to
+        reach the disk (``synchronous_commit = off``, on a few connections of their own). The
+        next durable commit, of any connection, flushes it too; only a crash of the database
+        server (not of numgate) in the fraction of a second before that can lose it. For writes
+        whose loss would be harmless, or that a durable commit always follows when it matters:
+        the replay memory's keys (the work they guard commits durably after them) and replies,
+        and the sandbox simulators' records."""
         ...
 
     async def close(self) -> None: ...

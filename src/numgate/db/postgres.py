@@ -24,6 +24,10 @@ from numgate.outages import OUTAGES
 
 T = TypeVar("T")
 
+#: connections per process for writes that need not wait for the disk: the coalesced writers
+#: that use them (replay keys, replay replies, the sandbox's code checks) hold one each
+RELAXED_POOL_SIZE = 4
+
 
 class PgTx:
     __slots__ = ("_conn", "dialect")
@@ -79,8 +83,9 @@ class _Pool:
     seconds); one given back broken, or found closed, is dropped. Only waiting for one and
     opening one are timed, together: at most ``NUMGATE_DB_TIMEOUT``."""
 
-    def __init__(self, dsn: str, size: int, timeout_s: float) -> None:
+    def __init__(self, dsn: str, size: int, timeout_s: float, settings: dict[str, str] | None = None) -> None:
         self._dsn = dsn
+        self._settings = settings
         self._size = size
         self._timeout = timeout_s
         self._idle: list[Any] = []
@@ -148,7 +153,12 @@ class _Pool:
         self._open += 1
         try:
             return await translated(
-                asyncpg.connect(self._dsn, timeout=self._timeout, command_timeout=self._timeout)
+                asyncpg.connect(
+                    self._dsn,
+                    timeout=self._timeout,
+                    command_timeout=self._timeout,
+                    server_settings=self._settings,
+                )
             )
         except BaseException:
             self._open -= 1
@@ -192,15 +202,17 @@ class _Pool:
 class PgDatabase:
     def __init__(self, engine: AsyncEngine, pool_size: int, timeout_s: float = 5.0) -> None:
         self.dialect = engine.dialect
-        url = engine.url.set(drivername="postgresql")
+        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._timeout = timeout_s
-        self._pool = _Pool(url.render_as_string(hide_password=False), pool_size, timeout_s)
+        self._pool = _Pool(dsn, pool_size, timeout_s)
+        #: connections whose commits do not wait for the disk (``autocommit(durable=False)``)
+        self._relaxed = _Pool(dsn, RELAXED_POOL_SIZE, timeout_s, {"synchronous_commit": "off"})
 
     @asynccontextmanager
-    async def _acquire(self, transaction: bool) -> AsyncIterator[Tx]:
+    async def _acquire(self, transaction: bool, pool: _Pool) -> AsyncIterator[Tx]:
         started = time.monotonic()
         try:
-            conn = await self._pool.take()
+            conn = await pool.take()
         except StorageUnavailable as exc:
             OUTAGES.down("database", str(exc))
             raise
@@ -230,20 +242,21 @@ class PgDatabase:
             broken = not isinstance(exc, Exception)
             raise
         finally:
-            self._pool.give(conn, broken)
+            pool.give(conn, broken)
         OUTAGES.up("database", started)
 
     def read(self) -> Any:
-        return self._acquire(False)
+        return self._acquire(False, self._pool)
 
     def write(self) -> Any:
-        return self._acquire(True)
+        return self._acquire(True, self._pool)
 
-    def autocommit(self) -> Any:
-        return self._acquire(False)
+    def autocommit(self, durable: bool = True) -> Any:
+        return self._acquire(False, self._pool if durable else self._relaxed)
 
     async def close(self) -> None:
         await self._pool.close()
+        await self._relaxed.close()
 
 
 async def _quietly(call: Awaitable[Any], timeout_s: float) -> None:

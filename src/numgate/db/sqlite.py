@@ -251,7 +251,7 @@ class SqliteDatabase:
                 self._written = True
                 OUTAGES.up("database", started)
 
-    def autocommit(self) -> Any:
+    def autocommit(self, durable: bool = True) -> Any:
         return self.write()
 
     @asynccontextmanager
