@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,9 +30,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from numgate.clock import Clock
 from numgate.db.coalesce import Coalescer
-from numgate.db.direct import BulkUpdate, Database, Statement, array_rows
+from numgate.db.direct import Database, Statement, Tx, array_rows
 from numgate.db.tables import replay_keys
-from numgate.errors import NumgateError, SharedStateUnavailable, Unavailable
+from numgate.errors import NumgateError, SharedStateUnavailable, StorageUnavailable, Unavailable
+
+log = logging.getLogger("numgate.replay")
 
 #: how long a duplicate waits for the first request (in another process) to finish
 WAIT_S = 30.0
@@ -98,43 +101,64 @@ class _Local:
             fut.set_result(done)
 
 
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    key: str
+    fingerprint: str
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    key: str
+    reply: bytes
+
+
 rk = replay_keys.c
 
 
-def _upsert_claim(ins: Any) -> Statement:
+def _upsert_claim(ins: Any) -> Any:
     """Insert the keys; a key already there is taken over only when it has expired (a dead entry
     not yet swept). RETURNING names the keys this statement took."""
-    return Statement(
-        ins.on_conflict_do_update(
-            index_elements=[rk.key],
-            set_={
-                "fingerprint": ins.excluded.fingerprint,
-                "reply": null(),
-                "expires_ms": ins.excluded.expires_ms,
-            },
-            where=rk.expires_ms < bindparam("now"),
-        ).returning(rk.key)
-    )
+    return ins.on_conflict_do_update(
+        index_elements=[rk.key],
+        set_={
+            "fingerprint": ins.excluded.fingerprint,
+            "reply": null(),
+            "expires_ms": ins.excluded.expires_ms,
+        },
+        where=rk.expires_ms < bindparam("now"),
+    ).returning(rk.key)
 
 
 _CLAIM_ROWS = array_rows({"key": rk.key.type, "fp": rk.fingerprint.type, "exp": rk.expires_ms.type})
-#: PostgreSQL: every key of a batch in one statement (arrays ``key``, ``fp``, ``exp``)
-_CLAIM_MANY = _upsert_claim(
-    pg_insert(replay_keys).from_select(
-        ["key", "fingerprint", "expires_ms"], select(_CLAIM_ROWS.c.key, _CLAIM_ROWS.c.fp, _CLAIM_ROWS.c.exp)
-    ),
+_REPLY_ROWS = array_rows({"rkey": rk.key.type, "reply": rk.reply.type})
+#: PostgreSQL: a batch's replies stored and its keys taken, in one statement (arrays ``rkey``
+#: and ``reply``; ``key``, ``fp`` and ``exp``). Both parts see the rows as they were before it,
+#: so a key may not be in both (``_write_all`` takes such a key in a statement of its own).
+_WRITE_MANY = Statement(
+    _upsert_claim(
+        pg_insert(replay_keys).from_select(
+            ["key", "fingerprint", "expires_ms"],
+            select(_CLAIM_ROWS.c.key, _CLAIM_ROWS.c.fp, _CLAIM_ROWS.c.exp),
+        )
+    ).add_cte(
+        update(replay_keys)
+        .where(rk.key == _REPLY_ROWS.c.rkey)
+        .values(reply=_REPLY_ROWS.c.reply)
+        .cte("stored")
+    )
 )
 #: SQLite: one key (the batch shares one commit)
-_CLAIM_ONE = _upsert_claim(
-    sqlite_insert(replay_keys).values(
-        key=bindparam("key"), fingerprint=bindparam("fp"), reply=None, expires_ms=bindparam("exp")
-    ),
+_CLAIM_ONE = Statement(
+    _upsert_claim(
+        sqlite_insert(replay_keys).values(
+            key=bindparam("key"), fingerprint=bindparam("fp"), reply=None, expires_ms=bindparam("exp")
+        )
+    )
 )
+_REPLY_ONE = Statement(update(replay_keys).where(rk.key == bindparam("key")).values(reply=bindparam("reply")))
 _READ = Statement(select(rk.fingerprint, rk.reply, rk.expires_ms).where(rk.key == bindparam("key")))
-_REPLIES = BulkUpdate(
-    update(replay_keys).where(rk.key == bindparam("key")).values(reply=bindparam("reply")),
-    {"key": rk.key.type, "reply": rk.reply.type},
-)
 _FORGET = Statement(delete(replay_keys).where(rk.key == bindparam("key")))
 _SWEEP = Statement(delete(replay_keys).where(rk.expires_ms < bindparam("now")))
 
@@ -151,42 +175,57 @@ class DatabaseReplayGuard:
         self._clock = clock
         self._local = _Local()
         self._next_sweep = 0.0
-        self._claims: Coalescer[tuple[str, str, int], bool] = Coalescer(self._claim_all)
-        self._replies: Coalescer[tuple[str, bytes], None] = Coalescer(self._store_all)
+        #: keys taken and replies stored, those of concurrent requests together
+        self._writes: Coalescer[_Claim | _Reply, bool] = Coalescer(self._write_all)
+        self._storing: set[asyncio.Future[None]] = set()
 
     async def _claim(self, key: str, fingerprint: str, ttl_s: float) -> bool:
         """Take the key (True), or find it taken and live (False)."""
-        return await self._claims.submit((key, fingerprint, self._clock.time_ms() + int(ttl_s * 1000)))
+        return await self._writes.submit(_Claim(key, fingerprint, self._clock.time_ms() + int(ttl_s * 1000)))
 
-    async def _claim_all(self, items: list[tuple[str, str, int]]) -> list[bool]:
+    async def _write_all(self, items: list[_Claim | _Reply]) -> list[bool]:
+        """Store the replies and take the keys of a batch: whether each claim took its key."""
         now = self._clock.time_ms()
-        first: dict[str, tuple[str, str, int]] = {}
+        replies = [i for i in items if isinstance(i, _Reply)]
+        first: dict[str, _Claim] = {}
         for item in items:  # the same key twice in one batch: the first takes it
-            first.setdefault(item[0], item)
-        async with self._db.autocommit() as tx:
+            if isinstance(item, _Claim):
+                first.setdefault(item.key, item)
+        # durable=False: the work a key guards commits durably after it; a reply lost in a
+        # crash of the database server leaves its key taken (a replay gets ReplayPending)
+        async with self._db.autocommit(durable=False) as tx:
             if time.monotonic() >= self._next_sweep:
                 self._next_sweep = time.monotonic() + self.SWEEP_EVERY_S
                 await tx.run(_SWEEP, now=now)
             if tx.is_postgres:
-                rows = await tx.all(
-                    _CLAIM_MANY,
-                    key=[k for k, _, _ in first.values()],
-                    fp=[f for _, f, _ in first.values()],
-                    exp=[e for _, _, e in first.values()],
-                    now=now,
-                )
-                taken = {r[0] for r in rows}
+                replied = {r.key for r in replies}
+                now_claims = [c for c in first.values() if c.key not in replied]
+                taken = await self._write_many(tx, now_claims, replies, now)
+                if len(now_claims) < len(first):  # a key both replied to and claimed: after
+                    later = [c for c in first.values() if c.key in replied]
+                    taken |= await self._write_many(tx, later, [], now)
             else:
+                for r in replies:
+                    await tx.run(_REPLY_ONE, key=r.key, reply=r.reply)
                 taken = set()
-                for k, f, e in first.values():
-                    if await tx.one(_CLAIM_ONE, key=k, fp=f, exp=e, now=now) is not None:
-                        taken.add(k)
-        return [item[0] in taken and first[item[0]] is item for item in items]
+                for c in first.values():
+                    row = await tx.one(_CLAIM_ONE, key=c.key, fp=c.fingerprint, exp=c.expires_ms, now=now)
+                    if row is not None:
+                        taken.add(c.key)
+        return [isinstance(i, _Claim) and i.key in taken and first[i.key] is i for i in items]
 
-    async def _store_all(self, items: list[tuple[str, bytes]]) -> list[None]:
-        async with self._db.autocommit() as tx:
-            await tx.bulk_update(_REPLIES, [{"key": k, "reply": r} for k, r in items])
-        return [None] * len(items)
+    @staticmethod
+    async def _write_many(tx: Tx, claims: list[_Claim], replies: list[_Reply], now: int) -> set[str]:
+        rows = await tx.all(
+            _WRITE_MANY,
+            key=[c.key for c in claims],
+            fp=[c.fingerprint for c in claims],
+            exp=[c.expires_ms for c in claims],
+            rkey=[r.key for r in replies],
+            reply=[r.reply for r in replies],
+            now=now,
+        )
+        return {r[0] for r in rows}
 
     async def _stored(self, key: str, fingerprint: str) -> bytes | None:
         """The reply another process stored (or is about to) under ``key``; None if the key was
@@ -216,9 +255,7 @@ class DatabaseReplayGuard:
         fut = self._local.start(key, fingerprint)
         try:
             done = await work()
-            if done.remember:
-                await self._replies.submit((key, done.reply))
-            else:
+            if not done.remember:
                 async with self._db.autocommit() as tx:
                     await tx.run(_FORGET, key=key)
         except BaseException as exc:
@@ -227,14 +264,37 @@ class DatabaseReplayGuard:
                 async with self._db.autocommit() as tx:
                     await tx.run(_FORGET, key=key)
             raise
-        self._local.end(key, fut, done)
+        if done.remember:  # answered now; the reply is stored behind the answer
+            task = asyncio.ensure_future(self._remember(key, fut, done))
+            self._storing.add(task)
+            task.add_done_callback(self._storing.discard)
+        else:
+            self._local.end(key, fut, done)
         return done.reply
+
+    async def _remember(self, key: str, fut: asyncio.Future[Done], done: Done) -> None:
+        """Store the reply of work already done and answered. Until it is stored, duplicates in
+        this process get it from memory and those in others wait for it (``_stored``). If it
+        cannot be stored the key stays taken with no reply: a duplicate is told so
+        (:class:`ReplayPending`) rather than run again."""
+        try:
+            await self._writes.submit(_Reply(key, done.reply))
+        except StorageUnavailable:
+            pass  # the outage is logged once, by the database layer
+        except NumgateError as exc:
+            log.warning("a reply could not be stored for replays of its request: %s", exc)
+        except Exception:
+            log.exception("a reply could not be stored for replays of its request")
+        finally:
+            self._local.end(key, fut, done)
 
     async def first_use(self, key: str, ttl_s: float) -> bool:
         return await self._claim(key, "", ttl_s)
 
     async def close(self) -> None:
-        return None
+        """Wait for the replies still being stored."""
+        while self._storing:
+            await asyncio.gather(*self._storing, return_exceptions=True)
 
 
 class RedisReplayGuard:

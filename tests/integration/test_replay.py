@@ -14,9 +14,12 @@ import httpx
 import orjson
 
 from camssign import cams_request
-from conftest import RunningServer, Tenant, make_tenant
+from conftest import RunningServer, Tenant, make_tenant, run_sync
 from numgate.client import headers_for
 from numgate.clock import FixedClock
+from numgate.db.direct import open_database
+from numgate.db.engine import create_engine
+from numgate.replay import DatabaseReplayGuard, _Claim, _Reply
 
 CHECK = "/api/number/check"
 CHECK_GET = "/api/number/check/get"
@@ -117,6 +120,47 @@ def test_the_memory_in_redis_is_shared_and_bound_to_the_path(
     assert send(b, CHECK, raw, headers).content == first.content
     assert send(b, CHECK_GET, raw, headers).json()["code"] == 1003
     assert a.call(_batches) == 1
+
+
+def test_the_memory_in_the_database_is_shared_by_servers_on_it(make_server: Any) -> None:
+    """A server answers before its reply is stored (the store follows the answer): a replay
+    sent at once to another server on the same database still gets that reply, not a second
+    run."""
+    a, b = make_server(), make_server()
+    t = make_tenant(a)
+    for i in range(5):
+        raw, headers = signed(a, t, {"phone": "2348031234567", "appkey": t.appkey, "batchNo": f"b{i}"})
+        first = send(a, CHECK, raw, headers)
+        assert first.json()["code"] == 0
+        assert send(b, CHECK, raw, headers).content == first.content
+    assert a.call(_batches) == 5
+
+
+def test_a_reply_and_a_claim_of_its_key_in_one_batch(database_url: str) -> None:
+    """Replies are stored in the statement that takes the next keys; a key whose reply is in
+    that statement is claimed after it (a row may be changed once per statement): not taken."""
+    clock = FixedClock()
+
+    async def main() -> tuple[list[bool], Any, Any]:
+        engine = create_engine(database_url)
+        db = open_database(engine)
+        guard = DatabaseReplayGuard(db, clock)
+        later = clock.time_ms() + 60_000
+        try:
+            assert await guard.first_use("k", 60)
+            taken = await guard._write_all(
+                [_Reply("k", b"the reply"), _Claim("k", "", later), _Claim("j", "", later)]
+            )
+            return taken, await guard._stored("k", ""), await guard.first_use("j", 60)
+        finally:
+            await guard.close()
+            await db.close()
+            await engine.dispose()
+
+    taken, stored, j_again = run_sync(main())
+    assert taken == [False, False, True]
+    assert stored == b"the reply"
+    assert j_again is False
 
 
 def test_concurrent_requests_each_keep_their_own_reply(server: RunningServer, tenant: Tenant) -> None:
