@@ -15,6 +15,7 @@ from alibabacloud_tea_openapi.exceptions import ClientException
 from conftest import RunningServer, add_number, cams_client, make_tenant, outbox_code
 from numgate.client import NxClient
 from numgate.clock import FixedClock
+from numgate.waba.service import _Attempt, _Used
 
 PHONE = "5511987654321"
 
@@ -119,6 +120,29 @@ def test_wrong_codes_sent_at_once_each_take_their_own_attempt(world: World) -> N
         "no attempts left: request a new code"
     ]
     assert "wrong codes were entered" in world.fails("checkCode", phone_number=PHONE, code=code)
+
+
+def test_a_code_used_and_a_new_attempt_on_it_in_one_batch(world: World) -> None:
+    """(PostgreSQL) A code checked right is marked used in the statement that takes the next
+    attempts; an attempt on the same number in that batch waits a round, and so finds the code
+    used (no attempt taken), as it would have in a statement of its own."""
+    if not world.srv.settings.database_url.startswith("postgresql"):
+        pytest.skip("SQLite takes each attempt in its own write (no batched code writes)")
+    world.ok("getCode", phone_number=PHONE, method="sms")
+    account_id = world.tenant.account_id
+
+    async def batch(core: Any) -> tuple[Any, Any]:
+        waba = core.waba
+        [first] = await waba._code_writes([_Attempt(PHONE, account_id, None)])
+        assert first is not None and first["attempts"] == 1
+        used = _Used(PHONE, first["request_id"], first["number_id"])
+        return await waba._code_writes([used, _Attempt(PHONE, account_id, None)])
+
+    assert world.srv.call(batch) == [None, None]
+    assert world.row()["code_verification_status"] == "VERIFIED"
+    assert "no verification code is pending" in world.fails(
+        "checkCode", phone_number=PHONE, code=outbox_code(world.srv, PHONE)
+    )
 
 
 def test_a_code_with_a_digit_too_many_is_wrong(world: World) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -148,7 +149,11 @@ _ASKED_ROWS = array_rows(_ASKED)
 #: the same statement, for many numbers at once (one per phone): arrays ``phone``, ``account_id``
 #: and ``appkey`` (NULL: any of the account's apps). Returns the number, the code request and its
 #: attempts; no row for a phone when any condition fails (``_no_attempt`` then says which).
-TAKE_ATTEMPTS = Statement(
+#: The same statement marks codes used and their numbers verified (arrays ``rids``, ``nids``;
+#: ``at``): those of the checks that ended since the last one. Both parts see the rows as they
+#: were before it, so a number whose code is used in it takes its attempt in the next statement
+#: (a row may be changed once per statement).
+CODE_WRITES = Statement(
     update(waba_code_requests)
     .where(
         wn.phone == _ASKED_ROWS.c.phone,
@@ -165,6 +170,18 @@ TAKE_ATTEMPTS = Statement(
         cr.attempts,
         wn.upstream_id,
     )
+    .add_cte(
+        update(waba_code_requests)
+        .where(cr.id == any_(bindparam("rids", type_=ARRAY(cr.id.type))))
+        .values(state="used")
+        .cte("used")
+    )
+    .add_cte(
+        update(waba_numbers)
+        .where(wn.id == any_(bindparam("nids", type_=ARRAY(wn.id.type))))
+        .values(verified_ms=bindparam("at"), updated_ms=bindparam("at"))
+        .cte("verified")
+    )
 )
 #: (SQLite, whose RETURNING names only the updated table) the same, for a number already found
 TAKE_ATTEMPT_OF = Statement(
@@ -172,19 +189,6 @@ TAKE_ATTEMPT_OF = Statement(
     .where(*_attempt_allowed(bindparam("nid")))
     .values(attempts=cr.attempts + 1)
     .returning(cr.id.label("request_id"), cr.attempts)
-)
-#: PostgreSQL: codes used and their numbers verified, many in one statement (arrays ``rids``, ``nids``)
-_ALL_USED = (
-    update(waba_code_requests)
-    .where(cr.id == any_(bindparam("rids", type_=ARRAY(cr.id.type))))
-    .values(state="used")
-    .cte("used")
-)
-ALL_VERIFIED_AND_USED = Statement(
-    update(waba_numbers)
-    .where(wn.id == any_(bindparam("nids", type_=ARRAY(wn.id.type))))
-    .values(verified_ms=bindparam("at"), updated_ms=bindparam("at"))
-    .add_cte(_ALL_USED)
 )
 PIN_OF = Statement(select(wn.pin_enc).where(wn.id == bindparam("nid")))
 RECENT_CHANGES = Statement(
@@ -209,6 +213,24 @@ ABANDON_CHANGES = Statement(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """A code check's attempt to take (PostgreSQL: ``CODE_WRITES``)."""
+
+    phone: str
+    account_id: int
+    appkey: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Used:
+    """A code checked right: used, and its number verified (PostgreSQL: ``CODE_WRITES``)."""
+
+    phone: str
+    request_id: int
+    number_id: int
+
+
 class WabaService:
     def __init__(
         self,
@@ -226,8 +248,8 @@ class WabaService:
         self.upstream = upstream
         self.rules = rules or OnboardingRules()
         self._by_phone: Coalescer[str, Row | None] = Coalescer(self._read_phones)
-        self._attempts: Coalescer[tuple[str, int, str | None], Row | None] = Coalescer(self._take_attempts)
-        self._verified: Coalescer[tuple[int, int], None] = Coalescer(self._verify_all)
+        #: (PostgreSQL) code checks' attempts, and the codes used by those that succeeded
+        self._codes: Coalescer[_Attempt | _Used, Row | None] = Coalescer(self._code_writes)
 
     # reading -------------------------------------------------------------------------------
 
@@ -459,7 +481,7 @@ class WabaService:
         r, now = self.rules, self._clock.time_ms()
         taken: dict[str, Any] | None = None
         if self._db.dialect.name == "postgresql":  # the number found and the attempt taken at once
-            row = await self._attempts.submit((phone, account_id, appkey))
+            row = await self._codes.submit(_Attempt(phone, account_id, appkey))
             taken = dict(row) if row is not None else None
         else:  # SQLite's RETURNING names only the updated table's columns
             async with self._db.write() as tx:
@@ -495,8 +517,8 @@ class WabaService:
             async with self._db.autocommit() as tx:
                 await tx.run(GIVE_ATTEMPT_BACK, rid=request_id)
             raise
-        if self._db.dialect.name == "postgresql":  # one statement with the others' verifications
-            await self._verified.submit((request_id, number_id))
+        if self._db.dialect.name == "postgresql":  # in the statement of the next attempts
+            await self._codes.submit(_Used(phone, request_id, number_id))
         else:
             async with self._db.write() as tx:
                 await tx.run(MARK_USED, rid=request_id)
@@ -508,35 +530,35 @@ class WabaService:
         r = self.rules
         return {"expired_before": now - r.code_lifetime_ms, "max_attempts": r.code_max_attempts}
 
-    async def _take_attempts(self, asked: list[tuple[str, int, str | None]]) -> list[Row | None]:
-        """(PostgreSQL) One attempt each for the code checks of concurrent requests: one
-        statement per round of distinct phones (a number's code takes one attempt per statement)."""
-        limits = self._attempt_limits(self._clock.time_ms())
-        taken: list[Row | None] = [None] * len(asked)
+    async def _code_writes(self, items: list[_Attempt | _Used]) -> list[Row | None]:
+        """(PostgreSQL) The attempts of concurrent code checks taken, and the codes of those that
+        succeeded used (their numbers verified), in one statement per round of distinct phones (a
+        number's code is changed once per statement: a second check of it waits a round, and so
+        does the attempt of a number whose code is used in this round). Each attempt gets its row
+        (None: no attempt could be taken); each code used, None."""
+        now = self._clock.time_ms()
+        used = [i for i in items if isinstance(i, _Used)]
+        asked = [(n, i) for n, i in enumerate(items) if isinstance(i, _Attempt)]
+        taken: list[Row | None] = [None] * len(items)
+        # the phones of the codes used come first: they take round 0, their attempts wait
+        phones = [u.phone for u in used] + [a.phone for _, a in asked]
         async with self._db.autocommit() as tx:
-            for positions in rounds([phone for phone, _, _ in asked]):
+            for k, positions in enumerate(rounds(phones)):
+                these = [asked[p - len(used)] for p in positions if p >= len(used)]
                 rows = await tx.all(
-                    TAKE_ATTEMPTS,
-                    phone=[asked[i][0] for i in positions],
-                    account_id=[asked[i][1] for i in positions],
-                    appkey=[asked[i][2] for i in positions],
-                    **limits,
+                    CODE_WRITES,
+                    phone=[a.phone for _, a in these],
+                    account_id=[a.account_id for _, a in these],
+                    appkey=[a.appkey for _, a in these],
+                    rids=[u.request_id for u in used] if k == 0 else [],
+                    nids=[u.number_id for u in used] if k == 0 else [],
+                    at=now,
+                    **self._attempt_limits(now),
                 )
                 by_phone = {row["phone"]: row for row in rows}
-                for i in positions:
-                    taken[i] = by_phone.get(asked[i][0])
+                for n, a in these:
+                    taken[n] = by_phone.get(a.phone)
         return taken
-
-    async def _verify_all(self, done: list[tuple[int, int]]) -> list[None]:
-        """(PostgreSQL) Codes used and numbers verified for concurrent requests, one statement."""
-        async with self._db.autocommit() as tx:
-            await tx.run(
-                ALL_VERIFIED_AND_USED,
-                rids=[rid for rid, _ in done],
-                nids=[nid for _, nid in done],
-                at=self._clock.time_ms(),
-            )
-        return [None] * len(done)
 
     async def _no_attempt(self, account_id: int, phone: str, appkey: str | None, now: int) -> None:
         """Why no attempt could be taken: raises the error that says so."""
