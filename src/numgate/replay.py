@@ -177,7 +177,8 @@ class DatabaseReplayGuard:
         self._next_sweep = 0.0
         #: keys taken and replies stored, those of concurrent requests together
         self._writes: Coalescer[_Claim | _Reply, bool] = Coalescer(self._write_all)
-        self._storing: set[asyncio.Future[None]] = set()
+        #: replies answered and not yet stored
+        self._storing: set[asyncio.Future[bool]] = set()
 
     async def _claim(self, key: str, fingerprint: str, ttl_s: float) -> bool:
         """Take the key (True), or find it taken and live (False)."""
@@ -265,28 +266,29 @@ class DatabaseReplayGuard:
                     await tx.run(_FORGET, key=key)
             raise
         if done.remember:  # answered now; the reply is stored behind the answer
-            task = asyncio.ensure_future(self._remember(key, fut, done))
-            self._storing.add(task)
-            task.add_done_callback(self._storing.discard)
+            stored = self._writes.enqueue(_Reply(key, done.reply))
+            self._storing.add(stored)
+            stored.add_done_callback(lambda f: self._remembered(f, key, fut, done))
         else:
             self._local.end(key, fut, done)
         return done.reply
 
-    async def _remember(self, key: str, fut: asyncio.Future[Done], done: Done) -> None:
-        """Store the reply of work already done and answered. Until it is stored, duplicates in
-        this process get it from memory and those in others wait for it (``_stored``). If it
-        cannot be stored the key stays taken with no reply: a duplicate is told so
-        (:class:`ReplayPending`) rather than run again."""
-        try:
-            await self._writes.submit(_Reply(key, done.reply))
-        except StorageUnavailable:
-            pass  # the outage is logged once, by the database layer
-        except NumgateError as exc:
+    def _remembered(
+        self, stored: asyncio.Future[bool], key: str, fut: asyncio.Future[Done], done: Done
+    ) -> None:
+        """The reply of work already done and answered is stored (or could not be). Until then,
+        duplicates in this process got it from memory and those in others waited for it
+        (``_stored``). If it could not be stored the key stays taken with no reply: a duplicate
+        is told so (:class:`ReplayPending`) rather than run again."""
+        self._storing.discard(stored)
+        self._local.end(key, fut, done)
+        exc = None if stored.cancelled() else stored.exception()
+        if exc is None or isinstance(exc, StorageUnavailable):
+            return  # an outage is logged once, by the database layer
+        if isinstance(exc, NumgateError):
             log.warning("a reply could not be stored for replays of its request: %s", exc)
-        except Exception:
-            log.exception("a reply could not be stored for replays of its request")
-        finally:
-            self._local.end(key, fut, done)
+        else:
+            log.error("a reply could not be stored for replays of its request", exc_info=exc)
 
     async def first_use(self, key: str, ttl_s: float) -> bool:
         return await self._claim(key, "", ttl_s)

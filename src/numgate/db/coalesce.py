@@ -28,11 +28,16 @@ class Coalescer(Generic[T, R]):
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, item: T) -> R:
+        return await self.enqueue(item)
+
+    def enqueue(self, item: T) -> asyncio.Future[R]:
+        """``submit`` for a caller that does not wait there: the item's future, resolved when
+        its flush is done (write-behind: a callback on it, no task per item)."""
         fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, fut))
         if self._task is None:
             self._task = asyncio.create_task(self._run())
-        return await fut
+        return fut
 
     async def _run(self) -> None:
         try:
