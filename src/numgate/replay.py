@@ -12,6 +12,9 @@ permission) forgets the key, so a retry runs for real.
 The memory lives in the database (``replay_keys``) by default, so a restart never opens a replay
 window and several server processes on one PostgreSQL share it; with ``NUMGATE_REDIS_URL`` it
 lives in Redis instead. Concurrent duplicates inside one process wait on the first in memory.
+In the database a reply is stored just after its answer is sent, together with the keys the
+next requests take (one statement for both); until then duplicates get it from memory, or, in
+another process, wait for it.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from numgate.outages import OUTAGES
 T = TypeVar("T")
 
 #: connections per process for writes that need not wait for the disk: the coalesced writers
-#: that use them (replay keys, replay replies, the sandbox's code checks) hold one each
+#: that use them (the replay memory, the sandbox's code checks) hold one each
 RELAXED_POOL_SIZE = 4
 
 

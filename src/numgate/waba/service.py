@@ -545,6 +545,8 @@ class WabaService:
         async with self._db.autocommit() as tx:
             for k, positions in enumerate(rounds(phones)):
                 these = [asked[p - len(used)] for p in positions if p >= len(used)]
+                if k and not these:  # only a code used twice (two right checks at once)
+                    continue
                 rows = await tx.all(
                     CODE_WRITES,
                     phone=[a.phone for _, a in these],
