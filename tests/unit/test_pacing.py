@@ -1,9 +1,10 @@
-"""A receiver's pace: slow start, additive growth, halving on strain (once a round), pauses with
-back-off after failures in a row — over an injected clock."""
+"""A receiver's pace: slow start, additive growth (past a handful of connections one step per
+STEP_EVERY_S), halving on strain (once a round), pauses with back-off after failures in a row —
+over an injected clock."""
 
 from __future__ import annotations
 
-from numgate.delivery.pacing import CEILING_S, PAUSE_AFTER, START, Pacer, Result
+from numgate.delivery.pacing import CEILING_S, FREE_UP_TO, PAUSE_AFTER, START, STEP_EVERY_S, Pacer, Result
 
 
 def run_round(p: Pacer, now: float, result: Result = Result.OK, ms: float = 10.0) -> int:
@@ -16,26 +17,50 @@ def run_round(p: Pacer, now: float, result: Result = Result.OK, ms: float = 10.0
     return n
 
 
+def grow(p: Pacer, rounds: int, start: float = 0.0, ms: float = 10.0) -> float:
+    """Rounds of answers, one every STEP_EVERY_S seconds from ``start``; the time after them."""
+    for k in range(rounds):
+        run_round(p, start + k * STEP_EVERY_S, ms=ms)
+    return start + rounds * STEP_EVERY_S
+
+
 def test_slow_start_then_additive_growth_up_to_the_maximum() -> None:
     p = Pacer(max_limit=64, now=0.0)
     assert p.room(0.0) == START
-    sizes = [run_round(p, t * 0.01) for t in range(8)]
-    assert sizes[:6] == [2, 4, 8, 16, 32, 64]  # doubles each round while the receiver keeps up
-    assert p.limit == 64 and p.room(1.0) == 64  # never past NUMGATE_CALLBACK_CONCURRENCY
+    sizes = [run_round(p, t * 0.01) for t in range(4)]
+    assert sizes == [2, 4, 4, 4]  # doubles each round up to a handful, then waits
+    assert p.limit == FREE_UP_TO
+    limits = []
+    for k in range(1, 6):  # past a handful: one doubling per STEP_EVERY_S
+        run_round(p, k * STEP_EVERY_S)
+        limits.append(p.limit)
+    assert limits == [8, 16, 32, 64, 64]  # never past NUMGATE_CALLBACK_CONCURRENCY
+    assert p.room(10.0) == 64
+
+
+def test_a_fast_receiver_does_not_outgrow_the_second_a_dropped_connection_takes_to_show() -> None:
+    """A 1 ms receiver answers hundreds of rounds in the second before the kernel retries a
+    connection its full listen backlog dropped: the limit grows one step in that time, no more."""
+    p = Pacer(max_limit=64, now=0.0)
+    for t in range(1000):
+        run_round(p, t * 0.001, ms=1.0)
+    assert p.limit == FREE_UP_TO
+    for t in range(1000):
+        run_round(p, 1.0 + t * 0.001, ms=1.0)
+    assert p.limit == 2 * FREE_UP_TO  # one step, at 1.5 s
 
 
 def test_strain_halves_once_a_round_and_growth_turns_additive() -> None:
     p = Pacer(max_limit=64, now=0.0)
-    for t in range(4):
-        run_round(p, t * 0.01)
+    now = grow(p, 4)
     assert p.limit == 32
     for _ in range(3):  # three time-outs in one round: one signal
         p.started()
-        p.finished(Result.STRAIN, 10.0, 1.0)
+        p.finished(Result.STRAIN, 10.0, now)
     assert p.limit == 16
     before = p.limit
-    run_round(p, 2.0)
-    assert before < p.limit <= before + 1.01  # now one more connection a round, not double
+    run_round(p, now + STEP_EVERY_S)
+    assert p.limit == before + 1  # now one more connection a step, not double
 
 
 def test_an_answer_far_slower_than_usual_is_strain() -> None:
@@ -81,19 +106,16 @@ def test_state_reports_rate_and_latency() -> None:
 
 def test_a_strained_level_becomes_a_ceiling_for_a_while() -> None:
     p = Pacer(max_limit=64, now=0.0)
-    for t in range(4):
-        run_round(p, t * 0.01, ms=2.0)  # limit 32
+    now = grow(p, 4, ms=2.0)  # limit 32
     levels = [p.started() for _ in range(8)]
     for level in levels[:7]:
-        p.finished(Result.OK, 2.0, 1.0, level=level)
+        p.finished(Result.OK, 2.0, now, level=level)
     # the eighth connection at once waited a second: the receiver takes seven
-    p.finished(Result.OK, 1000.0, 1.0, level=levels[7])
+    p.finished(Result.OK, 1000.0, now, level=levels[7])
     assert p.ceiling == 7
-    for t in range(200):
-        run_round(p, 1.0 + t * 0.01, ms=2.0)
+    grow(p, 10, start=now + 0.01, ms=2.0)
     assert p.limit <= 7  # it no longer grows into the second-long stall
-    run_round(p, 1.0 + CEILING_S + 1, ms=2.0)
-    run_round(p, 1.0 + CEILING_S + 1.01, ms=2.0)
+    grow(p, 10, start=now + CEILING_S + 1, ms=2.0)
     assert p.limit > 7  # later it probes above it again
 
 

@@ -7,7 +7,11 @@ the way TCP finds a path's: a :class:`Pacer` per receiver (scheme, host and port
 
 - starts at two connections and doubles its limit each round of answers while the receiver keeps
   up (slow start), then grows it by one a round (congestion avoidance), up to
-  ``NUMGATE_CALLBACK_CONCURRENCY``;
+  ``NUMGATE_CALLBACK_CONCURRENCY``; but past a handful of connections (:data:`FREE_UP_TO`) it
+  takes one such step (a doubling, or one more) per :data:`STEP_EVERY_S` seconds at most. A
+  connection a full listen backlog dropped shows only when the kernel retries it, a second
+  later; growing every round of a 1 ms receiver took the limit to dozens in that second, and
+  each retry burst then got five of them in, the last ones past the time-out;
 - halves it — at most once per round — when the receiver shows strain: a time-out, a refused or
   reset connection, HTTP 429 or 503, or an answer far slower than its usual (a dropped connection
   the kernel retried a second later); and remembers the concurrency that strained it: for
@@ -33,6 +37,11 @@ from enum import Enum
 from typing import Any
 
 START = 2
+#: up to this many connections the limit grows with each round of answers
+FREE_UP_TO = 4
+#: above it, at most one step of growth per this many seconds: longer than the second a
+#: connection dropped by a full listen backlog takes to show (the kernel's first retry)
+STEP_EVERY_S = 1.5
 PAUSE_AFTER = 5
 PAUSE_FIRST_S = 1.0
 PAUSE_MAX_S = 60.0
@@ -87,6 +96,7 @@ class Pacer:
         #: the concurrency the receiver is known to take, until ``ceiling_until``
         self.ceiling = math.inf
         self.ceiling_until = 0.0
+        self._stepped_at = now  # the last growth step above FREE_UP_TO
 
     # room ------------------------------------------------------------------------------------
 
@@ -125,9 +135,8 @@ class Pacer:
             self.failures_in_row = 0
             self.pauses = 0
             self._usual_ms = latency_ms if self._usual_ms is None else 0.9 * self._usual_ms + 0.1 * latency_ms
-            grow = 1.0 if self.limit < self.threshold else 1.0 / self.limit
             cap = self.ceiling if now < self.ceiling_until else math.inf
-            self.limit = max(min(self.limit + grow, float(self.max_limit), cap), 1.0)
+            self.limit = max(min(self._grown(now), float(self.max_limit), cap), 1.0)
             return
         self.failures_in_row += 1
         if result is Result.STRAIN:
@@ -140,6 +149,17 @@ class Pacer:
             self.pauses += 1
             self.failures_in_row = 0
             self.limit = 1.0  # then one probe at a time
+
+    def _grown(self, now: float) -> float:
+        """The limit after an answer that kept up: one more a round while small, then a step
+        (a doubling in slow start, one more after) at most every STEP_EVERY_S seconds."""
+        slow_start = self.limit < self.threshold
+        if self.limit < FREE_UP_TO:
+            return min(self.limit + (1.0 if slow_start else 1.0 / self.limit), float(FREE_UP_TO))
+        if now - self._stepped_at < STEP_EVERY_S:
+            return self.limit
+        self._stepped_at = now
+        return min(self.limit * 2, max(self.threshold, self.limit + 1)) if slow_start else self.limit + 1
 
     def _strained(self, level: int | None, latency_ms: float, now: float) -> None:
         if level is not None:
