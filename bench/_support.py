@@ -77,6 +77,22 @@ def server_cpu(database_url: str | None) -> float:
     return total
 
 
+def execute(url: str, sql: str) -> None:
+    """Run one SQL command on the PostgreSQL database at ``url`` (its own connection)."""
+    import asyncio
+
+    import asyncpg  # type: ignore[import-untyped]
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
 @contextmanager
 def scratch_database(url: str | None) -> Iterator[str | None]:
     """A fresh PostgreSQL database next to ``url``'s (same server and user; named after it with a
@@ -85,28 +101,17 @@ def scratch_database(url: str | None) -> Iterator[str | None]:
     if not url:
         yield None
         return
-    import asyncio
     import uuid
     from urllib.parse import urlsplit, urlunsplit
-
-    import asyncpg  # type: ignore[import-untyped]
 
     parts = urlsplit(url)
     name = f"{parts.path.lstrip('/') or 'numgate'}_{uuid.uuid4().hex[:8]}"
     admin = urlunsplit(parts._replace(path="/postgres"))
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    execute(admin, f'CREATE DATABASE "{name}"')
     try:
         yield urlunsplit(parts._replace(path=f"/{name}"))
     finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def analyze(database_url: str | None) -> None:
@@ -114,20 +119,8 @@ def analyze(database_url: str | None) -> None:
     within a minute or so of a bulk load: a benchmark that loads thousands of rows seconds before
     its measured run would otherwise measure plans made for the empty tables (sequential scans
     and hash joins where an index lookup per row is right)."""
-    if not database_url:
-        return
-    import asyncio
-
-    import asyncpg  # type: ignore[import-untyped]
-
-    async def run() -> None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            await conn.execute("ANALYZE")
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
+    if database_url:
+        execute(database_url, "ANALYZE")
 
 
 def wait_healthy(base: str, tries: int = 300) -> None:

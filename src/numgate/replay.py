@@ -25,15 +25,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import bindparam, delete, null, select, update
+from sqlalchemy import Update, bindparam, delete, null, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from numgate.clock import Clock
 from numgate.db.coalesce import Coalescer
-from numgate.db.direct import Database, Statement, Tx, array_rows
+from numgate.db.direct import BulkUpdate, Database, Statement, Tx, array_rows
 from numgate.db.tables import replay_keys
 from numgate.errors import NumgateError, SharedStateUnavailable, StorageUnavailable, Unavailable
 
@@ -134,23 +134,23 @@ def _upsert_claim(ins: Any) -> Any:
     ).returning(rk.key)
 
 
-_CLAIM_ROWS = array_rows({"key": rk.key.type, "fp": rk.fingerprint.type, "exp": rk.expires_ms.type})
-_REPLY_ROWS = array_rows({"rkey": rk.key.type, "reply": rk.reply.type})
-#: PostgreSQL: a batch's replies stored and its keys taken, in one statement (arrays ``rkey``
-#: and ``reply``; ``key``, ``fp`` and ``exp``). Both parts see the rows as they were before it,
-#: so a key may not be in both (``_write_all`` takes such a key in a statement of its own).
+#: a batch's replies: ``UPDATE … FROM unnest`` on PostgreSQL, ``executemany`` on SQLite
+_REPLIES = BulkUpdate(
+    update(replay_keys).where(rk.key == bindparam("key")).values(reply=bindparam("reply")),
+    {"key": rk.key.type, "reply": rk.reply.type},
+)
+_CLAIM_ROWS = array_rows({"claim": rk.key.type, "fp": rk.fingerprint.type, "exp": rk.expires_ms.type})
+#: PostgreSQL: a batch's keys taken (arrays ``claim``, ``fp``, ``exp``) and its replies stored
+#: (``_REPLIES`` as a CTE: arrays ``key`` and ``reply``), in one statement. Both parts see the
+#: rows as they were before it, so a key may not be in both (``_write_all`` takes such a key in
+#: a statement of its own).
 _WRITE_MANY = Statement(
     _upsert_claim(
         pg_insert(replay_keys).from_select(
             ["key", "fingerprint", "expires_ms"],
-            select(_CLAIM_ROWS.c.key, _CLAIM_ROWS.c.fp, _CLAIM_ROWS.c.exp),
+            select(_CLAIM_ROWS.c.claim, _CLAIM_ROWS.c.fp, _CLAIM_ROWS.c.exp),
         )
-    ).add_cte(
-        update(replay_keys)
-        .where(rk.key == _REPLY_ROWS.c.rkey)
-        .values(reply=_REPLY_ROWS.c.reply)
-        .cte("stored")
-    )
+    ).add_cte(cast(Update, _REPLIES.postgres.clause).cte("stored"))
 )
 #: SQLite: one key (the batch shares one commit)
 _CLAIM_ONE = Statement(
@@ -160,7 +160,6 @@ _CLAIM_ONE = Statement(
         )
     )
 )
-_REPLY_ONE = Statement(update(replay_keys).where(rk.key == bindparam("key")).values(reply=bindparam("reply")))
 _READ = Statement(select(rk.fingerprint, rk.reply, rk.expires_ms).where(rk.key == bindparam("key")))
 _FORGET = Statement(delete(replay_keys).where(rk.key == bindparam("key")))
 _SWEEP = Statement(delete(replay_keys).where(rk.expires_ms < bindparam("now")))
@@ -209,8 +208,7 @@ class DatabaseReplayGuard:
                     later = [c for c in first.values() if c.key in replied]
                     taken |= await self._write_many(tx, later, [], now)
             else:
-                for r in replies:
-                    await tx.run(_REPLY_ONE, key=r.key, reply=r.reply)
+                await tx.bulk_update(_REPLIES, [{"key": r.key, "reply": r.reply} for r in replies])
                 taken = set()
                 for c in first.values():
                     row = await tx.one(_CLAIM_ONE, key=c.key, fp=c.fingerprint, exp=c.expires_ms, now=now)
@@ -222,11 +220,10 @@ class DatabaseReplayGuard:
     async def _write_many(tx: Tx, claims: list[_Claim], replies: list[_Reply], now: int) -> set[str]:
         rows = await tx.all(
             _WRITE_MANY,
-            key=[c.key for c in claims],
+            claim=[c.key for c in claims],
             fp=[c.fingerprint for c in claims],
             exp=[c.expires_ms for c in claims],
-            rkey=[r.key for r in replies],
-            reply=[r.reply for r in replies],
+            **_REPLIES.columns([{"key": r.key, "reply": r.reply} for r in replies]),
             now=now,
         )
         return {r[0] for r in rows}
