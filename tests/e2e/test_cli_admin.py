@@ -3,6 +3,7 @@ are printed whole, options are validated, and the everyday commands exist."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -313,3 +314,26 @@ def test_deleted_app_is_refused_on_the_wire(server: RunningServer, tenant: Any) 
         r = nx.post("/api/number/check", {"phone": "2348031234567", "appkey": tenant.appkey})
     assert r["code"] == 202
     assert httpx.get(server.base_url + "/healthz").status_code == 200
+
+
+def test_a_long_output_reaches_a_slow_reader_whole(server: RunningServer, env: dict[str, str]) -> None:
+    """Python run unbuffered (``PYTHONUNBUFFERED=1``, as many container images set it) and piped to
+    a reader that is slow to start: a ``--json`` list of well over the pipe's 64 KiB arrives whole
+    and parses (it used to stop at 64 KiB, exit code 0, nothing said)."""
+
+    async def many(core: Any) -> None:
+        for i in range(700):
+            await core.tenancy.create_account(f"account {i:04d} of a long list")
+
+    server.call(many)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "numgate", "admin", "account", "list", "--json"],
+        env=env | {"PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(2)  # the pipe fills before anything is read
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert len(out) > 100_000
+    assert len(json.loads(out)) == 700

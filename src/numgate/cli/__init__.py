@@ -10,6 +10,7 @@ import typer
 from numgate import __version__
 from numgate.cli.admin import admin
 from numgate.cli.checkfile import check
+from numgate.cli.common import whole_writes
 from numgate.cli.records import batches_cmd, deliveries_cmd
 from numgate.cli.serving import register
 from numgate.cli.upstreams import report_cmd, route_cmd, upstream_cmd
@@ -56,4 +57,5 @@ app.add_typer(sandbox_cmd, name="sandbox")
 
 
 def main() -> None:
+    whole_writes()
     app()

@@ -8,6 +8,7 @@ failure is one line on stderr saying what is wrong and what to do; never a trace
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -115,6 +116,31 @@ def money(units: int) -> str:
 
 def yes_no(v: bool) -> str:
     return "yes" if v else "no"
+
+
+def whole_writes() -> None:
+    """Make every write to stdout and stderr complete. Run unbuffered (``PYTHONUNBUFFERED=1`` or
+    ``-u``, as many container images are), Python writes them straight to the file descriptor
+    and drops whatever a short ``write()`` leaves over; and after an event loop that used
+    io_uring (uvloop's libuv) closes, the kernel may end the next blocking write to a full pipe
+    early. Together they cut a long ``--json`` list read by a slow pipe at 64 KiB, exit code 0.
+    Line-buffered streams over a ``BufferedWriter`` (which writes the rest) keep the output as
+    prompt and make it whole. Streams already buffered, or replaced (tests), are left alone."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        raw = getattr(stream, "buffer", None)
+        if isinstance(stream, io.TextIOWrapper) and isinstance(raw, io.FileIO):
+            # the original stays alive as sys.__stdout__ / sys.__stderr__: it is never closed
+            setattr(
+                sys,
+                name,
+                io.TextIOWrapper(
+                    io.BufferedWriter(raw),
+                    encoding=stream.encoding,
+                    errors=stream.errors,
+                    line_buffering=True,
+                ),
+            )
 
 
 def print_table(table: Table) -> None:
