@@ -4,6 +4,8 @@ stuck on a receiver that never answers; helper processes never outlive a killed 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -190,3 +192,71 @@ def test_sigterm_drains_in_time_with_callbacks_stuck_on_a_silent_receiver(
     assert took < 15, f"stopping took {took:.1f} s"
     pending = [d for d in js(env, "deliveries", "list", "--limit", "100") if d["status"] == "pending"]
     assert len(pending) == 50  # given back for the next start: none lost, none failed
+
+
+def _sender_processes(pid: int) -> set[int]:
+    """The live callback sender processes under ``numgate serve`` (their name in /proc)."""
+    found = set()
+    for c in _children(pid):
+        for p in (c, *_children(c)):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{p}/comm").read_text().strip() == "numgate-sender" and _alive(p):
+                    found.add(p)
+    return found
+
+
+def test_a_sender_process_killed_mid_delivery_loses_no_callback(serving: Any, env: dict[str, str]) -> None:
+    """The callback sender process is killed while callbacks are in flight: a new one takes
+    over, and every number is still called back (at least once, with its one delivery id), none
+    marked failed."""
+    from aiohttp import web
+
+    from clitools import js
+    from conftest import aiohttp_server
+
+    seen: dict[str, set[str]] = {}
+    lock = threading.Lock()
+
+    async def slow(request: web.Request) -> web.Response:
+        body = json.loads(await request.read())
+        await asyncio.sleep(0.05)  # so that callbacks are in flight when the sender dies
+        with lock:
+            seen.setdefault(body["phone"], set()).add(request.headers["X-Numgate-Delivery-Id"])
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/cb", slow)
+    numbers = [f"2348031{n:06d}" for n in range(400)]
+    with aiohttp_server(app) as url:
+        s = serving(
+            extra={
+                "NUMGATE_CALLBACK_ALLOW": "loopback",
+                "NUMGATE_CALLBACK_PROCESSES": "1",
+                "NUMGATE_CALLBACK_RETRY_INTERVAL": "1",
+            }
+        )
+        acct = js(env, "admin", "account", "create", "t")
+        app_ = js(env, "admin", "app", "create", str(acct["account_id"]), "a")
+        js(env, "admin", "balance", "topup", str(acct["account_id"]), "10")
+        js(env, "admin", "price", "set", "--country", "NG", "--level", "1", "--price", "0.001")
+        from numgate.client import NxClient
+
+        with NxClient(s.url, acct["access_key"], acct["access_secret"]) as nx:
+            nx.number_check(numbers, appkey=app_["appkey"], dr_url=f"{url}/cb")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(seen) < 20:
+            time.sleep(0.02)
+        first = _sender_processes(s.proc.pid)
+        assert len(first) == 1 and 20 <= len(seen) < len(numbers), (first, len(seen))
+        os.kill(first.pop(), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(seen) < len(numbers):
+            time.sleep(0.1)
+        with lock:
+            got = dict(seen)
+        assert sorted(got) == numbers  # every number called back
+        assert all(len(ids) == 1 for ids in got.values())  # a retry keeps its delivery id
+        assert len(_sender_processes(s.proc.pid)) == 1  # a new one took over
+        listed = js(env, "deliveries", "list", "--limit", "1000")
+        assert len(listed) == len(numbers)
+        assert {d["status"] for d in listed} == {"delivered"}
