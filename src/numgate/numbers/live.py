@@ -414,7 +414,7 @@ async def move_on(core: Core, check_id: int, calls: list[CallRecord]) -> None:
             await tx.run(_FORGET_JOB, b_id=check_id)
             if calls:
                 await tx.many(RECORD_CALLS, [c.row(now) for c in calls])
-    core.numbers.work_available.set()
+    core.numbers.announce()
 
 
 async def requeue_overdue(core: Core) -> int:

@@ -223,6 +223,14 @@ class NumberCheckService:
         self._targets = targets
         #: set when new work is stored, so in-process workers start without waiting for a poll
         self.work_available = asyncio.Event()
+        #: how many times work was stored in this process (a worker that keeps a list of the
+        #: accounts with work knows it may have changed)
+        self.stored = 0
+
+    def announce(self) -> None:
+        """New pending numbers were stored (submitted, or moved on to the next upstream)."""
+        self.stored += 1
+        self.work_available.set()
 
     async def submit(
         self,
@@ -284,7 +292,7 @@ class NumberCheckService:
                     for i, item in enumerate(items, 1)
                 ],
             )
-        self.work_available.set()
+        self.announce()
         metrics().numbers_submitted.labels(lvl.name.lower()).inc(len(items))
         return Submitted(message_id, batch_no, len(items))
 
