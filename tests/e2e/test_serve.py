@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clitools import clean_env, free_port, numgate, one_line_error
+from clitools import clean_env, free_port, js, numgate, one_line_error
 from conftest import PG_URL, SECRET_KEY
 
 
@@ -131,6 +131,18 @@ def test_helpers_exit_when_the_server_is_killed(serving: Any) -> None:
     assert not [p for p in helpers if _alive(p)]
 
 
+def _submit(env: dict[str, str], base_url: str, numbers: list[str], dr_url: str) -> None:
+    """A new account with money and a Basic price submits ``numbers``, called back at ``dr_url``."""
+    from numgate.client import NxClient
+
+    acct = js(env, "admin", "account", "create", "t")
+    app = js(env, "admin", "app", "create", str(acct["account_id"]), "a")
+    js(env, "admin", "balance", "topup", str(acct["account_id"]), "10")
+    js(env, "admin", "price", "set", "--country", "NG", "--level", "1", "--price", "0.001")
+    with NxClient(base_url, acct["access_key"], acct["access_secret"]) as nx:
+        nx.number_check(numbers, appkey=app["appkey"], dr_url=dr_url)
+
+
 def test_sigterm_drains_in_time_with_callbacks_stuck_on_a_silent_receiver(
     serving: Any, env: dict[str, str]
 ) -> None:
@@ -160,20 +172,12 @@ def test_sigterm_drains_in_time_with_callbacks_stuck_on_a_silent_receiver(
                 "NUMGATE_CALLBACK_PROCESSES": "1",
             }
         )
-        from clitools import js
-
-        acct = js(env, "admin", "account", "create", "t")
-        app = js(env, "admin", "app", "create", str(acct["account_id"]), "a")
-        js(env, "admin", "balance", "topup", str(acct["account_id"]), "10")
-        js(env, "admin", "price", "set", "--country", "NG", "--level", "1", "--price", "0.001")
-        from numgate.client import NxClient
-
-        with NxClient(s.url, acct["access_key"], acct["access_secret"]) as nx:
-            nx.number_check(
-                [f"2348031{n:06d}" for n in range(50)],
-                appkey=app["appkey"],
-                dr_url=f"http://127.0.0.1:{silent.getsockname()[1]}/cb",
-            )
+        _submit(
+            env,
+            s.url,
+            [f"2348031{n:06d}" for n in range(50)],
+            f"http://127.0.0.1:{silent.getsockname()[1]}/cb",
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and len(held) < 2:
             time.sleep(0.1)
@@ -235,14 +239,7 @@ def test_a_sender_process_killed_mid_delivery_loses_no_callback(serving: Any, en
                 "NUMGATE_CALLBACK_RETRY_INTERVAL": "1",
             }
         )
-        acct = js(env, "admin", "account", "create", "t")
-        app_ = js(env, "admin", "app", "create", str(acct["account_id"]), "a")
-        js(env, "admin", "balance", "topup", str(acct["account_id"]), "10")
-        js(env, "admin", "price", "set", "--country", "NG", "--level", "1", "--price", "0.001")
-        from numgate.client import NxClient
-
-        with NxClient(s.url, acct["access_key"], acct["access_secret"]) as nx:
-            nx.number_check(numbers, appkey=app_["appkey"], dr_url=f"{url}/cb")
+        _submit(env, s.url, numbers, f"{url}/cb")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and len(seen) < 20:
             time.sleep(0.02)

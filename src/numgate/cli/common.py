@@ -121,9 +121,10 @@ def yes_no(v: bool) -> str:
 def whole_writes() -> None:
     """Make every write to stdout and stderr complete. Run unbuffered (``PYTHONUNBUFFERED=1`` or
     ``-u``, as many container images are), Python writes them straight to the file descriptor
-    and drops whatever a short ``write()`` leaves over; and after an event loop that used
-    io_uring (uvloop's libuv) closes, the kernel may end the next blocking write to a full pipe
-    early. Together they cut a long ``--json`` list read by a slow pipe at 64 KiB, exit code 0.
+    and drops whatever a short ``write()`` leaves over; and once uvloop's event loop has run
+    (libuv, which uses io_uring), a blocking write to a full pipe was seen to return after 64 KiB
+    (strace: no signal, the descriptor blocking). Together they cut a long ``--json`` list read by
+    a slow pipe at 64 KiB, exit code 0.
     Line-buffered streams over a ``BufferedWriter`` (which writes the rest) keep the output as
     prompt and make it whole. Streams already buffered, or replaced (tests), are left alone."""
     for name in ("stdout", "stderr"):
