@@ -228,6 +228,7 @@ class _SenderProcess:
                 self._loop.call_soon_threadsafe(self._received, done, state)
         except (EOFError, OSError):
             pass
+        self._out.put(None)  # the process is gone: its writer thread ends too
         self._loop.call_soon_threadsafe(self._on_lost, self)
 
     def _received(self, done: Done, state: dict[str, dict[str, Any]] | None) -> None:
