@@ -21,7 +21,12 @@ numgate's CPU per number is printed per process (serve, worker, numgate-check an
 numgate-sender helpers); the POST reference also prints its own loop's CPU per POST, which is
 what one aiohttp request costs on the machine at that moment. With ``--postgres`` the CPU the
 PostgreSQL server spent per number is printed too (its processes serving the run's database:
-measured only when the server runs on this machine).
+measured only when the server runs on this machine), and so is the receiver's.
+
+The "CPU ceiling" line is the rate the run's work could reach if every core of the machine did
+nothing else: cores / (numgate + PostgreSQL + receiver CPU per number). A run near its ceiling is
+bound by CPU, not by waiting; a target above the ceiling (as a ratio, next to it) cannot be met on
+this machine without spending less CPU per number.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import multiprocessing as mp
+import os
 import random
 import shutil
 import statistics
@@ -190,6 +196,13 @@ class Run:
     cpu_parts: dict[str, float]
     #: the PostgreSQL server's CPU per number (its processes serving the run's database; 0: SQLite)
     server_us: float = 0.0
+    #: the callback receiver's CPU per number
+    receiver_us: float = 0.0
+
+    @property
+    def ceiling(self) -> float:
+        """Numbers/s if every core did only this run's work at its CPU cost per number."""
+        return (os.cpu_count() or 1) / ((self.cpu_us + self.server_us + self.receiver_us) / 1e6)
 
     @property
     def classify(self) -> float:
@@ -209,22 +222,27 @@ class Run:
 
 
 def one_run(
-    args: argparse.Namespace, rurl: str, counter: Any, master_key: str, callback_batch: int = 1
+    args: argparse.Namespace,
+    receiver: tuple[str, int],
+    counter: Any,
+    master_key: str,
+    callback_batch: int = 1,
 ) -> Run:
     """A fresh numgate (its own data directory; on PostgreSQL its own database), the load, and the
-    references around it."""
+    references around it; ``receiver`` is the callback receiver's (URL, pid)."""
     with scratch_database(args.postgres) as url:
-        return _one_run(args, url, rurl, counter, master_key, callback_batch)
+        return _one_run(args, url, receiver, counter, master_key, callback_batch)
 
 
 def _one_run(
     args: argparse.Namespace,
     database_url: str | None,
-    rurl: str,
+    receiver: tuple[str, int],
     counter: Any,
     master_key: str,
     callback_batch: int,
 ) -> Run:
+    rurl, receiver_pid = receiver
     env = numgate_env(
         "numgate-bench-", database_url, NUMGATE_SECRET_KEY=master_key, NUMGATE_CALLBACK_ALLOW="loopback"
     )
@@ -262,7 +280,7 @@ def _one_run(
                 time.sleep(0.1)
 
         cpu0 = cpu_by_process([p.pid for p in procs])
-        server0 = server_cpu(database_url)
+        server0, receiver0 = server_cpu(database_url), process_cpu(receiver_pid)
         start = time.perf_counter()
         lat = asyncio.run(
             submit_all(
@@ -285,6 +303,7 @@ def _one_run(
         rss = rss_peak_mb([p.pid for p in procs])
         cpu1 = cpu_by_process([p.pid for p in procs])
         server = server_cpu(database_url) - server0
+        received = process_cpu(receiver_pid) - receiver0
         parts: dict[str, float] = {}
         for pid, (kind, c) in sorted(cpu1.items()):
             name = kind if kind in ("serve", "worker") else f"{kind} {pid}"
@@ -313,6 +332,7 @@ def _one_run(
         after,
         {k: v / args.numbers * 1e6 for k, v in parts.items()},
         server / args.numbers * 1e6,
+        received / args.numbers * 1e6,
     )
 
 
@@ -337,6 +357,11 @@ def report(r: Run, target: float) -> None:
     )
     print(f"  combined reference  {r.reference:10,.0f} numbers/s  1/(1/classify + 1/post)")
     print(f"  ratio               {r.ratio:10.2f}        (target >= {target})")
+    print(f"  receiver CPU        {r.receiver_us:10.0f} us per number")
+    print(
+        f"  CPU ceiling         {r.ceiling:10,.0f} numbers/s  ({os.cpu_count()} cores / (numgate + PostgreSQL + receiver"
+        f" CPU per number); as a ratio {r.ceiling / r.reference:.2f}, reached {r.rate / r.ceiling:.0%})"
+    )
 
 
 def main() -> None:
@@ -374,7 +399,8 @@ def main() -> None:
     rec = ctx.Process(target=receiver_main, args=(rport, counter, ready), daemon=True)
     rec.start()
     ready.wait(10)
-    rurl = f"http://127.0.0.1:{rport}/cb"
+    assert rec.pid is not None
+    receiver = (f"http://127.0.0.1:{rport}/cb", rec.pid)
     db = "postgresql" if args.postgres else "sqlite"
     mode = f"{args.workers} worker process(es)" if args.workers else "in-process workers"
     runs: list[Run] = []
@@ -384,7 +410,7 @@ def main() -> None:
     master_key = Fernet.generate_key().decode()
     try:
         for i in range(args.repeat):
-            run = one_run(args, rurl, counter, master_key)
+            run = one_run(args, receiver, counter, master_key)
             runs.append(run)
             of = f" (run {i + 1} of {args.repeat})" if args.repeat > 1 else ""
             print(
@@ -392,11 +418,14 @@ def main() -> None:
             )
             report(run, 0.8 if args.postgres else 0.85)
             if args.compare_batch:
-                batched = one_run(args, rurl, counter, master_key, args.compare_batch)
+                batched = one_run(args, receiver, counter, master_key, args.compare_batch)
                 print(f"  the same with --callback-batch {args.compare_batch}{of}")
                 report(batched, 0.8 if args.postgres else 0.85)
                 speedups.append(batched.rate / run.rate)
-                print(f"  batched / per-number rate: {speedups[-1]:.1f}x (target >= 5)")
+                print(
+                    f"  batched / per-number rate: {speedups[-1]:.1f}x (target >= 5; the batched run's CPU"
+                    f" ceiling is {batched.ceiling / run.rate:.1f}x the per-number rate)"
+                )
     finally:
         rec.terminate()
     if len(runs) > 1:
@@ -410,6 +439,8 @@ def main() -> None:
         print(f"  submit p99          median {statistics.median(p99s):.0f} ms, worst {max(p99s):.0f} ms")
         print(f"  peak RSS            worst {max(r.rss_mb for r in runs):.0f} MB")
         print(f"  numgate CPU         median {statistics.median(r.cpu_us for r in runs):.0f} us per number")
+        ceilings = [r.ceiling / r.reference for r in runs]
+        print(f"  CPU ceiling         median {statistics.median(ceilings):.2f} as a ratio")
         if args.postgres:
             print(
                 f"  PostgreSQL CPU      median {statistics.median(r.server_us for r in runs):.0f} us per number"
