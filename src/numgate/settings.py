@@ -156,6 +156,9 @@ class Settings:
     #: run check and delivery workers inside ``numgate serve``
     inprocess_workers: bool = True
     worker_chunk: int = 250
+    #: chunks a check worker has under way at once (one classified while another is claimed or
+    #: finished)
+    worker_chunks_in_flight: int = 2
     worker_lease_s: float = 60.0
     worker_poll_s: float = 0.2
     #: processes that run the Basic (libphonenumber) checks of a check worker; None: one when
@@ -294,6 +297,11 @@ ENV: dict[str, tuple[str, Callable[[str, str], Any], str]] = {
     "NUMGATE_CALLBACK_PROCESSES": ("callback_processes", _int(0, 64), "sender processes"),
     "NUMGATE_INPROCESS_WORKERS": ("inprocess_workers", _bool, "serve also runs the workers"),
     "NUMGATE_WORKER_CHUNK": ("worker_chunk", _int(1, 100_000), "numbers claimed per cycle"),
+    "NUMGATE_WORKER_CHUNKS_IN_FLIGHT": (
+        "worker_chunks_in_flight",
+        _int(1, 16),
+        "chunks a check worker has under way",
+    ),
     "NUMGATE_WORKER_LEASE": ("worker_lease_s", _float(1), "lease seconds"),
     "NUMGATE_CHECK_PROCESSES": ("check_processes", _int(0, 64), "classifier processes"),
     "NUMGATE_REDIS_URL": ("redis_url", _text, "Redis for replay memory and rate limits"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import timedelta
@@ -546,6 +547,55 @@ def test_a_worker_whose_leases_ran_out_finishes_only_the_numbers_it_still_holds(
     assert phones == [f"2348031{n:06d}" for n in range(40)]
     bal = ledger_identity(srv, t.account_id)
     assert bal.charges + bal.released == 40 * 100 and bal.open_reservations == 0
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_a_check_worker_claims_a_chunk_while_another_is_classified(
+    make_server: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, in_flight: int
+) -> None:
+    """NUMGATE_WORKER_CHUNKS_IN_FLIGHT chunks are under way at once in one check worker (here
+    the classifier is slowed down, as a busy helper process or a slow vendor would be); every
+    number is still checked, called back and charged once."""
+    from numgate.numbers import worker as check_worker
+    from numgate.numbers.check import BasicChecks
+
+    under_way = {"now": 0, "most": 0}
+
+    class SlowBasicChecks(BasicChecks):
+        async def run(self, items: Any) -> Any:
+            under_way["now"] += 1
+            under_way["most"] = max(under_way["most"], under_way["now"])
+            try:
+                await asyncio.sleep(0.05)
+                return await super().run(items)
+            finally:
+                under_way["now"] -= 1
+
+    monkeypatch.setattr(check_worker, "BasicChecks", SlowBasicChecks)
+    srv = make_server(inprocess_workers=False, worker_chunk=25, worker_chunks_in_flight=in_flight)
+    t = make_tenant(srv)
+    submit(srv, t, phone=",".join(f"2348031{n:06d}" for n in range(100)), drUrl=receiver.url())
+    stop: dict[str, Any] = {}
+
+    async def start(core: Core) -> None:
+        stop["event"] = asyncio.Event()
+        stop["task"] = asyncio.create_task(check_worker.run_check_worker(core, stop["event"]))
+
+    async def finish(core: Core) -> int:
+        from numgate.delivery.worker import drain as drain_deliveries
+
+        stop["event"].set()
+        await stop["task"]
+        return await drain_deliveries(core)
+
+    srv.call(start)
+    wait_done(srv, 100)
+    assert srv.call(finish) == 100
+    assert under_way["most"] == in_flight
+    got = receiver.accepted()
+    assert sorted(json.loads(r.body)["phone"] for r in got) == [f"2348031{n:06d}" for n in range(100)]
+    bal = ledger_identity(srv, t.account_id)
+    assert bal.charges + bal.released == 100 * 100 and bal.open_reservations == 0
 
 
 def test_callbacks_handed_over_in_memory_survive_a_crash(

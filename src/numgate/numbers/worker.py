@@ -202,15 +202,25 @@ async def run_check_worker(core: Core, stop: asyncio.Event) -> None:
         keeper = asyncio.create_task(worker.keeper.run(stop))
         wake: asyncio.Event = core.numbers.work_available
         poll = core.settings.worker_poll_s
-        try:
+
+        async def cycles() -> None:
             while not stop.is_set():
                 wake.clear()
                 if await worker.run_once():
                     continue
                 await wait_for_work(wake, stop, poll)
+
+        # each loop claims, checks and finishes its own chunks: while one chunk is classified in
+        # the helper processes, another is claimed or finished on this event loop
+        loops = [asyncio.create_task(cycles()) for _ in range(core.settings.worker_chunks_in_flight)]
+        try:
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                if (exc := t.exception()) is not None:
+                    raise exc
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            for t in (*loops, keeper):
+                t.cancel()
+            await asyncio.gather(*loops, keeper, return_exceptions=True)
     finally:
         await basic.close()
