@@ -212,15 +212,16 @@ async def run_check_worker(core: Core, stop: asyncio.Event) -> None:
 
         # each loop claims, checks and finishes its own chunks: while one chunk is classified in
         # the helper processes, another is claimed or finished on this event loop
-        loops = [asyncio.create_task(cycles()) for _ in range(core.settings.worker_chunks_in_flight)]
+        tasks = [asyncio.create_task(cycles()) for _ in range(core.settings.worker_chunks_in_flight)]
+        tasks.append(keeper)
         try:
-            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for t in done:
                 if (exc := t.exception()) is not None:
                     raise exc
         finally:
-            for t in (*loops, keeper):
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(*loops, keeper, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         await basic.close()
