@@ -34,7 +34,7 @@ from numgate.delivery.retry import next_attempt_ms
 from numgate.delivery.sender import Outgoing
 from numgate.errors import Unavailable
 from numgate.jobs.claims import LeaseKeeper, Leases, new_lease_token
-from numgate.jobs.runner import register, wait_for_work
+from numgate.jobs.runner import register, run_together, wait_for_work
 from numgate.metrics import metrics
 
 log = logging.getLogger("numgate.delivery")
@@ -356,16 +356,8 @@ async def run_delivery_worker(core: Core, stop: asyncio.Event) -> None:
                     await worker.save_pace()
 
         core.outbox.handoff = worker
-        tasks = [asyncio.create_task(f()) for f in (recorder, claimer, pacer)]
-        tasks.append(asyncio.create_task(worker.keeper.run(stop)))
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in done:
-                if t.exception() is not None:
-                    raise t.exception()  # type: ignore[misc]
+            await run_together([recorder(), claimer(), pacer(), worker.keeper.run(stop)])
         finally:
             core.outbox.handoff = None
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             await worker.give_back()

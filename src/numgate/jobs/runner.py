@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from numgate.core import Core
 from numgate.errors import Unavailable
@@ -24,6 +25,21 @@ async def wait_for_work(wake: asyncio.Event, stop: asyncio.Event, timeout: float
     await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     for w in waiters:
         w.cancel()
+
+
+async def run_together(steps: list[Coroutine[Any, Any, None]]) -> None:
+    """Run a worker's loops as tasks until they all end; the first to fail cancels the others
+    (each waited for) and its error is raised."""
+    tasks = [asyncio.create_task(step) for step in steps]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in done:
+            if (exc := t.exception()) is not None:
+                raise exc
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def register(name: str) -> Callable[[WorkerFactory], WorkerFactory]:

@@ -18,7 +18,7 @@ from numgate.db.direct import Row
 from numgate.db.tables import checks, in_state
 from numgate.errors import Unavailable
 from numgate.jobs.claims import LeaseKeeper, new_lease_token
-from numgate.jobs.runner import register, wait_for_work
+from numgate.jobs.runner import register, run_together, wait_for_work
 from numgate.numbers.check import BasicChecks
 from numgate.numbers.finish import BATCH, LEASES, BatchInfo, Finisher, batch_info
 from numgate.numbers.live import Item, LiveStep, requeue_overdue
@@ -199,7 +199,6 @@ async def run_check_worker(core: Core, stop: asyncio.Event) -> None:
     try:
         await basic.start()
         worker = CheckWorker(core, basic)
-        keeper = asyncio.create_task(worker.keeper.run(stop))
         wake: asyncio.Event = core.numbers.work_available
         poll = core.settings.worker_poll_s
 
@@ -212,16 +211,7 @@ async def run_check_worker(core: Core, stop: asyncio.Event) -> None:
 
         # each loop claims, checks and finishes its own chunks: while one chunk is classified in
         # the helper processes, another is claimed or finished on this event loop
-        tasks = [asyncio.create_task(cycles()) for _ in range(core.settings.worker_chunks_in_flight)]
-        tasks.append(keeper)
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in done:
-                if (exc := t.exception()) is not None:
-                    raise exc
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        loops = [cycles() for _ in range(core.settings.worker_chunks_in_flight)]
+        await run_together([*loops, worker.keeper.run(stop)])
     finally:
         await basic.close()
