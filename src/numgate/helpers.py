@@ -21,7 +21,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from multiprocessing import connection
+from multiprocessing.process import BaseProcess
+from typing import Any, TypeVar, cast
 
 log = logging.getLogger("numgate.helpers")
 T = TypeVar("T")
@@ -97,14 +99,48 @@ class HelperPool:
         if pool is None:
             return
         processes = list(getattr(pool, "_processes", {}).values())
+        # the pool's shutdown (its manager thread tells the processes to stop, joins them and
+        # releases its queues) runs in a thread; the processes are watched here, and killed if
+        # they outlast the grace period, which lets that shutdown end too
+        shutdown = asyncio.ensure_future(asyncio.to_thread(pool.shutdown, True, cancel_futures=True))
+        await stop_processes(processes, grace_s, f"numgate-{self.name} helper")
         with contextlib.suppress(Exception):
-            pool.shutdown(wait=False, cancel_futures=True)
-        deadline = time.monotonic() + grace_s
-        for p in processes:
-            await asyncio.to_thread(p.join, max(deadline - time.monotonic(), 0.0))
-            if p.is_alive():
-                log.warning(
-                    "a numgate-%s helper process did not stop within %.0f s: killing it", self.name, grace_s
-                )
-                p.kill()
-                await asyncio.to_thread(p.join, 5.0)
+            await asyncio.wait_for(asyncio.shield(shutdown), 5.0)
+
+
+def _exited(processes: list[BaseProcess], timeout: float) -> set[int]:
+    """The indexes of ``processes`` that have exited within ``timeout`` seconds.
+
+    Told by each process's sentinel (readable once it has exited), not by ``join``/``is_alive``:
+    those ask ``waitpid``, and another thread may reap the same child first — the pool's own
+    manager thread joins its processes as it shuts down — in which case ``is_alive`` still says
+    True for a process that is gone (``waitpid`` fails, the exit code is not recorded yet)."""
+    deadline = time.monotonic() + timeout
+    left: dict[int, int] = {}
+    for i, p in enumerate(processes):
+        with contextlib.suppress(ValueError):  # a closed process object: it was joined
+            left[p.sentinel] = i
+    while left:
+        ready = connection.wait(list(left), max(deadline - time.monotonic(), 0.0))
+        if not ready:
+            break
+        for sentinel in ready:
+            left.pop(cast(int, sentinel))
+    return set(range(len(processes))) - set(left.values())
+
+
+async def stop_processes(processes: list[BaseProcess], grace_s: float, what: str) -> int:
+    """Wait up to ``grace_s`` for ``processes`` (already told to stop) to exit; kill those that
+    have not, with a warning naming ``what`` they are. Returns how many were killed."""
+    exited = await asyncio.to_thread(_exited, processes, grace_s)
+    stuck = [p for i, p in enumerate(processes) if i not in exited]
+    for p in stuck:
+        log.warning("a %s process did not stop within %.0f s: killing it", what, grace_s)
+        with contextlib.suppress(OSError):
+            p.kill()
+    if stuck:
+        await asyncio.to_thread(_exited, stuck, 5.0)
+    for p in processes:  # reap it here if nothing else has (no zombie left behind)
+        with contextlib.suppress(OSError, ValueError):
+            p.join(0)
+    return len(stuck)

@@ -33,6 +33,7 @@ from typing import Any
 from numgate.delivery.guard import Network
 from numgate.delivery.scheduler import Scheduler
 from numgate.delivery.sender import CallbackSender, Outcome, Outgoing
+from numgate.helpers import stop_processes
 
 log = logging.getLogger("numgate.delivery")
 
@@ -245,11 +246,7 @@ class _SenderProcess:
     async def stop(self, grace_s: float) -> None:
         self._post(("stop", None))
         self._out.put(None)  # the writer ends once all before it is written
-        await asyncio.to_thread(self.process.join, grace_s)
-        if self.process.is_alive():
-            log.warning("a callback sender process did not stop within %.0f s: killing it", grace_s)
-            self.process.kill()
-            await asyncio.to_thread(self.process.join, 5.0)
+        await stop_processes([self.process], grace_s, "callback sender")
         with contextlib.suppress(OSError):
             self.conn.close()
 
