@@ -108,38 +108,37 @@ class HelperPool:
             await asyncio.wait_for(asyncio.shield(shutdown), 5.0)
 
 
-def _exited(processes: list[BaseProcess], timeout: float) -> set[int]:
-    """The indexes of ``processes`` that have exited within ``timeout`` seconds.
+def _still_running(processes: list[BaseProcess], timeout: float) -> list[BaseProcess]:
+    """Those of ``processes`` that have not exited within ``timeout`` seconds.
 
     Told by each process's sentinel (readable once it has exited), not by ``join``/``is_alive``:
     those ask ``waitpid``, and another thread may reap the same child first — the pool's own
     manager thread joins its processes as it shuts down — in which case ``is_alive`` still says
     True for a process that is gone (``waitpid`` fails, the exit code is not recorded yet)."""
     deadline = time.monotonic() + timeout
-    left: dict[int, int] = {}
-    for i, p in enumerate(processes):
+    running: dict[int, BaseProcess] = {}
+    for p in processes:
         with contextlib.suppress(ValueError):  # a closed process object: it was joined
-            left[p.sentinel] = i
-    while left:
-        ready = connection.wait(list(left), max(deadline - time.monotonic(), 0.0))
+            running[p.sentinel] = p
+    while running:
+        ready = connection.wait(list(running), max(deadline - time.monotonic(), 0.0))
         if not ready:
             break
         for sentinel in ready:
-            left.pop(cast(int, sentinel))
-    return set(range(len(processes))) - set(left.values())
+            del running[cast(int, sentinel)]
+    return list(running.values())
 
 
 async def stop_processes(processes: list[BaseProcess], grace_s: float, what: str) -> int:
     """Wait up to ``grace_s`` for ``processes`` (already told to stop) to exit; kill those that
     have not, with a warning naming ``what`` they are. Returns how many were killed."""
-    exited = await asyncio.to_thread(_exited, processes, grace_s)
-    stuck = [p for i, p in enumerate(processes) if i not in exited]
+    stuck = await asyncio.to_thread(_still_running, processes, grace_s)
     for p in stuck:
         log.warning("a %s process did not stop within %.0f s: killing it", what, grace_s)
         with contextlib.suppress(OSError):
             p.kill()
     if stuck:
-        await asyncio.to_thread(_exited, stuck, 5.0)
+        await asyncio.to_thread(_still_running, stuck, 5.0)
     for p in processes:  # reap it here if nothing else has (no zombie left behind)
         with contextlib.suppress(OSError, ValueError):
             p.join(0)
