@@ -9,26 +9,34 @@ nothing themselves: what they did is counted by the worker that gets their answe
 
 What the database knows (queue depths, ledger totals) is read at scrape time, at most once every
 :data:`DB_EVERY_S` seconds (see ``web/metrics.py``); the process counters stay cheap enough for
-the hot paths (a labelled increment is a dict lookup and a float add, or an mmap write).
+the hot paths: an increment is a float add in memory, and each process writes the values that
+changed to its file every :data:`WRITE_EVERY_S` seconds (and when it exits, and before it
+answers a scrape itself) instead of on every increment (:class:`WriteBehind`).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import inspect
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, values
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
 T = TypeVar("T")
 
 #: seconds the database-derived series are reused between scrapes
 DB_EVERY_S = 5.0
+#: seconds between a process's writes of its changed values to its file: how far behind another
+#: process's series may be at a scrape (a process killed with SIGKILL loses at most this much)
+WRITE_EVERY_S = 1.0
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CALLBACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -36,9 +44,28 @@ UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 _shared_dir: Path | None = None
 
 
+class _Children:
+    """A labelled series' children kept by their label values: ``prometheus_client``'s
+    ``labels()`` checks the values and builds its key on every call (a few µs per request, as
+    much as the count itself); the children are the library's, the same it would return."""
+
+    __slots__ = ("_made", "_series")
+
+    def __init__(self, series: Any) -> None:
+        self._series = series
+        self._made: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._made.get(values)
+        if child is None:
+            child = self._made[values] = self._series.labels(*values)
+        return child
+
+
 class Metrics:
     """Every series numgate counts in-process (the database-derived ones are in
-    ``web/metrics.py``)."""
+    ``web/metrics.py``). The hot paths count through the methods, which keep the labelled
+    children."""
 
     def __init__(self) -> None:
         self.requests = Counter(
@@ -93,11 +120,33 @@ class Metrics:
             buckets=UPSTREAM_BUCKETS,
         )
 
+        self._requests = _Children(self.requests)
+        self._request_seconds = _Children(self.request_seconds)
+        self._checked = _Children(self.numbers_checked)
+        self._charged = _Children(self.numbers_charged)
+        self._attempts = _Children(self.callback_attempts)
+        self._upstream_calls = _Children(self.upstream_calls)
+        self._upstream_seconds = _Children(self.upstream_seconds)
+
+    def answered(self, door: str, endpoint: str, code: str, seconds: float | None) -> None:
+        """A vendor-door request answered with ``code``, ``seconds`` after its body was read
+        (None: refused before its body was read, not timed)."""
+        self._requests(door, endpoint, code).inc()
+        if seconds is not None:
+            self._request_seconds(door, endpoint).observe(seconds)
+
     def checked(self, level: str, outcome: str, charged: bool, n: int = 1) -> None:
         """``n`` numbers of ``level`` ended with ``outcome``."""
-        self.numbers_checked.labels(level, outcome).inc(n)
+        self._checked(level, outcome).inc(n)
         if charged:
-            self.numbers_charged.labels(level).inc(n)
+            self._charged(level).inc(n)
+
+    def callback_attempt(self, outcome: str, seconds: float | None) -> None:
+        """A callback attempt ended with ``outcome``; ``seconds``: how long its receiver took to
+        answer (None: no answer)."""
+        self._attempts(outcome).inc()
+        if seconds is not None:
+            self.callback_seconds.observe(seconds)
 
     @contextlib.contextmanager
     def upstream_call(self, upstream: str, provider: str, operation: str) -> Iterator[None]:
@@ -110,8 +159,8 @@ class Metrics:
             outcome = type(exc).__name__
             raise
         finally:
-            self.upstream_seconds.labels(upstream, provider, operation).observe(time.perf_counter() - start)
-            self.upstream_calls.labels(upstream, provider, operation, outcome).inc()
+            self._upstream_seconds(upstream, provider, operation).observe(time.perf_counter() - start)
+            self._upstream_calls(upstream, provider, operation, outcome).inc()
 
 
 class Metered:
@@ -161,8 +210,101 @@ def share(directory: Path) -> None:
             with contextlib.suppress(OSError):
                 f.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    store = WriteBehind(directory)
+    values.ValueClass = store.value_class
     _shared_dir = directory
+    _stores.append(store)
+    atexit.register(store.write)
+    threading.Thread(
+        target=store.write_every, args=(WRITE_EVERY_S,), name="metrics-writer", daemon=True
+    ).start()
+
+
+#: this process's store, once shared
+_stores: list[WriteBehind] = []
+
+
+class WriteBehind:
+    """Values for ``prometheus_client`` counted in memory (:attr:`value_class`), and
+    :meth:`write`, which puts those changed since the last write into this process's files under
+    ``directory`` — the files and keys of the library's multiprocess mode, so its collector reads
+    them as its own. The library's own class (``MultiProcessValue``) writes its file on every
+    increment, under a lock, after asking the kernel for the pid."""
+
+    def __init__(self, directory: Path) -> None:
+        self._pid = os.getpid()
+        self._files: dict[str, MmapedDict] = {}
+        self._changed: set[Any] = set()
+        self._lock = threading.Lock()
+        self.value_class = self._value_class(directory)
+
+    def _value_class(self, directory: Path) -> type:
+        files, changed, lock, pid = self._files, self._changed, self._lock, self._pid
+
+        class WriteBehindValue:
+            _multiprocess = True
+
+            def __init__(
+                self,
+                typ: str,
+                metric_name: str,
+                name: str,
+                labelnames: list[str],
+                labelvalues: list[str],
+                help_text: str,
+                multiprocess_mode: str = "",
+                **kwargs: Any,
+            ) -> None:
+                prefix = f"{typ}_{multiprocess_mode}" if typ == "gauge" else typ
+                with lock:
+                    if prefix not in files:
+                        files[prefix] = MmapedDict(str(directory / f"{prefix}_{pid}.db"))  # type: ignore[no-untyped-call]
+                    self._file = files[prefix]
+                    self._key = mmap_key(metric_name, name, labelnames, labelvalues, help_text)
+                    self._value, self._timestamp = self._file.read_value(self._key)  # type: ignore[no-untyped-call]
+
+            def inc(self, amount: float) -> None:
+                with lock:
+                    self._value += amount
+                    changed.add(self)
+
+            def set(self, value: float, timestamp: float | None = None) -> None:
+                with lock:
+                    self._value, self._timestamp = value, timestamp or 0.0
+                    changed.add(self)
+
+            def set_exemplar(self, exemplar: Any) -> None:  # the multiprocess mode keeps none
+                return
+
+            def get(self) -> float:
+                return float(self._value)
+
+            def get_exemplar(self) -> None:
+                return None
+
+        return WriteBehindValue
+
+    def write(self) -> None:
+        """The values changed since the last write, into the files (not in a forked child: the
+        files are its parent's)."""
+        if os.getpid() != self._pid:
+            return
+        with self._lock:
+            for v in self._changed:
+                v._file.write_value(v._key, v._value, v._timestamp)
+            self._changed.clear()
+
+    def write_every(self, every_s: float) -> None:
+        while True:
+            time.sleep(every_s)
+            self.write()
+
+    def close(self) -> None:
+        self.write()
+        with self._lock:
+            for f in self._files.values():
+                f.close()  # type: ignore[no-untyped-call]
+            self._files.clear()
 
 
 def _alive(pid: int) -> bool:
@@ -188,6 +330,8 @@ def registry() -> Any:
     they are shared, else this process's own series."""
     if _shared_dir is None:
         return REGISTRY
+    for store in _stores:  # this process's own series as they are now
+        store.write()
     reg = CollectorRegistry()
     MultiProcessCollector(reg, path=str(_shared_dir))  # type: ignore[no-untyped-call]
     return reg

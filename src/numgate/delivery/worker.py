@@ -226,9 +226,7 @@ class DeliveryWorker:
             if sent is None:  # given back already (a lost sender process, then its late answer)
                 continue
             finished.append(sent)
-            m.callback_attempts.labels(o.kind).inc()
-            if o.status is not None:
-                m.callback_seconds.observe(o.latency_ms / 1000)
+            m.callback_attempt(o.kind, o.latency_ms / 1000 if o.status is not None else None)
             if o.ok:
                 status, nxt = DELIVERED, now
             else:

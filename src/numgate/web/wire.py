@@ -167,7 +167,7 @@ class Dispatch:
             body = await read_body(receive, self.max_body, _declared_length(scope))
         except BodyTooLarge:
             scope.setdefault("state", {})["code"] = 413
-            self._metrics.requests.labels(door, scope["path"], "413").inc()
+            self._metrics.answered(door, scope["path"], "413", None)
             await _send(send, self._too_large(refuse))
             return
         if body is None:
@@ -199,9 +199,9 @@ class Dispatch:
             reply = json_reply(500, INTERNAL_ERROR)
         state = incoming.state
         endpoint = state.get("endpoint") or scope["path"]
-        m = self._metrics
-        m.request_seconds.labels(door, endpoint).observe(time.perf_counter() - start)
-        m.requests.labels(door, endpoint, str(state.get("code", reply.status))).inc()
+        self._metrics.answered(
+            door, endpoint, str(state.get("code", reply.status)), time.perf_counter() - start
+        )
         await _send(send, reply)
 
 
