@@ -5,6 +5,7 @@ result, once, in order, after a receiver was down longer than the retry window."
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import http.server
@@ -149,6 +150,59 @@ def test_batched_callbacks(make_server: Any, receiver: Receiver) -> None:
     assert {g.headers["X-Numgate-Attempt"] for g in again} == {"2"}
     codes = sorted(e["code"] for e in elements.values())
     assert len(elements) == 121 and codes.count(114) == 1
+
+
+def test_a_receiver_that_keeps_up_paces_its_accounts_checks_and_one_that_fails_does_not(
+    make_server: Any,
+) -> None:
+    """While a receiver answers every callback, its account's numbers are checked about as fast
+    as it takes their callbacks (not all at once, to wait in the table and be claimed back); once
+    it fails, the rest are checked at once (their results wait for it, and in the pull feed)."""
+    from aiohttp import web
+
+    from conftest import aiohttp_server
+    from numgate.db.tables import checks, count_in_states
+    from numgate.delivery.worker import QUEUE_MIN
+    from numgate.numbers.service import STATUS_LEASED, STATUS_PENDING
+
+    state = {"status": 200, "answered": 0}
+
+    async def slow_but_sure(request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.sleep(0.02)
+        state["answered"] += 1
+        return web.Response(status=state["status"])
+
+    async def unchecked(core: Any) -> int:
+        async with core.db.read() as tx:
+            return sum(
+                int(n) for _, n in await tx.all(count_in_states(checks, [STATUS_PENDING, STATUS_LEASED]))
+            )
+
+    app = web.Application()
+    app.router.add_post("/cb", slow_but_sure)
+    total = 30_000
+    with aiohttp_server(app) as base:
+        srv = make_server(
+            callback_timeout_s=10.0, callback_retry_interval_s=30.0, callback_retry_window_s=600.0
+        )
+        t = make_tenant(srv, balance=400 * 10_000)  # 30,000 numbers at 100 each
+        for i in range(total // 5000):
+            submit(srv, t, ng(5000, 5000 * i), base + "/cb")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and state["answered"] < 2000:
+            time.sleep(0.02)
+        checked = total - srv.call(unchecked)
+        answered = state["answered"]
+        # what is checked and not yet answered: the receiver's queue here, the chunks being
+        # checked, and what was checked before its first answers showed it keeps up
+        assert 2000 <= answered < checked <= answered + QUEUE_MIN + 5000, (answered, checked)
+
+        state["status"] = 503  # it fails now: nothing holds the checks back
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and srv.call(unchecked):
+            time.sleep(0.1)
+        assert srv.call(unchecked) == 0
 
 
 def test_the_pull_feed_after_a_receiver_outage_longer_than_the_retry_window(

@@ -7,6 +7,9 @@ process and has room for their receiver, stores them already leased to it;
 committed. If the process stops before they are sent, their lease runs out and any delivery
 worker claims them from the table.
 
+Callbacks a receiver had no room for wait in the table, and are claimed back from it when it has;
+while that receiver keeps up, its account's checking waits for its room (``holdback.py``).
+
 Callback URLs are stored once each (``callback_targets``), with their receiver (scheme, host and
 port: ``callback_receivers``); a batch and its callbacks refer to their target by id, and each
 process keeps the id ↔ URL mapping in memory (it never changes).
@@ -27,6 +30,7 @@ from numgate import ids
 from numgate.clock import Clock
 from numgate.db.direct import BulkInsert, Database, Statement
 from numgate.db.tables import callback_receivers, callback_targets, deliveries
+from numgate.delivery.holdback import HoldBack
 from numgate.delivery.urls import receiver_of
 from numgate.jobs.claims import new_lease_token
 
@@ -168,6 +172,11 @@ class Handoff(Protocol):
         """How many more callbacks for this receiver it takes now (0: store them for later)."""
         ...
 
+    def room_while_keeping_up(self, receiver_id: int) -> int | None:
+        """:meth:`room` while the receiver answers every callback and is not paused; None while
+        it does not (or has not answered yet)."""
+        ...
+
     def take(self, leased: Leased) -> None:
         """Callbacks stored leased to it, their transaction committed."""
         ...
@@ -179,6 +188,8 @@ class Enqueued:
 
     handed_over: Leased | None = None
     count: int = 0
+    #: account id → the receivers that had no room for some of its callbacks
+    waiting: dict[int, set[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -196,6 +207,8 @@ class Outbox:
     held: set[int] = field(default_factory=set)
     #: set when callbacks are queued, so the in-process delivery worker starts at once
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the accounts whose checking waits for a receiver's room
+    hold_back: HoldBack = field(default_factory=HoldBack)
 
     async def enqueue(self, tx: Any, callbacks: Sequence[NewCallback]) -> Enqueued:
         """Store ``callbacks`` in ``tx``; call :meth:`committed` with the result after it commits.
@@ -208,6 +221,7 @@ class Outbox:
         handoff = self.handoff
         targets = {c.target_id: await self.targets.get(c.target_id) for c in callbacks}
         room: dict[int, int] = {}
+        waiting: dict[int, set[int]] = {}
         token: int | None = None
         until = now + int(self.lease_s * 1000)
         uids = ids.new_delivery_ids(len(callbacks), now)
@@ -221,6 +235,8 @@ class Outbox:
                     left = handoff.room(receiver_id)
                 lease = left > 0
                 room[receiver_id] = left - 1
+                if not lease:
+                    waiting.setdefault(c.account_id, set()).add(receiver_id)
             if lease and token is None:
                 token = new_lease_token()
                 self.held.add(token)
@@ -259,7 +275,7 @@ class Outbox:
                     if r["lease_token"] is not None
                 ],
             )
-        return Enqueued(leased, len(rows))
+        return Enqueued(leased, len(rows), waiting)
 
     def committed(self, enqueued: Enqueued) -> None:
         if not enqueued.count:
@@ -270,7 +286,16 @@ class Outbox:
                 self.held.discard(leased.token)
             else:
                 self.handoff.take(leased)
+        self.hold_back.waited(enqueued.waiting)
         self.wakeup.set()
+
+    def check_share(self, account_id: int, share: int) -> int:
+        """How many of ``account_id``'s pending numbers to check now, at most ``share``
+        (``HoldBack.share``)."""
+        handoff = self.handoff
+        return self.hold_back.share(
+            account_id, share, handoff.room_while_keeping_up if handoff is not None else None
+        )
 
     def rolled_back(self, enqueued: Enqueued) -> None:
         if enqueued.handed_over is not None:

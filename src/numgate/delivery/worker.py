@@ -44,8 +44,12 @@ __all__ = ["DELIVERED", "FAILED", "IN_FLIGHT", "PENDING", "DeliveryWorker", "dra
 #: callbacks claimed for one receiver at a time, at most
 CLAIM = 500
 #: a receiver's callbacks waiting here (handed over or claimed, not answered): this many times
-#: its largest possible number of connections (NUMGATE_CALLBACK_CONCURRENCY) times its batch size
+#: its largest possible number of connections (NUMGATE_CALLBACK_CONCURRENCY) times its batch size,
 QUEUE_FACTOR = 4
+#: … and at least this many: enough to keep its connections busy while the check worker checks
+#: the next numbers of an account held back for it (``Outbox.check_share``); with 256 (4 × 64) the
+#: queue ran dry between chunks
+QUEUE_MIN = 1024
 #: how often the receivers' pace is written for ``numgate deliveries receivers``
 PACE_EVERY_S = 2.0
 
@@ -144,8 +148,18 @@ class DeliveryWorker:
         name = self._names.get(receiver_id)
         if name is not None and name in self.outbound.paused():
             return 0
-        cap = QUEUE_FACTOR * self.core.settings.callback_concurrency * self._batch.get(receiver_id, 1)
+        cap = max(
+            QUEUE_FACTOR * self.core.settings.callback_concurrency * self._batch.get(receiver_id, 1),
+            QUEUE_MIN,
+        )
         return max(cap - self._outstanding[receiver_id], 0)
+
+    def room_while_keeping_up(self, receiver_id: int) -> int | None:
+        name = self._names.get(receiver_id)
+        state = self.outbound.receivers().get(name) if name is not None else None
+        if state is None or state.get("paused_for_s") or state.get("success_rate") != 1.0:
+            return None
+        return self.room(receiver_id)
 
     @property
     def outstanding(self) -> int:

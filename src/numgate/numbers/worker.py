@@ -40,6 +40,9 @@ SWEEP_S = 5.0
 #: running the workers) or none is left to claim for; a separate ``numgate worker`` picks up a new
 #: account within this time
 ACCOUNTS_EVERY_S = 0.25
+#: seconds a worker whose only pending numbers are held back (``Outbox.check_share``: their
+#: receiver keeps up but has no room yet) waits before it looks again
+HELD_BACK_WAIT_S = 0.02
 
 CLAIM = LEASES.claim_statement(
     where=[in_state(checks.c.status, STATUS_PENDING), checks.c.account_id == bindparam("account_id")],
@@ -71,6 +74,8 @@ class CheckWorker:
         self._accounts: list[int] = []
         self._accounts_until = 0.0
         self._accounts_stored = -1
+        #: whether the last claim left an account's numbers for later (its receiver's room)
+        self.held_back = False
         #: the lease this worker holds while it checks a chunk (renewed by ``keeper``)
         self.held: set[int] = set()
         self.keeper = LeaseKeeper(
@@ -115,9 +120,14 @@ class CheckWorker:
                 return rows
             share = max(self.chunk // len(accounts), MIN_SHARE)
             drained = set()
+            self.held_back = False
             for acct in accounts:
-                got = await tx.all(CLAIM, account_id=acct, limit=share, until=until, token=token)
-                if len(got) < share:
+                limit = self.core.outbox.check_share(acct, share)
+                if limit <= 0:  # its receiver keeps up and has no room yet: the others go first
+                    self.held_back = True
+                    continue
+                got = await tx.all(CLAIM, account_id=acct, limit=limit, until=until, token=token)
+                if len(got) < limit:
                     drained.add(acct)
                 rows += got
             if drained:
@@ -207,7 +217,7 @@ async def run_check_worker(core: Core, stop: asyncio.Event) -> None:
                 wake.clear()
                 if await worker.run_once():
                     continue
-                await wait_for_work(wake, stop, poll)
+                await wait_for_work(wake, stop, HELD_BACK_WAIT_S if worker.held_back else poll)
 
         # each loop claims, checks and finishes its own chunks: while one chunk is classified in
         # the helper processes, another is claimed or finished on this event loop
