@@ -4,9 +4,10 @@ A chunk's callbacks that their receiver has no room for in this process's delive
 the table, and are claimed back from it (a second write each) when it has. The check worker
 outruns one receiver by far: without a hold-back, measured on PostgreSQL, 87 % of a 100,000-number
 run's callbacks went that way. So an account whose callbacks waited for a receiver is checked
-further only as that receiver makes room — while it keeps up (answers every callback, not
-paused). A receiver that fails, hangs or is paused holds nothing back: its account's numbers are
-checked at full speed and their results wait in the table (and in the pull feed) for it.
+further only as that receiver makes room — while it keeps up (answered each of its last 200
+callbacks, not paused). A receiver that fails or is paused holds nothing back, and one that stops
+answering only until its callbacks time out: its account's numbers are then checked at full speed
+and their results wait in the table (and in the pull feed) for it.
 
 Only the account's own checking waits: other accounts are claimed as before (the check worker
 claims per account).
