@@ -219,7 +219,7 @@ class Outbox:
         now = self.clock.time_ms()
         deadline = now + int(self.retry_window_s * 1000)
         handoff = self.handoff
-        targets = {c.target_id: await self.targets.get(c.target_id) for c in callbacks}
+        targets = {tid: await self.targets.get(tid) for tid in {c.target_id for c in callbacks}}
         room: dict[int, int] = {}
         waiting: dict[int, set[int]] = {}
         token: int | None = None

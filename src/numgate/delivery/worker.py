@@ -181,10 +181,13 @@ class DeliveryWorker:
         core = self.core
         rows = leased.rows  # uid, target_id, receiver_id, body, attempts, app_id, deadline_ms
         items: list[Outgoing] = []
-        for r in rows:
-            target = await core.outbox.targets.get(r[1])
-            app = await core.tenancy.callback_settings(r[5])
+        # a chunk's callbacks share a few targets and apps: each looked up once
+        targets = {tid: await core.outbox.targets.get(tid) for tid in {r[1] for r in rows}}
+        apps = {aid: await core.tenancy.callback_settings(aid) for aid in {r[5] for r in rows}}
+        for target in targets.values():
             self._names[target.receiver_id] = target.receiver
+        for r in rows:
+            target, app = targets[r[1]], apps[r[5]]
             if app.batch > self._batch.get(target.receiver_id, 1):
                 self._batch[target.receiver_id] = app.batch
             self._sent[r[0]] = _Sent(leased.token, target.receiver_id, r[4], r[6])
