@@ -42,6 +42,8 @@ CALLBACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 _shared_dir: Path | None = None
+#: this process's store of its values, once shared
+_stores: list[WriteBehind] = []
 
 
 class _Children:
@@ -218,10 +220,6 @@ def share(directory: Path) -> None:
     threading.Thread(
         target=store.write_every, args=(WRITE_EVERY_S,), name="metrics-writer", daemon=True
     ).start()
-
-
-#: this process's store, once shared
-_stores: list[WriteBehind] = []
 
 
 class WriteBehind:

@@ -106,9 +106,9 @@ class InProcessOutbound:
         assert self._scheduler is not None
         return self._scheduler.snapshot()
 
-    def paused(self) -> set[str]:
+    def receiver(self, name: str) -> dict[str, Any] | None:
         assert self._scheduler is not None
-        return self._scheduler.paused()
+        return self._scheduler.state_of(name)
 
 
 # a sender process ----------------------------------------------------------------------------------
@@ -308,8 +308,13 @@ class ProcessOutbound:
             out.update(s.state)
         return out
 
-    def paused(self) -> set[str]:
-        return {k for k, v in self.receivers().items() if v.get("paused_for_s")}
+    def receiver(self, name: str) -> dict[str, Any] | None:
+        """One receiver's entry of :meth:`receivers`, as its sender process last reported it."""
+        for s in self._senders:
+            state = s.state.get(name)
+            if state is not None:
+                return state
+        return None
 
 
 Outbound = InProcessOutbound | ProcessOutbound

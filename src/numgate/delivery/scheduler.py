@@ -157,9 +157,10 @@ class Scheduler:
             for key, r in self._receivers.items()
         }
 
-    def paused(self) -> set[str]:
-        now = self._clock()
-        return {key for key, r in self._receivers.items() if r.pacer.paused(now)}
+    def state_of(self, key: str) -> dict[str, Any] | None:
+        """One receiver's entry of :meth:`snapshot` (None: not seen here)."""
+        r = self._receivers.get(key)
+        return None if r is None else {"queued": len(r.queue), **r.pacer.state(self._clock()).to_json()}
 
     async def close(self) -> None:
         """Cancel what is in flight (the delivery worker gives those callbacks back)."""

@@ -146,7 +146,8 @@ class DeliveryWorker:
 
     def room(self, receiver_id: int) -> int:
         name = self._names.get(receiver_id)
-        if name is not None and name in self.outbound.paused():
+        state = self.outbound.receiver(name) if name is not None else None
+        if state is not None and state.get("paused_for_s"):
             return 0
         cap = max(
             QUEUE_FACTOR * self.core.settings.callback_concurrency * self._batch.get(receiver_id, 1),
@@ -156,7 +157,7 @@ class DeliveryWorker:
 
     def room_while_keeping_up(self, receiver_id: int) -> int | None:
         name = self._names.get(receiver_id)
-        state = self.outbound.receivers().get(name) if name is not None else None
+        state = self.outbound.receiver(name) if name is not None else None
         if state is None or state.get("paused_for_s") or state.get("success_rate") != 1.0:
             return None
         return self.room(receiver_id)
