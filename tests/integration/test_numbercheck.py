@@ -617,6 +617,9 @@ def test_callbacks_handed_over_in_memory_survive_a_crash(
         def room(self, receiver_id: int) -> int:
             return 1000
 
+        def room_while_keeping_up(self, receiver_id: int) -> int | None:
+            return None  # it never answered
+
         def take(self, leased: Any) -> None:
             self.taken.append(leased)
 
