@@ -42,9 +42,9 @@ class HoldBack:
         receivers = self._waits_for.get(account_id)
         if not receivers:
             return share
-        rooms = [room(r) for r in receivers] if room is not None else []
+        rooms = [room(r) for r in receivers] if room is not None else [None]
         known = [r for r in rooms if r is not None]
-        if not known or len(known) < len(rooms):  # one of them does not keep up
+        if len(known) < len(rooms):  # one of them does not keep up (or nothing delivers here)
             del self._waits_for[account_id]
             return share
         least = min(known)

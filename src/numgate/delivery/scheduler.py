@@ -152,15 +152,12 @@ class Scheduler:
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Per receiver: its queue here, and its pacer's state."""
         now = self._clock()
-        return {
-            key: {"queued": len(r.queue), **r.pacer.state(now).to_json()}
-            for key, r in self._receivers.items()
-        }
+        return {key: _shown(r, now) for key, r in self._receivers.items()}
 
     def state_of(self, key: str) -> dict[str, Any] | None:
         """One receiver's entry of :meth:`snapshot` (None: not seen here)."""
         r = self._receivers.get(key)
-        return None if r is None else {"queued": len(r.queue), **r.pacer.state(self._clock()).to_json()}
+        return None if r is None else _shown(r, self._clock())
 
     async def close(self) -> None:
         """Cancel what is in flight (the delivery worker gives those callbacks back)."""
@@ -169,3 +166,8 @@ class Scheduler:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _shown(r: _Receiver, now: float) -> dict[str, Any]:
+    """A receiver as :meth:`Scheduler.snapshot` shows it: its queue here, and its pacer's state."""
+    return {"queued": len(r.queue), **r.pacer.state(now).to_json()}

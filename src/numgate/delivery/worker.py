@@ -144,9 +144,13 @@ class DeliveryWorker:
 
     # room --------------------------------------------------------------------------------------
 
-    def room(self, receiver_id: int) -> int:
+    def _state(self, receiver_id: int) -> dict[str, Any] | None:
+        """The receiver's pace as its sender shows it (None: not seen yet)."""
         name = self._names.get(receiver_id)
-        state = self.outbound.receiver(name) if name is not None else None
+        return self.outbound.receiver(name) if name is not None else None
+
+    def room(self, receiver_id: int, state: dict[str, Any] | None = None) -> int:
+        state = state if state is not None else self._state(receiver_id)
         if state is not None and state.get("paused_for_s"):
             return 0
         cap = max(
@@ -156,11 +160,10 @@ class DeliveryWorker:
         return max(cap - self._outstanding[receiver_id], 0)
 
     def room_while_keeping_up(self, receiver_id: int) -> int | None:
-        name = self._names.get(receiver_id)
-        state = self.outbound.receiver(name) if name is not None else None
+        state = self._state(receiver_id)
         if state is None or state.get("paused_for_s") or state.get("success_rate") != 1.0:
             return None
-        return self.room(receiver_id)
+        return self.room(receiver_id, state)
 
     @property
     def outstanding(self) -> int:
