@@ -272,10 +272,11 @@ class Finisher:
 
 
 def count(w: Writes, infos: dict[int, BatchInfo]) -> None:
-    ended: CountOf[tuple[str, Outcome]] = CountOf(
-        (infos[batch_id].level.name.lower(), Outcome(u["b_outcome"]))
-        for (_, batch_id, _), u in zip(w.charges, w.updates, strict=True)
+    # counted by raw (batch, outcome code) first: names are looked up once per distinct pair
+    ended: CountOf[tuple[int, int]] = CountOf(
+        (batch_id, u["b_outcome"]) for (_, batch_id, _), u in zip(w.charges, w.updates, strict=True)
     )
     m = metrics()
-    for (level, outcome), n in ended.items():
-        m.checked(level, outcome.name.lower(), outcome.charged, n)
+    for (batch_id, code), n in ended.items():
+        outcome = Outcome(code)
+        m.checked(infos[batch_id].level.name.lower(), outcome.name.lower(), outcome.charged, n)
