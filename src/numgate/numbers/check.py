@@ -48,10 +48,14 @@ def _classify_rows(items: Sequence[str]) -> list[tuple[Any, ...] | None]:
     return out
 
 
+#: a kind by its value (a dict lookup: calling the Enum class costs more, once per number)
+_KINDS = {k.value: k for k in NumberKind}
+
+
 def _from_row(row: tuple[Any, ...] | None) -> CheckResult:
     if row is None:
         return _INVALID
-    return CheckResult(Outcome.OK, Basic(row[0], row[1], row[2], row[3], row[4], NumberKind(row[5]), row[6]))
+    return CheckResult(Outcome.OK, Basic(row[0], row[1], row[2], row[3], row[4], _KINDS[row[5]], row[6]))
 
 
 class BasicChecks:
