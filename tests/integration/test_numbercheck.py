@@ -85,7 +85,7 @@ def test_submit_basic_and_exact_callback(server: RunningServer, tenant: Tenant, 
     secret = server.call(lambda core: core.tenancy.app_secret(tenant.app_id))
     assert verify_body(secret, cb.body, cb.headers["X-Numgate-Signature"])
     assert cb.headers["X-Numgate-Attempt"] == "1" and len(cb.headers["X-Numgate-Delivery-Id"]) == 32
-    assert cb.headers["Accept-Encoding"] == "identity"  # the answer is only logged: never compressed
+    assert cb.headers["Accept-Encoding"] == "identity"  # only the status counts: uncompressed
     wait_done(server, 1)
     bal = ledger_identity(server, tenant.account_id)
     assert bal.charges == 100 and bal.open_reservations == 0 and bal.balance == 100 * 10_000 - 100
