@@ -19,9 +19,11 @@ line is the figure.
 
 numgate's CPU per number is printed per process (serve, worker, numgate-check and
 numgate-sender helpers); the POST reference also prints its own loop's CPU per POST, which is
-what one aiohttp request costs on the machine at that moment. With ``--postgres`` the CPU the
-PostgreSQL server spent per number is printed too (its processes serving the run's database:
-measured only when the server runs on this machine), and so is the receiver's.
+what one aiohttp request costs on the machine at that moment, and numgate's CPU is printed as a
+multiple of it too: a figure that moves much less than the µs when the machine's speed does.
+With ``--postgres`` the CPU the PostgreSQL server spent per number is printed too (its processes
+serving the run's database: measured only when the server runs on this machine), and so is the
+receiver's.
 
 The "CPU ceiling" line is the rate the run's work could reach if every core of the machine did
 nothing else: cores / (numgate + PostgreSQL + receiver CPU per number). A run near its ceiling is
@@ -213,6 +215,11 @@ class Run:
         return (self.before[1] + self.after[1]) / 2
 
     @property
+    def post_cpu(self) -> float:
+        """The bare POST loop's own CPU µs per POST (the machine's speed, measured in the run)."""
+        return (self.before[2] + self.after[2]) / 2
+
+    @property
     def reference(self) -> float:
         return 1 / (1 / self.classify + 1 / self.post)
 
@@ -342,7 +349,10 @@ def report(r: Run, target: float) -> None:
     )
     print(f"  submit latency      p50 {r.p50_ms:.0f} ms, p99 {r.p99_ms:.0f} ms")
     print(f"  numgate peak RSS    {r.rss_mb:10.0f} MB (sum over its processes, helpers included)")
-    print(f"  numgate CPU         {r.cpu_us:10.0f} us per number (all its processes; target <= 150)")
+    print(
+        f"  numgate CPU         {r.cpu_us:10.0f} us per number (all its processes; target <= 150;"
+        f" {r.cpu_us / r.post_cpu:.2f}x the bare POST loop's CPU per POST)"
+    )
     print("                      " + ", ".join(f"{k} {v:.0f}" for k, v in r.cpu_parts.items()))
     if r.server_us:
         print(
@@ -353,7 +363,7 @@ def report(r: Run, target: float) -> None:
     )
     print(
         f"  reference POST      {r.post:10,.0f} posts/s   (bare aiohttp loop, concurrency 64, same receiver; before {r.before[1]:,.0f}, after {r.after[1]:,.0f};"
-        f" the loop's own CPU {(r.before[2] + r.after[2]) / 2:.0f} us per POST)"
+        f" the loop's own CPU {r.post_cpu:.0f} us per POST)"
     )
     print(f"  combined reference  {r.reference:10,.0f} numbers/s  1/(1/classify + 1/post)")
     print(f"  ratio               {r.ratio:10.2f}        (target >= {target})")
@@ -438,7 +448,10 @@ def main() -> None:
         print(f"  end to end          median {statistics.median(r.rate for r in runs):,.0f} numbers/s")
         print(f"  submit p99          median {statistics.median(p99s):.0f} ms, worst {max(p99s):.0f} ms")
         print(f"  peak RSS            worst {max(r.rss_mb for r in runs):.0f} MB")
-        print(f"  numgate CPU         median {statistics.median(r.cpu_us for r in runs):.0f} us per number")
+        print(
+            f"  numgate CPU         median {statistics.median(r.cpu_us for r in runs):.0f} us per number,"
+            f" {statistics.median(r.cpu_us / r.post_cpu for r in runs):.2f}x a bare POST's CPU"
+        )
         ceilings = [r.ceiling / r.reference for r in runs]
         print(f"  CPU ceiling         median {statistics.median(ceilings):.2f} as a ratio")
         if args.postgres:
