@@ -43,7 +43,7 @@ UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 _shared_dir: Path | None = None
 #: this process's store of its values, once shared
-_stores: list[WriteBehind] = []
+_store: WriteBehind | None = None
 
 
 class _Children:
@@ -202,7 +202,7 @@ def share(directory: Path) -> None:
     anything is counted (the first :func:`metrics`); a later call changes nothing. Files of
     processes that are gone are removed first (their counts end with them: Prometheus reads that
     as a counter reset)."""
-    global _shared_dir
+    global _shared_dir, _store
     if _metrics is not None or _shared_dir is not None:
         return
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -212,13 +212,12 @@ def share(directory: Path) -> None:
             with contextlib.suppress(OSError):
                 f.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-    store = WriteBehind(directory)
-    values.ValueClass = store.value_class
+    _store = WriteBehind(directory)
+    values.ValueClass = _store.value_class
     _shared_dir = directory
-    _stores.append(store)
-    atexit.register(store.write)
+    atexit.register(_store.write)
     threading.Thread(
-        target=store.write_every, args=(WRITE_EVERY_S,), name="metrics-writer", daemon=True
+        target=_store.write_every, args=(WRITE_EVERY_S,), name="metrics-writer", daemon=True
     ).start()
 
 
@@ -328,8 +327,8 @@ def registry() -> Any:
     they are shared, else this process's own series."""
     if _shared_dir is None:
         return REGISTRY
-    for store in _stores:  # this process's own series as they are now
-        store.write()
+    if _store is not None:  # this process's own series as they are now
+        _store.write()
     reg = CollectorRegistry()
     MultiProcessCollector(reg, path=str(_shared_dir))  # type: ignore[no-untyped-call]
     return reg

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -139,6 +139,10 @@ class CallbackTargets:
             hit = self._targets[target_id] = Target(row["url"], int(row["receiver_id"]), row["receiver"])
         return hit
 
+    async def get_many(self, target_ids: Iterable[int]) -> dict[int, Target]:
+        """:meth:`get` for each distinct id (a chunk's callbacks share a few targets)."""
+        return {tid: await self.get(tid) for tid in set(target_ids)}
+
     def cached(self, target_id: int) -> Target | None:
         return self._targets.get(target_id)
 
@@ -219,7 +223,7 @@ class Outbox:
         now = self.clock.time_ms()
         deadline = now + int(self.retry_window_s * 1000)
         handoff = self.handoff
-        targets = {tid: await self.targets.get(tid) for tid in {c.target_id for c in callbacks}}
+        targets = await self.targets.get_many(c.target_id for c in callbacks)
         room: dict[int, int] = {}
         waiting: dict[int, set[int]] = {}
         token: int | None = None

@@ -186,7 +186,7 @@ class DeliveryWorker:
         rows = leased.rows  # uid, target_id, receiver_id, body, attempts, app_id, deadline_ms
         items: list[Outgoing] = []
         # a chunk's callbacks share a few targets and apps: each looked up once
-        targets = {tid: await core.outbox.targets.get(tid) for tid in {r[1] for r in rows}}
+        targets = await core.outbox.targets.get_many(r[1] for r in rows)
         apps = {aid: await core.tenancy.callback_settings(aid) for aid in {r[5] for r in rows}}
         for target in targets.values():
             self._names[target.receiver_id] = target.receiver
