@@ -38,7 +38,6 @@ The drivers' sides are ``sqlite.py`` and ``postgres.py``; driver errors are tran
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
@@ -67,29 +66,43 @@ class Compiled:
     ) -> None:
         self.sql = sql
         self.names = names
-        #: values bound in the statement itself (literals, column defaults)
+        #: values bound in the statement itself (literals, column defaults); a parameter of the
+        #: same name overrides one
         self.defaults = defaults
         #: SQLAlchemy's bind processors by position (booleans on SQLite, say); empty when none
         self.processors = processors
-        if len(names) > 1:
-            self._get: Any = operator.itemgetter(*names)
-        elif names:
-            only = names[0]
-            self._get = lambda p: (p[only],)
-        else:
-            self._get = lambda p: ()
+        self._get = _getter(names, defaults, processors)
 
     def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         try:
-            values = self._get({**self.defaults, **params} if self.defaults else params)
+            return self._get(params if type(params) is dict else dict(params))  # type: ignore[no-any-return]
         except KeyError:
             missing = ", ".join(n for n in self.names if n not in params and n not in self.defaults)
             raise TypeError(f"statement parameters missing: {missing}\n{self.sql}") from None
-        if self.processors:
-            return tuple(
-                v if p is None or v is None else p(v) for v, p in zip(values, self.processors, strict=True)
-            )
-        return values  # type: ignore[no-any-return]
+
+
+def _getter(names: tuple[str, ...], defaults: dict[str, Any], processors: tuple[Any, ...]) -> Any:
+    """A function of the parameters that returns the statement's arguments in order: written for
+    the statement once (the way ``dataclasses`` writes ``__init__``), because it runs for every row
+    of every statement — merging the defaults into a copy of each row's dict, then converting
+    value by value, cost about a microsecond a row more, on paths that write a few rows a number.
+    """
+    env: dict[str, Any] = {}
+    parts = []
+    for i, name in enumerate(names):
+        if name in defaults:
+            env[f"d{i}"] = defaults[name]
+            value = f"p.get({name!r}, d{i})"
+        else:
+            value = f"p[{name!r}]"
+        proc = processors[i] if processors else None
+        if proc is not None:
+            env[f"f{i}"] = proc
+            value = f"(None if (v{i} := {value}) is None else f{i}(v{i}))"
+        parts.append(value)
+    src = f"def args(p):\n    return ({''.join(v + ', ' for v in parts)})\n"
+    exec(src, env)  # the source is made above from the statement's own names and no input
+    return env["args"]
 
 
 def compile_for(clause: ClauseElement, dialect: Dialect) -> Compiled:
