@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as upsert  # ON CONFLICT: SQLite renders it too
@@ -150,8 +150,7 @@ class CallbackTargets:
         return self._clock.time_ms()
 
 
-@dataclass(frozen=True)
-class NewCallback:
+class NewCallback(NamedTuple):  # one per number: a named tuple is made faster than a dataclass
     check_id: int | None
     account_id: int
     app_id: int

@@ -20,8 +20,7 @@ import json
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, func, select, text, update
 
@@ -113,8 +112,7 @@ SAVE_PACE = Statement(
 )
 
 
-@dataclass(frozen=True)
-class _Sent:
+class _Sent(NamedTuple):  # one per attempt: a named tuple is made faster than a dataclass
     token: int
     receiver_id: int
     attempts: int
