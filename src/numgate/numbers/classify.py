@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType, carrier, national_significant_number
@@ -41,8 +41,10 @@ _KINDS = {
 }
 
 
-@dataclass(frozen=True)
-class Basic:
+class Basic(NamedTuple):
+    """A number's offline classification (a named tuple: one is made per number checked, in
+    about a third of a frozen dataclass's time)."""
+
     valid: bool
     region: str
     country_code: int

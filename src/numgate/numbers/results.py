@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from numgate.numbers.classify import Basic, NumberKind
 from numgate.numbers.providers import Dial, DialResponse, Live, Tri
@@ -29,8 +28,10 @@ class Level(IntEnum):
     HLR = 5
 
 
-@dataclass(frozen=True)
-class CheckResult:
+class CheckResult(NamedTuple):
+    """A number's check result (a named tuple: one is made per number checked, and a frozen
+    dataclass of six fields took three times as long to make)."""
+
     outcome: Outcome
     basic: Basic | None = None
     live: Live | None = None
