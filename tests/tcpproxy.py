@@ -22,6 +22,7 @@ class TcpProxy:
         self._pipes: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         #: every connection's writer, both sides, to close them all at the end
         self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -75,8 +76,18 @@ class TcpProxy:
         loop.run_forever()
         loop.close()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # a plain function, not a coroutine: the connection is on record (and closed by _close)
+        # from the moment it is accepted. Given a coroutine, asyncio runs it as a task, and a
+        # task cancelled by _close before its first step left its socket open — Python 3.11's
+        # streams then fail on the cancelled task's exception() and never close it (seen as an
+        # unclosed-socket warning failing a test)
         self._writers.add(writer)
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.mode == REFUSE:
             writer.transport.abort()
             return
