@@ -40,22 +40,14 @@ def _classify_rows(items: Sequence[str]) -> list[tuple[Any, ...] | None]:
     out: list[tuple[Any, ...] | None] = []
     for item in items:
         b = classify(item)
-        out.append(
-            None
-            if b is None
-            else (b.valid, b.region, b.country_code, b.national_number, b.e164, b.kind.value, b.carrier)
-        )
+        out.append(None if b is None else b.row())
     return out
-
-
-#: a kind by its value (a dict lookup: calling the Enum class costs more, once per number)
-_KINDS = {k.value: k for k in NumberKind}
 
 
 def _from_row(row: tuple[Any, ...] | None) -> CheckResult:
     if row is None:
         return _INVALID
-    return CheckResult(Outcome.OK, Basic(row[0], row[1], row[2], row[3], row[4], _KINDS[row[5]], row[6]))
+    return CheckResult(Outcome.OK, Basic.of_row(row))
 
 
 class BasicChecks:

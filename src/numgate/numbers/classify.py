@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType, carrier, national_significant_number
@@ -41,6 +42,10 @@ _KINDS = {
 }
 
 
+#: a kind by its value (a dict lookup: calling the Enum class costs more, once per number)
+_KIND_OF_VALUE = {k.value: k for k in NumberKind}
+
+
 class Basic(NamedTuple):
     """A number's offline classification (a named tuple: one is made per number checked, in
     about a third of a frozen dataclass's time)."""
@@ -52,6 +57,24 @@ class Basic(NamedTuple):
     e164: str
     kind: NumberKind
     carrier: str
+
+    def row(self) -> tuple[bool, str, int, str, str, str, str]:
+        """Its fields flat, the kind by value: what crosses a process boundary (plain values
+        pickle in C) and what a stored result keeps (``CheckResult.to_json``)."""
+        return (
+            self.valid,
+            self.region,
+            self.country_code,
+            self.national_number,
+            self.e164,
+            self.kind.value,
+            self.carrier,
+        )
+
+    @classmethod
+    def of_row(cls, r: Sequence[Any]) -> Basic:
+        """The inverse of :meth:`row`."""
+        return cls(r[0], r[1], r[2], r[3], r[4], _KIND_OF_VALUE[r[5]], r[6])
 
 
 def digits_of(item: str) -> str | None:

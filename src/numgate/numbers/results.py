@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any, NamedTuple
 
-from numgate.numbers.classify import Basic, NumberKind
+from numgate.numbers.classify import Basic
 from numgate.numbers.providers import Dial, DialResponse, Live, Tri
 
 
@@ -44,16 +44,7 @@ class CheckResult(NamedTuple):
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"outcome": int(self.outcome)}
         if self.basic is not None:
-            b = self.basic
-            out["basic"] = [
-                b.valid,
-                b.region,
-                b.country_code,
-                b.national_number,
-                b.e164,
-                b.kind.value,
-                b.carrier,
-            ]
+            out["basic"] = list(self.basic.row())
         if self.live is not None:
             v = self.live
             out["live"] = [
@@ -76,7 +67,7 @@ class CheckResult(NamedTuple):
     def from_json(cls, data: dict[str, Any]) -> CheckResult:
         basic = live = dial = None
         if (b := data.get("basic")) is not None:
-            basic = Basic(b[0], b[1], b[2], b[3], b[4], NumberKind(b[5]), b[6])
+            basic = Basic.of_row(b)
         if (v := data.get("live")) is not None:
             live = Live(Tri(v[0]), Tri(v[1]), Tri(v[2]), _ported(v[3]), v[4], *(v[5:7] or ("", "")))
         if (d := data.get("dial")) is not None:
