@@ -62,3 +62,11 @@ def test_a_missing_parameter_is_named() -> None:
     )
     with pytest.raises(TypeError, match="statement parameters missing: b_name"):
         c.args({"b_id": 1})
+
+
+def test_a_parameter_missing_from_a_driver_row_is_named_by_its_keys() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.row_factory = sqlite3.Row
+    row = conn.execute("SELECT 4 AS id, 'name' AS other").fetchone()  # 'name' only as a value
+    with pytest.raises(TypeError, match="statement parameters missing: name\n"):
+        ROW_INSERT.compiled(DIALECT).args(row)

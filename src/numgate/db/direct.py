@@ -74,10 +74,11 @@ class Compiled:
         self._get = _getter(names, defaults, processors)
 
     def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        p = params if type(params) is dict else dict(params)  # a driver's row: its keys, not values
         try:
-            return self._get(params if type(params) is dict else dict(params))  # type: ignore[no-any-return]
+            return self._get(p)  # type: ignore[no-any-return]
         except KeyError:
-            missing = ", ".join(n for n in self.names if n not in params and n not in self.defaults)
+            missing = ", ".join(n for n in self.names if n not in p and n not in self.defaults)
             raise TypeError(f"statement parameters missing: {missing}\n{self.sql}") from None
 
 
