@@ -267,6 +267,10 @@ class _SenderProcess:
         self._post(("stop", None))
         self._out.put(None)  # the writer ends once all before it is written
         await stop_processes([self.process], grace_s, "callback sender")
+        # the process is gone, so the reader meets the pipe's end: wait for it to hand its last
+        # call to the loop while the loop still runs (a loop closed right after this stop made
+        # that call fail in the thread), and only then close the pipe it reads
+        await asyncio.to_thread(self._reader.join, grace_s)
         with contextlib.suppress(OSError):
             self.conn.close()
 
