@@ -196,10 +196,11 @@ class DatabaseReplayGuard:
                 first.setdefault(item.key, item)
         # durable=False: the work a key guards commits durably after it; a reply lost in a
         # crash of the database server leaves its key taken (a replay gets ReplayPending)
-        async with self._db.autocommit(durable=False) as tx:
-            if time.monotonic() >= self._next_sweep:
-                self._next_sweep = time.monotonic() + self.SWEEP_EVERY_S
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.SWEEP_EVERY_S
+            async with self._db.autocommit(durable=False) as tx:  # a range: planned for its bound
                 await tx.run(_SWEEP, now=now)
+        async with self._db.autocommit(durable=False, batched=True) as tx:
             if tx.is_postgres:
                 replied = {r.key for r in replies}
                 now_claims = [c for c in first.values() if c.key not in replied]

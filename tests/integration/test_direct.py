@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import ARRAY, bindparam, func, select, text
 
 from conftest import run_sync
 from numgate.db.direct import BulkInsert, Database, Statement, open_database
@@ -124,6 +124,60 @@ def test_a_commit_that_need_not_wait_for_the_disk(database_url: str) -> None:
     relaxed, durable = on(database_url, body)
     if database_url.startswith("postgresql"):
         assert (relaxed, durable) == ("off", "on")
+
+
+SETTINGS = Statement(
+    text("SELECT current_setting('synchronous_commit') AS sync, current_setting('plan_cache_mode') AS plans")
+)
+GET_MANY = Statement(
+    select(meta.c.key, meta.c.value).where(
+        meta.c.key == func.any(bindparam("keys", type_=ARRAY(meta.c.key.type)))
+    )
+)
+
+
+def test_batched_statements_are_planned_once(database_url: str) -> None:
+    """``batched=True`` (PostgreSQL): connections that plan each prepared statement once, so a
+    statement that takes its rows as an array is not planned anew on every call; durable or
+    not as asked. The other connections leave PostgreSQL to choose."""
+
+    async def settings(db: Database, durable: bool, batched: bool) -> tuple[str, str]:
+        async with db.autocommit(durable=durable, batched=batched) as tx:
+            row = await tx.one(SETTINGS)
+        assert row is not None
+        return row["sync"], row["plans"]
+
+    async def body(db: Database) -> Any:
+        async with db.autocommit() as tx:
+            await tx.run(PUT, key="a", value="1")
+        async with db.read(batched=True) as tx:
+            if not tx.is_postgres:  # one connection, and no plans kept: nothing to choose
+                assert await tx.scalar(GET, key="a") == "1"
+                return None
+            for n in range(1, 9):  # past the five custom plans PostgreSQL starts with
+                rows = await tx.all(GET_MANY, keys=["a", "b"][: 1 + n % 2])
+                assert [tuple(r) for r in rows] == [("a", "1")]
+            plans = await tx.all(
+                Statement(
+                    text(
+                        "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                        " WHERE statement LIKE '%numgate_meta%'"
+                        " AND statement NOT LIKE '%pg_prepared_statements%'"
+                    )
+                )
+            )
+        return plans, {(d, b): await settings(db, d, b) for d in (True, False) for b in (True, False)}
+
+    result = on(database_url, body)
+    if database_url.startswith("postgresql"):
+        plans, by_kind = result
+        assert [tuple(p) for p in plans] == [(8, 0)]
+        assert by_kind == {
+            (True, False): ("on", "auto"),
+            (False, False): ("off", "auto"),
+            (True, True): ("on", "force_generic_plan"),
+            (False, True): ("off", "force_generic_plan"),
+        }
 
 
 def test_bulk_insert(database_url: str) -> None:

@@ -27,6 +27,14 @@ T = TypeVar("T")
 #: connections per process for writes that need not wait for the disk: the coalesced writers
 #: that use them (the replay memory, the sandbox's code checks) hold one each
 RELAXED_POOL_SIZE = 4
+#: connections per process for the statements of the other coalesced readers and writers (the
+#: WhatsApp numbers by phone, the code checks' attempts), one each at a time
+BATCHED_POOL_SIZE = 4
+#: a session that plans each prepared statement once, for statements that take their rows as
+#: arrays (``batched``): left to choose, PostgreSQL keeps planning them anew on every call,
+#: because the generic plan's guess for an array parameter (10 elements) costs more than the
+#: custom plan for the short array in hand, while the plan is the same index lookups either way
+GENERIC_PLANS = {"plan_cache_mode": "force_generic_plan"}
 
 
 class PgTx:
@@ -204,9 +212,15 @@ class PgDatabase:
         self.dialect = engine.dialect
         dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._timeout = timeout_s
-        self._pool = _Pool(dsn, pool_size, timeout_s)
-        #: connections whose commits do not wait for the disk (``autocommit(durable=False)``)
-        self._relaxed = _Pool(dsn, RELAXED_POOL_SIZE, timeout_s, {"synchronous_commit": "off"})
+        relaxed = {"synchronous_commit": "off"}
+        #: by (durable, batched); connections are opened when first needed
+        self._pools = {
+            (True, False): _Pool(dsn, pool_size, timeout_s),
+            # commits that do not wait for the disk (``autocommit(durable=False)``)
+            (False, False): _Pool(dsn, RELAXED_POOL_SIZE, timeout_s, relaxed),
+            (True, True): _Pool(dsn, BATCHED_POOL_SIZE, timeout_s, GENERIC_PLANS),
+            (False, True): _Pool(dsn, RELAXED_POOL_SIZE, timeout_s, relaxed | GENERIC_PLANS),
+        }
 
     @asynccontextmanager
     async def _acquire(self, transaction: bool, pool: _Pool) -> AsyncIterator[Tx]:
@@ -245,18 +259,18 @@ class PgDatabase:
             pool.give(conn, broken)
         OUTAGES.up("database", started)
 
-    def read(self) -> Any:
-        return self._acquire(False, self._pool)
+    def read(self, batched: bool = False) -> Any:
+        return self._acquire(False, self._pools[True, batched])
 
     def write(self) -> Any:
-        return self._acquire(True, self._pool)
+        return self._acquire(True, self._pools[True, False])
 
-    def autocommit(self, durable: bool = True) -> Any:
-        return self._acquire(False, self._pool if durable else self._relaxed)
+    def autocommit(self, durable: bool = True, batched: bool = False) -> Any:
+        return self._acquire(False, self._pools[durable, batched])
 
     async def close(self) -> None:
-        await self._pool.close()
-        await self._relaxed.close()
+        for pool in self._pools.values():
+            await pool.close()
 
 
 async def _quietly(call: Awaitable[Any], timeout_s: float) -> None:

@@ -199,7 +199,7 @@ class SqliteDatabase:
         return conn
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[Tx]:
+    async def read(self, batched: bool = False) -> AsyncIterator[Tx]:
         conn = self._begin("BEGIN")
         try:
             yield SqliteTx(conn, self.dialect)
@@ -251,7 +251,7 @@ class SqliteDatabase:
                 self._written = True
                 OUTAGES.up("database", started)
 
-    def autocommit(self, durable: bool = True) -> Any:
+    def autocommit(self, durable: bool = True, batched: bool = False) -> Any:
         return self.write()
 
     @asynccontextmanager

@@ -323,7 +323,7 @@ class WabaService:
         return await self._fit(await self._by_phone.submit(phone), account_id, phone, appkey)
 
     async def _read_phones(self, phones: list[str]) -> list[Row | None]:
-        async with self._db.read() as tx:
+        async with self._db.read(batched=True) as tx:
             if tx.is_postgres:
                 rows = {r["phone"]: r for r in await tx.all(BY_PHONES, phones=list(set(phones)))}
             else:  # in-process reads: nothing to save by joining them
@@ -542,7 +542,7 @@ class WabaService:
         taken: list[Row | None] = [None] * len(items)
         # the phones of the codes used come first: they take round 0, their attempts wait
         phones = [u.phone for u in used] + [a.phone for _, a in asked]
-        async with self._db.autocommit() as tx:
+        async with self._db.autocommit(batched=True) as tx:
             for k, positions in enumerate(rounds(phones)):
                 these = [asked[p - len(used)] for p in positions if p >= len(used)]
                 if k and not these:  # only a code used twice (two right checks at once)

@@ -213,7 +213,7 @@ class SimulatedWhatsApp:
         """Which of the (id, code) pairs of concurrent checks were right (and are now verified):
         on PostgreSQL one statement per round of distinct ids."""
         right = [False] * len(given)
-        async with self._db.autocommit(durable=False) as tx:
+        async with self._db.autocommit(durable=False, batched=True) as tx:
             for positions in rounds([pid for pid, _ in given]):
                 if tx.is_postgres:
                     pids, codes = [given[i][0] for i in positions], [given[i][1] for i in positions]
