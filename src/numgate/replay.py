@@ -194,12 +194,12 @@ class DatabaseReplayGuard:
         for item in items:  # the same key twice in one batch: the first takes it
             if isinstance(item, _Claim):
                 first.setdefault(item.key, item)
-        # durable=False: the work a key guards commits durably after it; a reply lost in a
-        # crash of the database server leaves its key taken (a replay gets ReplayPending)
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self.SWEEP_EVERY_S
-            async with self._db.autocommit(durable=False) as tx:  # a range: planned for its bound
+            async with self._db.autocommit() as tx:  # not batched: a range, planned for its bound
                 await tx.run(_SWEEP, now=now)
+        # durable=False: the work a key guards commits durably after it; a reply lost in a
+        # crash of the database server leaves its key taken (a replay gets ReplayPending)
         async with self._db.autocommit(durable=False, batched=True) as tx:
             if tx.is_postgres:
                 replied = {r.key for r in replies}

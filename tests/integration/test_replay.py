@@ -12,13 +12,15 @@ from typing import Any
 
 import httpx
 import orjson
+from sqlalchemy import select
 
 from camssign import cams_request
 from conftest import RunningServer, Tenant, make_tenant, run_sync
 from numgate.client import headers_for
 from numgate.clock import FixedClock
-from numgate.db.direct import open_database
+from numgate.db.direct import Statement, open_database
 from numgate.db.engine import create_engine
+from numgate.db.tables import replay_keys
 from numgate.replay import DatabaseReplayGuard, _Claim, _Reply
 
 CHECK = "/api/number/check"
@@ -161,6 +163,32 @@ def test_a_reply_and_a_claim_of_its_key_in_one_batch(database_url: str) -> None:
     assert taken == [False, False, True]
     assert stored == b"the reply"
     assert j_again is False
+
+
+def test_expired_keys_are_swept_by_the_next_write(database_url: str) -> None:
+    """The first write of a process (then one every ``SWEEP_EVERY_S``) deletes the keys whose
+    memory has expired, and only those."""
+    clock = FixedClock()
+
+    async def main() -> set[str]:
+        engine = create_engine(database_url)
+        db = open_database(engine)
+        try:
+            first = DatabaseReplayGuard(db, clock)
+            assert await first.first_use("old", 60)
+            assert await first.first_use("kept", 600)
+            await first.close()
+            clock.advance(seconds=120)
+            later = DatabaseReplayGuard(db, clock)  # a new process: its first write sweeps
+            assert await later.first_use("new", 60)
+            await later.close()
+            async with db.read() as tx:
+                return {r[0] for r in await tx.all(Statement(select(replay_keys.c.key)))}
+        finally:
+            await db.close()
+            await engine.dispose()
+
+    assert run_sync(main()) == {"kept", "new"}
 
 
 def test_concurrent_requests_each_keep_their_own_reply(server: RunningServer, tenant: Tenant) -> None:
