@@ -24,16 +24,15 @@ from numgate.outages import OUTAGES
 
 T = TypeVar("T")
 
-#: connections per process for writes that need not wait for the disk: the coalesced writers
-#: that use them (the replay memory, the sandbox's code checks) hold one each
+#: connections per process for writes that need not wait for the disk (of each kind, batched
+#: or not): the coalesced writers that use them (the replay memory, the sandbox's code checks)
+#: hold one each
 RELAXED_POOL_SIZE = 4
-#: connections per process for the statements of the other coalesced readers and writers (the
-#: WhatsApp numbers by phone, the code checks' attempts), one each at a time
+#: connections per process for the other coalesced statements (the WhatsApp numbers by phone,
+#: the code checks' attempts), one each at a time
 BATCHED_POOL_SIZE = 4
-#: a session that plans each prepared statement once, for statements that take their rows as
-#: arrays (``batched``): left to choose, PostgreSQL keeps planning them anew on every call,
-#: because the generic plan's guess for an array parameter (10 elements) costs more than the
-#: custom plan for the short array in hand, while the plan is the same index lookups either way
+#: the sessions of ``batched`` statements: each prepared statement planned once (why:
+#: ``Database.autocommit`` in direct.py)
 GENERIC_PLANS = {"plan_cache_mode": "force_generic_plan"}
 
 
