@@ -19,6 +19,11 @@ all the requests they carry.
 
     .venv/bin/python bench/roundtrips.py --postgres postgresql://postgres@127.0.0.1/scratch
 
+It also prints the plans PostgreSQL used per unit of work, read from ``pg_prepared_statements``
+on numgate's pooled connections before and after each path: a custom plan is made for its call
+(planning a statement can cost more than running it), a generic one once per statement and
+connection, so custom plans per call are planning work the path repeats.
+
 The counts are exact and do not drift with the machine's speed; no ``--repeat`` needed.
 """
 
@@ -45,6 +50,10 @@ from _support import free_port
 from whatsapp_api import cams_request, nx_request
 
 CALLS: collections.Counter[str] = collections.Counter()
+#: the server, once started: its connections' plans are read around each path
+SERVER: Any = None
+#: asyncpg's own methods, uncounted (for the plan counts)
+ORIGINAL: dict[str, Any] = {}
 #: with --trace: each call's method and SQL, in order
 TRACE: list[str] = []
 TRACING = False
@@ -55,7 +64,7 @@ def count_driver_calls() -> None:
 
     conn = asyncpg.connection.Connection
     for name in ("execute", "fetch", "fetchrow", "fetchval", "executemany", "copy_records_to_table"):
-        original = getattr(conn, name)
+        original = ORIGINAL[name] = getattr(conn, name)
 
         def wrapper(original: Any = original, name: str = name) -> Any:
             async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -70,13 +79,38 @@ def count_driver_calls() -> None:
         setattr(conn, name, wrapper())
 
 
+_PLANS = (
+    "SELECT coalesce(sum(custom_plans), 0), coalesce(sum(generic_plans), 0) FROM pg_prepared_statements"
+    " WHERE statement NOT LIKE '%pg_prepared_statements%'"
+)
+
+
+async def _plans(core: Any) -> tuple[int, int]:
+    """Custom and generic plans used so far by numgate's idle pooled connections (all of them,
+    between paths): a custom plan is made for each call, a generic one once per statement."""
+    custom = generic = 0
+    for pool in core.db._pools.values():
+        conns, pool._idle = pool._idle, []  # kept from the pool while they are asked
+        try:
+            for conn in conns:
+                c, g = await ORIGINAL["fetchrow"](conn, _PLANS)
+                custom, generic = custom + c, generic + g
+        finally:
+            pool._idle.extend(conns)
+    return custom, generic
+
+
 @contextmanager
 def counting(label: str = "") -> Iterator[collections.Counter[str]]:
     CALLS.clear()
     TRACE.clear()
     seen: collections.Counter[str] = collections.Counter()
+    before = SERVER.call(_plans)
     yield seen
     seen.update(CALLS)
+    after = SERVER.call(_plans)
+    seen["custom plans"] = after[0] - before[0]
+    seen["generic plans"] = after[1] - before[1]
     if TRACING:
         print(f"--- {label}")
         for line in TRACE[:40]:
@@ -171,12 +205,14 @@ def main() -> None:
         await engine.dispose()
 
     asyncio.run(migrate())
-    srv = Server(settings)
+    global SERVER
+    srv = SERVER = Server(settings)
     url = receiver()
     rows: list[tuple[str, str, float, dict[str, float]]] = []
 
     def row(path: str, unit: str, n: int, seen: collections.Counter[str]) -> None:
-        rows.append((path, unit, sum(seen.values()) / n, {k: v / n for k, v in seen.items()}))
+        plans = {k: seen.pop(k) / n for k in ("custom plans", "generic plans")}
+        rows.append((path, unit, sum(seen.values()) / n, {k: v / n for k, v in seen.items()}, plans))
 
     try:
         stamp = str(time.time_ns())[-8:]
@@ -277,9 +313,16 @@ def main() -> None:
     print(
         f"PostgreSQL round trips per unit of work (asyncpg calls; BEGIN and COMMIT included) — {args.postgres}"
     )
-    for path, unit, total, parts in rows:
+    for path, unit, total, parts, _ in rows:
         detail = ", ".join(f"{k} {v:.2f}" for k, v in sorted(parts.items()))
         print(f"  {path:40} {total:7.2f} per {unit:9} ({detail})")
+    print(
+        "PostgreSQL plans used per unit of work (each custom plan is made for its call; a generic one once)"
+    )
+    for path, unit, _, _, plans in rows:
+        print(
+            f"  {path:40} custom {plans['custom plans']:6.2f}, generic {plans['generic plans']:6.2f} per {unit}"
+        )
 
 
 if __name__ == "__main__":
