@@ -208,7 +208,7 @@ def main() -> None:
     global SERVER
     srv = SERVER = Server(settings)
     url = receiver()
-    rows: list[tuple[str, str, float, dict[str, float]]] = []
+    rows: list[tuple[str, str, float, dict[str, float], dict[str, float]]] = []
 
     def row(path: str, unit: str, n: int, seen: collections.Counter[str]) -> None:
         plans = {k: seen.pop(k) / n for k in ("custom plans", "generic plans")}
