@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import ARRAY, bindparam, func, select, text
+from sqlalchemy import ARRAY, any_, bindparam, func, select, text
 
 from conftest import run_sync
 from numgate.db.direct import BulkInsert, Database, Statement, open_database
@@ -131,7 +131,7 @@ SETTINGS = Statement(
 )
 GET_MANY = Statement(
     select(meta.c.key, meta.c.value).where(
-        meta.c.key == func.any(bindparam("keys", type_=ARRAY(meta.c.key.type)))
+        meta.c.key == any_(bindparam("keys", type_=ARRAY(meta.c.key.type)))
     )
 )
 
