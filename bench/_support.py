@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -165,3 +167,22 @@ def counting_receiver_main(port: int, counter: object, ready: object) -> None:
         uvloop.run(main())
     except ImportError:
         asyncio.run(main())
+
+
+def start_profile(pid: int, phase: str, default: str) -> subprocess.Popen[bytes] | None:
+    """py-spy on process ``pid`` during one phase of a benchmark: only when BENCH_PROFILE names the
+    output file (collapsed stacks) and BENCH_PROFILE_PHASE, or ``default``, names this phase;
+    BENCH_PROFILE_ARGS adds py-spy options (``--gil``: only the thread holding the GIL)."""
+    if not os.environ.get("BENCH_PROFILE") or os.environ.get("BENCH_PROFILE_PHASE", default) != phase:
+        return None
+    cmd = ["py-spy", "record", "-r", "200", "-f", "raw", "-o", os.environ["BENCH_PROFILE"], "--pid", str(pid)]
+    cmd += os.environ.get("BENCH_PROFILE_ARGS", "").split()
+    spy = subprocess.Popen(cmd)
+    time.sleep(1)
+    return spy
+
+
+def stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(2)
+        spy.wait(30)

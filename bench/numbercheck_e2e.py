@@ -57,6 +57,8 @@ from _support import (
     process_cpu,
     scratch_database,
     server_cpu,
+    start_profile,
+    stop_profile,
     with_descendants,
 )
 
@@ -288,6 +290,11 @@ def _one_run(
 
         cpu0 = cpu_by_process([p.pid for p in procs])
         server0, receiver0 = server_cpu(database_url), process_cpu(receiver_pid)
+        # BENCH_PROFILE=out.raw: py-spy on the process that checks and delivers (serve, or the
+        # first `numgate worker`), in the per-number run or, with BENCH_PROFILE_PHASE=batched, in
+        # the --compare-batch run
+        phase = "batched" if callback_batch > 1 else "per-number"
+        spy = start_profile(procs[1 if args.workers else 0].pid, phase, "per-number")
         start = time.perf_counter()
         lat = asyncio.run(
             submit_all(
@@ -307,6 +314,7 @@ def _one_run(
                 raise SystemExit(f"timed out: {counter.value} callbacks of {args.numbers}")
             time.sleep(0.01)
         elapsed = time.perf_counter() - start
+        stop_profile(spy)
         rss = rss_peak_mb([p.pid for p in procs])
         cpu1 = cpu_by_process([p.pid for p in procs])
         server = server_cpu(database_url) - server0

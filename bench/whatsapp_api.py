@@ -38,7 +38,16 @@ from urllib.parse import urlencode
 
 import aiohttp
 import orjson
-from _support import analyze, free_port, numgate_env, process_cpu, scratch_database, server_cpu
+from _support import (
+    analyze,
+    free_port,
+    numgate_env,
+    process_cpu,
+    scratch_database,
+    server_cpu,
+    start_profile,
+    stop_profile,
+)
 
 from numgate.client.nxcloud import headers_for
 from numgate.dialects.cams import signing
@@ -220,22 +229,6 @@ def wait_up(base: str) -> None:
     raise RuntimeError(f"{base} did not start")
 
 
-def start_profile(pid: int, phase: str) -> subprocess.Popen[bytes] | None:
-    """py-spy on numgate during one phase (BENCH_PROFILE=file, BENCH_PROFILE_PHASE=nx|cams)."""
-    if not os.environ.get("BENCH_PROFILE") or os.environ.get("BENCH_PROFILE_PHASE", "cams") != phase:
-        return None
-    cmd = ["py-spy", "record", "-r", "200", "-f", "raw", "-o", os.environ["BENCH_PROFILE"], "--pid", str(pid)]
-    spy = subprocess.Popen(cmd)
-    time.sleep(1)
-    return spy
-
-
-def stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
-    if spy is not None:
-        spy.send_signal(2)
-        spy.wait(30)
-
-
 @dataclass(frozen=True)
 class Measured:
     rate: float
@@ -381,7 +374,7 @@ def one_run(args: argparse.Namespace, database_url: str | None) -> tuple[float, 
             )
 
         nx_before = echo_nx()
-        spy = start_profile(numgate_pid, "nx")
+        spy = start_profile(numgate_pid, "nx", "cams")
         nx_run = measured(
             numgate_pid,
             lambda: load(
@@ -412,7 +405,7 @@ def one_run(args: argparse.Namespace, database_url: str | None) -> tuple[float, 
             )
 
         cams_before = cams(echo, echo_pid)
-        spy = start_profile(numgate_pid, "cams")
+        spy = start_profile(numgate_pid, "cams", "cams")
         cams_run = cams(base, numgate_pid, database_url)
         stop_profile(spy)
         cams_after = cams(echo, echo_pid)
