@@ -205,6 +205,72 @@ def test_a_receiver_that_keeps_up_paces_its_accounts_checks_and_one_that_fails_d
         assert srv.call(unchecked) == 0
 
 
+def test_callbacks_that_wait_for_room_go_out_as_room_frees_not_at_the_next_poll(
+    make_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More callbacks than a receiver's queue here holds: the rest wait in the table. The
+    delivery worker does not poll for them while it has no room (it did every 10 ms); the
+    answers that free room wake it, so with a 30 s poll they all go out within seconds of the
+    receiver answering."""
+    from aiohttp import web
+
+    from conftest import aiohttp_server
+    from numgate.db.tables import count_in_states, deliveries
+    from numgate.delivery.outbox import IN_FLIGHT, PENDING
+    from numgate.delivery.worker import QUEUE_MIN, DeliveryWorker
+
+    rounds = {"n": 0}
+    claim_round = DeliveryWorker.claim_round
+
+    async def counted(self: DeliveryWorker) -> int:  # counts the claim rounds, changes nothing
+        rounds["n"] += 1
+        return await claim_round(self)
+
+    monkeypatch.setattr(DeliveryWorker, "claim_round", counted)
+
+    state: dict[str, Any] = {"open": False, "ids": set()}
+
+    async def held_then_answered(request: web.Request) -> web.Response:
+        await request.read()
+        while not state["open"]:
+            await asyncio.sleep(0.01)
+        state["ids"].add(request.headers["X-Numgate-Delivery-Id"])
+        return web.Response(status=200)
+
+    async def stored(core: Any, states: list[int]) -> int:
+        async with core.db.read() as tx:
+            return sum(int(n) for _, n in await tx.all(count_in_states(deliveries, states)))
+
+    async def waiting(core: Any) -> int:
+        return await stored(core, [PENDING])
+
+    async def enqueued(core: Any) -> int:
+        return await stored(core, [PENDING, IN_FLIGHT])
+
+    app = web.Application()
+    app.router.add_post("/cb", held_then_answered)
+    total = QUEUE_MIN + 2500  # the queue here takes a chunk more when two are enqueued at once
+    with aiohttp_server(app) as base:
+        srv = make_server(worker_poll_s=30.0, callback_timeout_s=60.0)
+        t = make_tenant(srv)
+        submit(srv, t, ng(total), base + "/cb")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and srv.call(enqueued) < total:
+            time.sleep(0.05)
+        assert srv.call(enqueued) == total
+        assert srv.call(waiting) >= 500  # the queue here is full, the rest wait
+        before = rounds["n"]
+        time.sleep(1.0)
+        assert rounds["n"] - before <= 2  # no claim round while there is no room (100 a second before)
+
+        state["open"] = True
+        deadline = time.monotonic() + 15  # half the poll: only the wake-ups can make it
+        while time.monotonic() < deadline and len(state["ids"]) < total:
+            time.sleep(0.05)
+        assert len(state["ids"]) == total
+        assert srv.call(waiting) == 0
+
+
 def test_the_pull_feed_after_a_receiver_outage_longer_than_the_retry_window(
     make_server: Any, receiver: Receiver
 ) -> None:

@@ -290,7 +290,8 @@ class Outbox:
             else:
                 self.handoff.take(leased)
         self.hold_back.waited(enqueued.waiting)
-        self.wakeup.set()
+        if leased is None or len(leased.rows) < enqueued.count:  # some wait in the table
+            self.wakeup.set()
 
     def check_share(self, account_id: int, share: int) -> int:
         """How many of ``account_id``'s pending numbers to check now, at most ``share``

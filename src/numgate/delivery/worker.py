@@ -139,6 +139,9 @@ class DeliveryWorker:
         self._batch: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_sweep = 0.0
+        #: set when a claim round left callbacks due in the table for lack of room here (see
+        #: ``starved``)
+        self._starved = False
 
     # room --------------------------------------------------------------------------------------
 
@@ -162,6 +165,15 @@ class DeliveryWorker:
         if state is None or state.get("paused_for_s") or state.get("success_rate") != 1.0:
             return None
         return self.room(receiver_id, state)
+
+    @property
+    def starved(self) -> bool:
+        """The last claim round left callbacks due in the table for lack of room here: the next
+        attempt recorded (room again) wakes the claimer, which meanwhile does not poll for them
+        (it did every 10 ms). Otherwise a recorded attempt wakes it only when it schedules a
+        retry: handed-over callbacks leave nothing to claim, and a claim round after every
+        record was two or three statements for nothing."""
+        return self._starved
 
     @property
     def outstanding(self) -> int:
@@ -206,12 +218,14 @@ class DeliveryWorker:
             self._next_sweep = time.monotonic() + 5.0
             async with core.db.autocommit() as tx:
                 await LEASES.release_expired(tx, now)
+        self._starved = False
         async with core.db.read() as tx:
             due = [int(r[0]) for r in await tx.all(DUE_RECEIVERS, now=now)]
         claimed = 0
         for rid in due:
             room = min(self.room(rid), CLAIM)
             if room <= 0:
+                self._starved = True
                 continue
             token = new_lease_token()
             self.held.add(token)
@@ -226,6 +240,8 @@ class DeliveryWorker:
             if not rows:
                 self.held.discard(token)
                 continue
+            if len(rows) >= room:  # perhaps more due than room: claimed again when there is room
+                self._starved = True
             self.take(Leased(token, rows))
             claimed += len(rows)
         return claimed
@@ -239,6 +255,7 @@ class DeliveryWorker:
         interval = int(core.settings.callback_retry_interval_s * 1000)
         updates: list[dict[str, Any]] = []
         finished: list[_Sent] = []
+        retried = False
         m = self._metrics
         for uid, o in done:
             sent = self._sent.pop(uid, None)
@@ -251,6 +268,7 @@ class DeliveryWorker:
             else:
                 retry_at = None if o.permanent else next_attempt_ms(now, sent.deadline_ms, interval)
                 status, nxt = (PENDING, retry_at) if retry_at is not None else (FAILED, now)
+                retried = retried or status == PENDING
                 if status == FAILED:
                     m.callbacks_failed.inc()
                     log.warning(
@@ -277,8 +295,8 @@ class DeliveryWorker:
             if self._token_left[sent.token] <= 0:
                 del self._token_left[sent.token]
                 self.held.discard(sent.token)
-        if finished:
-            core.outbox.wakeup.set()  # room again: the claimer may take more
+        if retried or (finished and self._starved):
+            core.outbox.wakeup.set()  # a retry to schedule, or room again for what waits
 
     async def save_pace(self) -> None:
         """Write each receiver's pace for ``numgate deliveries receivers``."""
@@ -362,8 +380,11 @@ async def run_delivery_worker(core: Core, stop: asyncio.Event) -> None:
                 wake.clear()
                 if await worker.claim_round():
                     continue
-                due = await worker.next_due_in()
-                timeout = poll if due is None else min(max(due, 0.01), poll * 5)
+                if worker.starved:  # what is due waits for room: a record wakes this loop then
+                    timeout = poll
+                else:
+                    due = await worker.next_due_in()
+                    timeout = poll if due is None else min(max(due, 0.01), poll * 5)
                 await wait_for_work(wake, stop, timeout)
 
         async def pacer() -> None:
