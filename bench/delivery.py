@@ -8,8 +8,13 @@ stdlib    A receiver on Python's standard-library ``http.server`` (one request a
           backlog 5), in its own process, gets 5,000 callbacks (one batch). Prints the time,
           the rate, and how many callbacks were retried (an attempt > 1: a time-out or a
           dropped connection) — target: none.
+idle      A receiver that accepts connections and never answers gets 3,000 callbacks: more than
+          its queue in numgate holds, so the rest wait in the table with no room to send them.
+          Prints the CPU numgate (all its processes) and PostgreSQL spend per second while
+          nothing can move (the 5 s before the first attempt times out): what a stuck receiver
+          costs an otherwise idle server.
 
-    .venv/bin/python bench/delivery.py [fairness|stdlib|all] [--postgres URL] [--repeat N]
+    .venv/bin/python bench/delivery.py [fairness|stdlib|idle|all] [--postgres URL] [--repeat N]
 
 Each run starts a fresh numgate (its own data directory; SQLite unless ``--postgres``) with the
 defaults (``NUMGATE_CALLBACK_TIMEOUT`` 10 s, concurrency 64) and loopback callbacks allowed.
@@ -34,7 +39,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from _support import free_port, numgate_env, scratch_database
+from _support import free_port, numgate_env, process_cpu, scratch_database, server_cpu, with_descendants
 
 NUMGATE = [sys.executable, "-m", "numgate"]
 
@@ -45,13 +50,14 @@ def cli(env: dict[str, str], *args: str) -> Any:
 
 
 @contextmanager
-def numgate(postgres: str | None, master_key: str) -> Iterator[tuple[str, dict[str, str]]]:
+def numgate(postgres: str | None, master_key: str) -> Iterator[tuple[str, dict[str, str], int]]:
+    """A fresh ``numgate serve``: its base URL, its environment and its pid."""
     with scratch_database(postgres) as url, _numgate(url, master_key) as running:
         yield running
 
 
 @contextmanager
-def _numgate(postgres: str | None, master_key: str) -> Iterator[tuple[str, dict[str, str]]]:
+def _numgate(postgres: str | None, master_key: str) -> Iterator[tuple[str, dict[str, str], int]]:
     env = numgate_env(
         "numgate-delivery-bench-", postgres, NUMGATE_SECRET_KEY=master_key, NUMGATE_CALLBACK_ALLOW="loopback"
     )
@@ -66,7 +72,7 @@ def _numgate(postgres: str | None, master_key: str) -> Iterator[tuple[str, dict[
                 break
             except OSError:
                 time.sleep(0.1)
-        yield base, env
+        yield base, env, proc.pid
     finally:
         proc.terminate()
         proc.wait(30)
@@ -151,7 +157,7 @@ def fairness(args: argparse.Namespace, master_key: str) -> dict[str, float]:
     silent = Silent()
     b_url, seen, cond, srv = counting_receiver()
     try:
-        with numgate(args.postgres, master_key) as (base, env):
+        with numgate(args.postgres, master_key) as (base, env, _):
             a, b = tenant(env, "a"), tenant(env, "b")
             with NxClient(base, a[0], a[1], timeout=60) as nx:
                 for i in range(20):
@@ -214,7 +220,7 @@ def stdlib(args: argparse.Namespace, master_key: str) -> dict[str, float]:
     ready.wait(10)
     n = 5000
     try:
-        with numgate(args.postgres, master_key) as (base, env):
+        with numgate(args.postgres, master_key) as (base, env, _):
             key, secret, appkey = tenant(env, "small")
             start = time.perf_counter()
             with NxClient(base, key, secret, timeout=60) as nx:
@@ -234,9 +240,51 @@ def stdlib(args: argparse.Namespace, master_key: str) -> dict[str, float]:
     return {"stdlib s": took, "stdlib retried": float(retried.value)}
 
 
+# idle ---------------------------------------------------------------------------------------------------
+
+
+def idle(args: argparse.Namespace, master_key: str) -> dict[str, float]:
+    from numgate.client import NxClient
+
+    silent = Silent()
+    try:
+        with numgate(args.postgres, master_key) as (base, env, pid):
+            database = env.get("NUMGATE_DATABASE_URL")
+
+            def cpu_per_s(seconds: float) -> tuple[float, float]:
+                """numgate's and PostgreSQL's CPU, ms per second, over the next ``seconds``."""
+                procs = with_descendants([pid])
+                cpu0, db0, t0 = sum(map(process_cpu, procs)), server_cpu(database), time.perf_counter()
+                time.sleep(seconds)
+                cpu1, db1, t1 = sum(map(process_cpu, procs)), server_cpu(database), time.perf_counter()
+                return (cpu1 - cpu0) / (t1 - t0) * 1000, (db1 - db0) / (t1 - t0) * 1000
+
+            key, secret, appkey = tenant(env, "stuck")
+            with NxClient(base, key, secret, timeout=60) as nx:
+                nx.number_check(phones(10), appkey=appkey, dr_url=silent.url.replace("/a", "/warm"))
+            time.sleep(1.0)
+            base_ms, base_db = cpu_per_s(3.0)  # the reference: nothing to do but wait
+            with NxClient(base, key, secret, timeout=60) as nx:
+                nx.number_check(phones(3000), appkey=appkey, dr_url=silent.url)
+            time.sleep(2.0)  # checked, queued, the rest stored to wait
+            ms, db_ms = cpu_per_s(5.0)  # the attempts time out after 10 s (NUMGATE_CALLBACK_TIMEOUT)
+            waiting = sum(r["queued"] for r in cli(env, "deliveries", "receivers"))
+    finally:
+        silent.close()
+    pg, pg_base = (
+        (f", PostgreSQL {db_ms:.0f} ms", f", PostgreSQL {base_db:.0f} ms") if args.postgres else ("", "")
+    )
+    print(
+        f"  idle with a stuck receiver: numgate {ms:.0f} ms of CPU a second{pg}"
+        f" ({waiting} callbacks queued, {len(silent.held)} connections held); with nothing queued"
+        f" (the same run, before): numgate {base_ms:.0f} ms{pg_base}"
+    )
+    return {"idle numgate ms/s": ms, "idle PostgreSQL ms/s": db_ms, "idle reference ms/s": base_ms}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", nargs="?", default="all", choices=["fairness", "stdlib", "all"])
+    ap.add_argument("what", nargs="?", default="all", choices=["fairness", "stdlib", "idle", "all"])
     ap.add_argument(
         "--postgres",
         metavar="URL",
@@ -255,6 +303,8 @@ def main() -> None:
             r |= fairness(args, master_key)
         if args.what in ("stdlib", "all"):
             r |= stdlib(args, master_key)
+        if args.what in ("idle", "all"):
+            r |= idle(args, master_key)
         results.append(r)
     if len(results) > 1:
         print(f"medians over {len(results)} runs")
