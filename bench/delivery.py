@@ -261,7 +261,7 @@ def idle(args: argparse.Namespace, master_key: str) -> dict[str, float]:
 
             key, secret, appkey = tenant(env, "stuck")
             with NxClient(base, key, secret, timeout=60) as nx:
-                nx.number_check(phones(10), appkey=appkey, dr_url=silent.url.replace("/a", "/warm"))
+                nx.number_check(phones(10), appkey=appkey, dr_url=silent.url.rsplit("/", 1)[0] + "/warm")
             time.sleep(1.0)
             base_ms, base_db = cpu_per_s(3.0)  # the reference: nothing to do but wait
             with NxClient(base, key, secret, timeout=60) as nx:

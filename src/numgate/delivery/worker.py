@@ -140,8 +140,9 @@ class DeliveryWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_sweep = 0.0
         #: set when a claim round left callbacks due in the table for lack of room here (see
-        #: ``starved``)
+        #: ``starved``), and while a claim round runs (room it did not see may free meanwhile)
         self._starved = False
+        self._claiming = False
 
     # room --------------------------------------------------------------------------------------
 
@@ -169,10 +170,9 @@ class DeliveryWorker:
     @property
     def starved(self) -> bool:
         """The last claim round left callbacks due in the table for lack of room here: the next
-        attempt recorded (room again) wakes the claimer, which meanwhile does not poll for them
-        (it did every 10 ms). Otherwise a recorded attempt wakes it only when it schedules a
-        retry: handed-over callbacks leave nothing to claim, and a claim round after every
-        record was two or three statements for nothing."""
+        attempt recorded (room again) wakes the claimer, which meanwhile does not poll for them.
+        Otherwise a recorded attempt wakes it only when it schedules a retry (handed-over
+        callbacks leave nothing to claim)."""
         return self._starved
 
     @property
@@ -218,7 +218,14 @@ class DeliveryWorker:
             self._next_sweep = time.monotonic() + 5.0
             async with core.db.autocommit() as tx:
                 await LEASES.release_expired(tx, now)
-        self._starved = False
+        self._starved, self._claiming = False, True
+        try:
+            return await self._claim_due(now)
+        finally:
+            self._claiming = False
+
+    async def _claim_due(self, now: int) -> int:
+        core = self.core
         async with core.db.read() as tx:
             due = [int(r[0]) for r in await tx.all(DUE_RECEIVERS, now=now)]
         claimed = 0
@@ -295,7 +302,7 @@ class DeliveryWorker:
             if self._token_left[sent.token] <= 0:
                 del self._token_left[sent.token]
                 self.held.discard(sent.token)
-        if retried or (finished and self._starved):
+        if retried or (finished and (self._starved or self._claiming)):
             core.outbox.wakeup.set()  # a retry to schedule, or room again for what waits
 
     async def save_pace(self) -> None:
