@@ -29,6 +29,11 @@ The "CPU ceiling" line is the rate the run's work could reach if every core of t
 nothing else: cores / (numgate + PostgreSQL + receiver CPU per number). A run near its ceiling is
 bound by CPU, not by waiting; a target above the ceiling (as a ratio, next to it) cannot be met on
 this machine without spending less CPU per number.
+
+``BENCH_PROFILE=out.raw`` (py-spy on PATH) records a py-spy profile, as collapsed stacks, of the
+process that checks and delivers (``numgate serve``, or the first ``numgate worker``) during the
+per-number run, or during the ``--compare-batch`` run with ``BENCH_PROFILE_PHASE=batched``;
+``BENCH_PROFILE_ARGS`` adds py-spy options (``--gil``: only the thread holding the GIL).
 """
 
 from __future__ import annotations
