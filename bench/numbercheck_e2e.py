@@ -295,9 +295,7 @@ def _one_run(
 
         cpu0 = cpu_by_process([p.pid for p in procs])
         server0, receiver0 = server_cpu(database_url), process_cpu(receiver_pid)
-        # BENCH_PROFILE=out.raw: py-spy on the process that checks and delivers (serve, or the
-        # first `numgate worker`), in the per-number run or, with BENCH_PROFILE_PHASE=batched, in
-        # the --compare-batch run
+        # BENCH_PROFILE (the module's docstring): the process that checks and delivers
         phase = "batched" if callback_batch > 1 else "per-number"
         spy = start_profile(procs[1 if args.workers else 0].pid, phase, "per-number")
         start = time.perf_counter()

@@ -290,7 +290,7 @@ class Outbox:
             else:
                 self.handoff.take(leased)
         self.hold_back.waited(enqueued.waiting)
-        if leased is None or len(leased.rows) < enqueued.count:  # some wait in the table
+        if enqueued.waiting:  # some wait in the table for room: the claimer looks for them
             self.wakeup.set()
 
     def check_share(self, account_id: int, share: int) -> int:
