@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -183,6 +184,7 @@ def start_profile(pid: int, phase: str, default: str) -> subprocess.Popen[bytes]
 
 
 def stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
+    """Stop what :func:`start_profile` started; py-spy writes its file on Ctrl-C."""
     if spy is not None:
-        spy.send_signal(2)
+        spy.send_signal(signal.SIGINT)
         spy.wait(30)
