@@ -47,8 +47,10 @@ class FakeHlrLookup:
     private_cache: set[str] = field(default_factory=set)
     #: numbers answered from a cache, and which one
     cached: list[tuple[str, str]] = field(default_factory=list)
-    #: the numbers of each accepted call, and every HTTP status answered
+    #: the numbers of each accepted call, of each well-formed request (throttled ones too), and
+    #: every HTTP status answered
     calls: list[list[str]] = field(default_factory=list)
+    asked: list[list[str]] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -85,6 +87,7 @@ class FakeHlrLookup:
                 if not isinstance(r.get(k, 0), int) or not 0 <= r.get(k, 0) <= 30:
                     return self._answer(400, {"error": "BAD_REQUEST", "message": f"{k} must be from 0 to 30"})
         with self.lock:
+            self.asked.append([str(r.get("telephone_number", "")) for r in reqs])
             throttled = self.mode == "throttle" and (
                 self.throttle_times == 0 or self.statuses.count(429) < self.throttle_times
             )

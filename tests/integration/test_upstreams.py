@@ -128,6 +128,17 @@ def calls(srv: RunningServer) -> list[dict[str, Any]]:
     return srv.call(main)
 
 
+def claims_of(srv: RunningServer, phones: list[str]) -> int:
+    """How many times the worker claimed these numbers (each claim counts an attempt)."""
+
+    async def main(core: Core) -> int:
+        async with core.engine.connect() as conn:
+            rows = await conn.execute(select(checks.c.attempts).where(checks.c.phone.in_(phones)))
+            return max(r[0] for r in rows)
+
+    return srv.call(main)
+
+
 def wait_charges(srv: RunningServer, account_id: int, expected: int, timeout: float = 15) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -191,7 +202,12 @@ def test_throttled_upstream_fails_over_and_the_margin_adds_up(
     submit(srv, t, phones, 5, drUrl=receiver.url())
     got = by_phone(receiver, 3)
     assert {g["numgate"]["source"] for g in got.values()} == {"spare"}
-    assert busy.statuses.count(429) == 4  # the first try and three backed-off retries, then on
+    # each time the worker claimed the numbers: one call for the three, tried four times (the
+    # first try and three backed-off retries), then on. A claim given back unfinished (a database
+    # time-out under load) is claimed again and asks again: its upstream calls are at least once.
+    claims = claims_of(srv, phones)
+    assert all(sorted(a) == phones for a in busy.asked), busy.asked
+    assert busy.statuses == [429] * 4 * claims, (claims, busy.statuses)
     assert sorted(spare.looked_up()) == phones
     wait_charges(srv, t.account_id, 3 * 500)
     outcomes = sorted((r["upstream"], r["outcome"], r["cost"]) for r in calls(srv))
