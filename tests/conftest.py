@@ -227,6 +227,29 @@ class RunningServer:
         return asyncio.run_coroutine_threadsafe(fn(core), self.loop).result(timeout)  # type: ignore[arg-type]
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape_metrics(base_url: str) -> Samples:
+    """``GET /metrics`` parsed by prometheus_client's own parser: (name, sorted labels) → value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as r:
+        assert r.headers["Content-Type"].startswith("text/plain; version=")
+        text = r.read().decode()
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
 @pytest.fixture
 def make_server(settings: Settings) -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []

@@ -106,7 +106,8 @@ class Metrics:
         )
         self.callback_seconds = Histogram(
             "numgate_callback_duration_seconds",
-            "Time a receiver took to answer a callback (each callback of a batched POST counts once)",
+            "Time a receiver took to answer a callback POST (a batched POST, an array of callbacks, "
+            "counts once)",
             buckets=CALLBACK_BUCKETS,
         )
         self.upstream_calls = Counter(
@@ -143,12 +144,15 @@ class Metrics:
         if charged:
             self._charged(level).inc(n)
 
-    def callback_attempt(self, outcome: str, seconds: float | None) -> None:
-        """A callback attempt ended with ``outcome``; ``seconds``: how long its receiver took to
-        answer (None: no answer)."""
-        self._attempts(outcome).inc()
-        if seconds is not None:
-            self.callback_seconds.observe(seconds)
+    def callbacks_attempted(self, by_outcome: dict[str, int]) -> None:
+        """Callback attempts ended, counted by outcome (each callback of a batched POST once:
+        one increment per outcome instead of one per callback)."""
+        for outcome, n in by_outcome.items():
+            self._attempts(outcome).inc(n)
+
+    def callback_answered(self, seconds: float) -> None:
+        """A receiver answered a callback POST (one or a batched array) after ``seconds``."""
+        self.callback_seconds.observe(seconds)
 
     @contextlib.contextmanager
     def upstream_call(self, upstream: str, provider: str, operation: str) -> Iterator[None]:

@@ -11,27 +11,18 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from clitools import Serving, js
-from conftest import Receiver
+from conftest import Receiver, Samples, metric, scrape_metrics
 from numgate.client import NxClient
 from numgate.metrics import DB_EVERY_S
 
 
-def scrape(s: Serving) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(s.url + "/metrics", timeout=10) as r:
-        assert r.headers["Content-Type"].startswith("text/plain; version=")
-        text = r.read().decode()
-    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return out
+def scrape(s: Serving) -> Samples:
+    return scrape_metrics(s.url)
 
 
-def value(samples: dict[Any, float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return metric(samples, name, **labels)
 
 
 def unsigned_cams_call(s: Serving) -> int:

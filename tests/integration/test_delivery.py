@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import orjson
 import pytest
 
-from conftest import Receiver, RunningServer, Tenant, make_tenant
+from conftest import Receiver, RunningServer, Tenant, make_tenant, metric, scrape_metrics
 from numgate.client import NxClient
 
 
@@ -120,6 +120,7 @@ def test_batched_callbacks(make_server: Any, receiver: Receiver) -> None:
     srv.call(lambda core: core.tenancy.set_callback_batch(t.appkey, 50))
     secret = srv.call(lambda core: core.tenancy.app_secret(t.app_id))
     receiver.plan["/batch"] = [500, 200]  # the first POST fails: its whole array comes again
+    before = scrape_metrics(srv.base_url)  # this process's series are every test's
     submit(srv, t, [*ng(120), "12"], receiver.url("/batch"))
     deadline = time.monotonic() + 20
     got: list[Any] = []
@@ -150,6 +151,23 @@ def test_batched_callbacks(make_server: Any, receiver: Receiver) -> None:
     assert {g.headers["X-Numgate-Attempt"] for g in again} == {"2"}
     codes = sorted(e["code"] for e in elements.values())
     assert len(elements) == 121 and codes.count(114) == 1
+    # metrics: each callback of a POST is an attempt; the answer time is counted once per POST
+
+    def grown(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    deadline = time.monotonic() + 20
+    while True:  # the worker records what the receiver answered a moment after it answered
+        after = scrape_metrics(srv.base_url)
+        if (
+            grown("numgate_callback_attempts_total", outcome="delivered") >= 121
+            or time.monotonic() > deadline
+        ):
+            break
+        time.sleep(0.05)
+    assert grown("numgate_callback_attempts_total", outcome="delivered") == 121
+    assert grown("numgate_callback_attempts_total", outcome="error") == len(first_ids)  # the 500
+    assert grown("numgate_callback_duration_seconds_count") == len(got)
 
 
 def test_a_receiver_that_keeps_up_paces_its_accounts_checks_and_one_that_fails_does_not(

@@ -139,7 +139,11 @@ class Scheduler:
         finally:
             self._in_flight -= 1
         r.pacer.finished(outcome.result, outcome.latency_ms, self._clock(), level=level)
-        self._on_outcomes([(item.uid, outcome) for item in group])
+        outcomes = [(group[0].uid, outcome)]
+        if len(group) > 1:
+            rest = outcome._replace(lead=False)
+            outcomes += [(item.uid, rest) for item in group[1:]]
+        self._on_outcomes(outcomes)
         self._kick()
 
     def _wake_at(self, delay: float) -> None:

@@ -62,6 +62,8 @@ class Outcome(NamedTuple):
     permanent: bool = False
     #: what the attempt says about the receiver's pace
     result: Result = Result.OK
+    #: False for the second and later callbacks of a batched POST (its answer time counts once)
+    lead: bool = True
 
     @property
     def kind(self) -> str:

@@ -264,12 +264,16 @@ class DeliveryWorker:
         finished: list[_Sent] = []
         retried = False
         m = self._metrics
+        kinds: dict[str, int] = {}
         for uid, o in done:
             sent = self._sent.pop(uid, None)
             if sent is None:  # given back already (a lost sender process, then its late answer)
                 continue
             finished.append(sent)
-            m.callback_attempt(o.kind, o.latency_ms / 1000 if o.status is not None else None)
+            kind = o.kind
+            kinds[kind] = kinds.get(kind, 0) + 1
+            if o.lead and o.status is not None:
+                m.callback_answered(o.latency_ms / 1000)
             if o.ok:
                 status, nxt = DELIVERED, now
             else:
@@ -293,6 +297,7 @@ class DeliveryWorker:
                     "b_latency": o.latency_ms,
                 }
             )
+        m.callbacks_attempted(kinds)
         if updates:
             async with core.db.autocommit() as tx:
                 await tx.bulk_update(RECORD_ATTEMPT, updates)
