@@ -219,6 +219,8 @@ class RunningServer:
         self.server.should_exit = True
         self.thread.join(30)
         self._sock.close()
+        # its workers would otherwise go on claiming from the next test's (truncated) database
+        assert not self.thread.is_alive(), "numgate did not stop within 30 s of its test"
 
     def call(self, fn: Callable[[Core], Awaitable[T]], timeout: float = 60) -> T:
         """Run ``fn(core)`` on the server's loop (test setup, and reading state to assert on)."""
@@ -261,8 +263,14 @@ def make_server(settings: Settings) -> Iterator[Callable[..., RunningServer]]:
         return srv
 
     yield make
-    for srv in started:
-        srv.stop()
+    lingering = []
+    for srv in started:  # every one stopped before any is reported
+        try:
+            srv.stop()
+        except AssertionError as exc:
+            lingering.append(exc)
+    if lingering:
+        raise lingering[0]
 
 
 @pytest.fixture
