@@ -12,17 +12,14 @@ import urllib.request
 from typing import Any
 
 from clitools import Serving, js
-from conftest import Receiver, Samples, metric, scrape_metrics
+from conftest import Receiver, Samples, scrape_metrics
+from conftest import metric as value
 from numgate.client import NxClient
 from numgate.metrics import DB_EVERY_S
 
 
 def scrape(s: Serving) -> Samples:
     return scrape_metrics(s.url)
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return metric(samples, name, **labels)
 
 
 def unsigned_cams_call(s: Serving) -> int:
