@@ -205,8 +205,8 @@ def test_throttled_upstream_fails_over_and_the_margin_adds_up(
     got = by_phone(receiver, 3)
     assert {g["numgate"]["source"] for g in got.values()} == {"spare"}
     # each time the worker claimed the numbers: one call for the three, tried four times (the
-    # first try and three backed-off retries), then on. A claim given back unfinished (a database
-    # time-out under load) is claimed again and asks again: its upstream calls are at least once.
+    # first try and three backed-off retries), then on. A claim given back unfinished (an outage,
+    # a stopping worker) is claimed again and asks again: upstream calls are at least once.
     claims = claims_of(srv, phones)
     assert all(sorted(a) == phones for a in busy.asked), busy.asked
     assert busy.statuses == [429] * 4 * claims, (claims, busy.statuses)
