@@ -485,7 +485,7 @@ def test_killed_worker_loses_nothing_and_charges_once(
         from numgate.numbers.worker import CheckWorker
 
         w = CheckWorker(core, BasicChecks(0))
-        rows = await w.claim(claims.new_lease_token())  # leased … and the worker "dies" here
+        rows = await w.claim_leased(claims.new_lease_token())  # leased … and the worker "dies" here
         assert len(rows) == 40
 
     srv.call(crash_mid_batch)
@@ -528,7 +528,7 @@ def test_a_worker_whose_leases_ran_out_finishes_only_the_numbers_it_still_holds(
 
         slow = CheckWorker(core, BasicChecks(0))
         token = claims.new_lease_token()
-        rows = await slow.claim(token)
+        rows = await slow.claim_leased(token)
         assert len(rows) == 40
         async with core.db.write() as tx:  # ten of its leases run out (it stalled past them)
             await tx.run(
@@ -536,11 +536,7 @@ def test_a_worker_whose_leases_ran_out_finishes_only_the_numbers_it_still_holds(
             )
         other = await CheckWorker(core, BasicChecks(0)).run_once()  # sweeps those ten back, checks them
 
-        async def already_claimed(_token: int) -> list[Any]:
-            return rows
-
-        slow.claim = already_claimed  # type: ignore[method-assign]
-        await slow._check_chunk(token)  # finishes the chunk it claimed: 30 of its 40 are still its own
+        await slow._check_leased(token, rows)  # finishes the chunk it claimed: 30 of its 40 are still its own
         return other, await drain_checks(core), await drain_deliveries(core)
 
     assert srv.call(overtaken) == (10, 0, 40)  # nothing left for anyone: the slow worker wrote its 30
@@ -548,6 +544,43 @@ def test_a_worker_whose_leases_ran_out_finishes_only_the_numbers_it_still_holds(
     assert phones == [f"2348031{n:06d}" for n in range(40)]
     bal = ledger_identity(srv, t.account_id)
     assert bal.charges + bal.released == 40 * 100 and bal.open_reservations == 0
+
+
+def test_a_chunk_whose_check_keeps_failing_ends_as_internal_errors(
+    make_server: Any, receiver: Receiver
+) -> None:
+    """A chunk whose check fails every time (here the classifier raises) is given back and tried
+    again, MAX_ATTEMPTS times in all; then its numbers are finished as internal errors (103),
+    refunded and called back once each, without checking them again. On PostgreSQL the chunk is
+    claimed under row locks (nothing written for the claim): the tries are counted after each
+    rollback instead; on SQLite it is leased, and each claim counts."""
+    from numgate.numbers import worker as check_worker
+
+    srv = make_server(inprocess_workers=False)
+    t = make_tenant(srv)
+    submit(srv, t, phone=",".join(f"2348031{n:06d}" for n in range(20)), drUrl=receiver.url())
+    tries: list[int] = []
+
+    class FailingChecks(check_worker.BasicChecks):
+        async def run(self, items: Any) -> Any:
+            tries.append(len(items))
+            raise RuntimeError("the classifier failed")
+
+    async def keep_failing(core: Core) -> tuple[int, int]:
+        from numgate.delivery.worker import drain as drain_deliveries
+
+        worker = check_worker.CheckWorker(core, FailingChecks(0))
+        for _ in range(check_worker.MAX_ATTEMPTS):
+            with pytest.raises(RuntimeError):
+                await worker.run_once()
+        return await worker.run_once(), await drain_deliveries(core)
+
+    assert srv.call(keep_failing) == (20, 20)
+    assert tries == [20] * check_worker.MAX_ATTEMPTS
+    codes = sorted(json.loads(r.body)["code"] for r in receiver.accepted())
+    assert codes == [103] * 20
+    bal = ledger_identity(srv, t.account_id)
+    assert bal.charges == 0 and bal.released == 20 * 100 and bal.open_reservations == 0
 
 
 @pytest.mark.parametrize("in_flight", [1, 2])

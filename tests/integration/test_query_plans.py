@@ -24,6 +24,7 @@ VALUES = {"account_id": 1, "limit": 25, "until": 2, "token": 3, "rid": 4, "now":
 
 CASES: list[tuple[str, Statement, str]] = [
     ("claim pending numbers", check_worker.CLAIM, "ix_checks_pending"),
+    ("lock pending numbers", check_worker.LOCK, "ix_checks_pending"),
     ("accounts with pending numbers", finish.LEASES._pending_accounts, "ix_checks_pending"),
     ("a worker's leased numbers", finish.LEASES._owned, "ix_checks_leased"),
     ("give back a worker's numbers", finish.LEASES._release_token, "ix_checks_leased"),

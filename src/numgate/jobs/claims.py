@@ -92,6 +92,22 @@ class Leases:
             .returning(*returning)
         )
 
+    def lock_statement(self, *, where: list[Any], order_by: Any, returning: list[Any]) -> Statement:
+        """``SELECT … WHERE where ORDER BY order_by LIMIT :limit FOR UPDATE SKIP LOCKED`` (PostgreSQL):
+        the rows held by the claiming transaction instead of leased, for work that is done and
+        written before it commits. Nothing is written for the claim, and a worker that dies
+        gives them back when its connection closes; several workers still never take the same
+        row. SQLite runs it as a plain ``SELECT`` (no row locks: its transactions lock the whole
+        database, too coarse to hold while the work runs)."""
+        t = self.table
+        return Statement(
+            select(*returning)
+            .where(*where)
+            .order_by(order_by)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True, of=t)
+        )
+
     async def owned_ids(self, tx: Tx, token: int) -> set[int]:
         """The rows still leased by ``token`` (a lease that ran out may have moved on), locked."""
         return {r[0] for r in await tx.all(self._owned, token=token)}

@@ -227,14 +227,17 @@ class Finisher:
         return w
 
     async def write(
-        self, tx: Tx, token: int, w: Writes, infos: dict[int, BatchInfo], expected: int
+        self, tx: Tx, token: int | None, w: Writes, infos: dict[int, BatchInfo], expected: int
     ) -> tuple[Writes, Enqueued]:
         """Write ``w`` for the numbers still leased under ``token`` (``expected`` of them, if no
-        lease ran out); what was written and the callbacks enqueued (to hand over on commit)."""
+        lease ran out), or all of them when ``token`` is None (``tx`` holds their rows locked:
+        ``Leases.lock_statement``); what was written and the callbacks enqueued (to hand over
+        on commit, :meth:`committed`)."""
         core = self.core
-        owned = await LEASES.owned_ids(tx, token)
-        if len(owned) < expected:  # some leases ran out and other workers own them now
-            w = w.only(owned)
+        if token is not None:
+            owned = await LEASES.owned_ids(tx, token)
+            if len(owned) < expected:  # some leases ran out and other workers own them now
+                w = w.only(owned)
         settle: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         for _, batch_id, cost in w.charges:
             unit = infos[batch_id].unit_price
@@ -266,7 +269,12 @@ class Finisher:
         except BaseException:
             core.outbox.rolled_back(enqueued)
             raise
-        core.outbox.committed(enqueued)
+        return self.committed(w, enqueued, infos)
+
+    def committed(self, w: Writes, enqueued: Enqueued, infos: dict[int, BatchInfo]) -> int:
+        """After the transaction that wrote ``w`` committed: its callbacks handed over, its
+        numbers counted; how many were finished."""
+        self.core.outbox.committed(enqueued)
         count(w, infos)
         return len(w.updates)
 

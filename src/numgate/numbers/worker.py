@@ -10,14 +10,16 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from typing import Any
 
-from sqlalchemy import bindparam
+from sqlalchemy import ARRAY, any_, bindparam, update
 
 from numgate.core import Core
-from numgate.db.direct import Row
+from numgate.db.direct import Row, Statement, Tx
 from numgate.db.tables import checks, in_state
+from numgate.delivery.outbox import Enqueued
 from numgate.errors import Unavailable
-from numgate.jobs.claims import LeaseKeeper, new_lease_token
+from numgate.jobs.claims import LEASED, LeaseKeeper, new_lease_token
 from numgate.jobs.runner import register, run_together, wait_for_work
 from numgate.numbers.check import BasicChecks
 from numgate.numbers.finish import BATCH, LEASES, BatchInfo, Finisher, batch_info
@@ -43,20 +45,46 @@ ACCOUNTS_EVERY_S = 0.25
 #: seconds a worker whose only pending numbers are held back (``Outbox.check_share``: their
 #: receiver keeps up but has no room yet) waits before it looks again
 HELD_BACK_WAIT_S = 0.02
+#: the result of a number whose checks kept crashing (``MAX_ATTEMPTS``)
+_CRASHED = CheckResult(Outcome.INTERNAL)
 
+_PENDING_OF = [in_state(checks.c.status, STATUS_PENDING), checks.c.account_id == bindparam("account_id")]
+_CLAIMED = [
+    checks.c.id,
+    checks.c.batch_id,
+    checks.c.seq,
+    checks.c.phone,
+    checks.c.message_id,
+    checks.c.attempts,
+    checks.c.route_pos,
+]
+#: an account's first pending numbers, leased to the worker (``attempts`` counts the claims)
 CLAIM = LEASES.claim_statement(
-    where=[in_state(checks.c.status, STATUS_PENDING), checks.c.account_id == bindparam("account_id")],
+    where=_PENDING_OF,
     order_by=checks.c.id,
-    returning=[
-        checks.c.id,
-        checks.c.batch_id,
-        checks.c.seq,
-        checks.c.phone,
-        checks.c.message_id,
-        checks.c.attempts,
-        checks.c.route_pos,
-    ],
+    returning=_CLAIMED,
     extra_values={"attempts": checks.c.attempts + 1},
+)
+#: the same numbers, locked by the worker's transaction instead (PostgreSQL: see ``_locked_chunk``)
+LOCK = LEASES.lock_statement(where=_PENDING_OF, order_by=checks.c.id, returning=_CLAIMED)
+_IDS = bindparam("ids", type_=ARRAY(checks.c.id.type))
+#: locked numbers of a live level, leased for the upstream calls that follow the commit
+LEASE_LOCKED = Statement(
+    update(checks)
+    .where(checks.c.id == any_(_IDS))
+    .values(
+        status=LEASED,
+        lease_until_ms=bindparam("until"),
+        lease_token=bindparam("token"),
+        attempts=checks.c.attempts + 1,
+    )
+    .returning(*_CLAIMED)
+)
+#: locked numbers whose chunk failed: counted like a claim, for ``MAX_ATTEMPTS``
+TRIED = Statement(
+    update(checks)
+    .where(checks.c.id == any_(_IDS), in_state(checks.c.status, STATUS_PENDING))
+    .values(attempts=checks.c.attempts + 1)
 )
 
 
@@ -78,6 +106,8 @@ class CheckWorker:
         self.held_back = False
         #: the lease this worker holds while it checks a chunk (renewed by ``keeper``)
         self.held: set[int] = set()
+        #: whether chunks are claimed under row locks (``_locked_chunk``)
+        self.lock = core.db.dialect.name == "postgresql"
         self.keeper = LeaseKeeper(
             core.db, LEASES, core.settings.worker_lease_s, core.clock.time_ms, self.held
         )
@@ -107,31 +137,31 @@ class CheckWorker:
         with contextlib.suppress(Unavailable):
             await self.core.upstreams.save_health()
 
-    async def claim(self, token: int) -> list[Row]:
-        until = self.keeper.until()
+    async def claim(self, tx: Tx, claim: Statement, **params: Any) -> list[Row]:
+        """Run ``claim`` (``CLAIM`` or ``LOCK``, with its ``params``) for the accounts with
+        pending numbers, each its share of a chunk."""
         rows: list[Row] = []
-        async with self.core.db.autocommit() as tx:
-            now, stored = time.monotonic(), self.core.numbers.stored
-            if not self._accounts or now >= self._accounts_until or stored != self._accounts_stored:
-                self._accounts = await LEASES.accounts_with_pending(tx)
-                self._accounts_until, self._accounts_stored = now + ACCOUNTS_EVERY_S, stored
-            accounts = self._accounts
-            if not accounts:
-                return rows
-            share = max(self.chunk // len(accounts), MIN_SHARE)
-            drained = set()
-            self.held_back = False
-            for acct in accounts:
-                limit = self.core.outbox.check_share(acct, share)
-                if limit <= 0:  # its receiver keeps up and has no room yet: the others go first
-                    self.held_back = True
-                    continue
-                got = await tx.all(CLAIM, account_id=acct, limit=limit, until=until, token=token)
-                if len(got) < limit:
-                    drained.add(acct)
-                rows += got
-            if drained:
-                self._accounts = [a for a in accounts if a not in drained]
+        now, stored = time.monotonic(), self.core.numbers.stored
+        if not self._accounts or now >= self._accounts_until or stored != self._accounts_stored:
+            self._accounts = await LEASES.accounts_with_pending(tx)
+            self._accounts_until, self._accounts_stored = now + ACCOUNTS_EVERY_S, stored
+        accounts = self._accounts
+        if not accounts:
+            return rows
+        share = max(self.chunk // len(accounts), MIN_SHARE)
+        drained = set()
+        self.held_back = False
+        for acct in accounts:
+            limit = self.core.outbox.check_share(acct, share)
+            if limit <= 0:  # its receiver keeps up and has no room yet: the others go first
+                self.held_back = True
+                continue
+            got = await tx.all(claim, account_id=acct, limit=limit, **params)
+            if len(got) < limit:
+                drained.add(acct)
+            rows += got
+        if drained:
+            self._accounts = [a for a in accounts if a not in drained]
         return rows
 
     async def run_once(self) -> int:
@@ -141,12 +171,71 @@ class CheckWorker:
         token = new_lease_token()
         self.held.add(token)
         try:
-            return await self._check_chunk(token)
+            if self.lock:
+                return await self._locked_chunk(token)
+            return await self._check_leased(token, await self.claim_leased(token))
         finally:
             self.held.discard(token)
 
-    async def _check_chunk(self, token: int) -> int:
-        rows = await self.claim(token)
+    async def claim_leased(self, token: int) -> list[Row]:
+        """A chunk leased under ``token`` (``CLAIM``, in its own transaction)."""
+        async with self.core.db.autocommit() as tx:
+            return await self.claim(tx, CLAIM, until=self.keeper.until(), token=token)
+
+    async def _basics(self, rows: list[Row], uncounted: int = 0) -> list[CheckResult]:
+        """The Basic results of ``rows``: a number claimed more than ``MAX_ATTEMPTS`` times (its
+        checks kept crashing) is an internal error (refunded). ``uncounted`` is 1 for locked
+        rows, whose ``attempts`` does not count the claim in hand (a leased row's does)."""
+        most = MAX_ATTEMPTS - uncounted
+        todo = [r["phone"] for r in rows if r["attempts"] <= most]
+        done = iter(await self.basic.run(todo) if todo else ())
+        return [next(done) if r["attempts"] <= most else _CRASHED for r in rows]
+
+    async def _locked_chunk(self, token: int) -> int:
+        """PostgreSQL: claim a chunk under row locks in one transaction that also checks and
+        finishes its Basic numbers, so a Basic number's row is written twice (stored, finished)
+        rather than three times (and its index entries with it). Numbers of a live level are
+        leased in the same transaction and checked after it commits, as ``_check_leased``
+        does: their upstream calls take too long to hold a transaction open. A failed chunk's
+        Basic numbers are counted as tried (``TRIED``) after the rollback."""
+        core = self.core
+        enqueued = Enqueued()
+        basic: list[Row] = []
+        try:
+            async with core.db.write() as tx:
+                rows = await self.claim(tx, LOCK)
+                if not rows:
+                    return 0
+                infos = {b: await self._batch(b) for b in {r["batch_id"] for r in rows}}
+                basic = [r for r in rows if infos[r["batch_id"]].level is Level.BASIC]
+                live = [r["id"] for r in rows if infos[r["batch_id"]].level is not Level.BASIC]
+                leased = (
+                    await tx.all(LEASE_LOCKED, ids=live, until=self.keeper.until(), token=token)
+                    if live
+                    else []
+                )
+                w = None
+                if basic:
+                    results = dict(
+                        zip((r["id"] for r in basic), await self._basics(basic, uncounted=1), strict=True)
+                    )
+                    w = self.finisher.writes(basic, infos, results, core.clock.time_ms())
+                    w, enqueued = await self.finisher.write(tx, None, w, infos, len(basic))
+        except BaseException:
+            core.outbox.rolled_back(enqueued)
+            if basic:
+                with contextlib.suppress(Exception):
+                    async with core.db.autocommit() as tx:
+                        await tx.run(TRIED, ids=[r["id"] for r in basic])
+            raise
+        if w is not None:
+            self.finisher.committed(w, enqueued, infos)
+        if leased:
+            await self._check_leased(token, leased)
+        return len(rows)
+
+    async def _check_leased(self, token: int, rows: list[Row]) -> int:
+        """Check and finish ``rows``, leased under ``token``."""
         if not rows:
             return 0
         try:
@@ -159,19 +248,17 @@ class CheckWorker:
             waiting: set[int] = set()
             for batch_id, group in by_batch.items():
                 info = infos[batch_id] = await self._batch(batch_id)
-                todo = [r for r in group if r["attempts"] <= MAX_ATTEMPTS]
-                for r in group:
-                    if r["attempts"] > MAX_ATTEMPTS:
-                        results[r["id"]] = CheckResult(Outcome.INTERNAL)
-                basics = await self.basic.run([r["phone"] for r in todo])
+                basics = await self._basics(group)
                 if info.level is Level.BASIC:
-                    results.update({r["id"]: b for r, b in zip(todo, basics, strict=True)})
+                    results.update({r["id"]: b for r, b in zip(group, basics, strict=True)})
                     continue
+                todo = [(r, b) for r, b in zip(group, basics, strict=True) if b is not _CRASHED]
+                results.update({r["id"]: b for r, b in zip(group, basics, strict=True) if b is _CRASHED})
                 step = await self.live.run(
                     info.level,
                     info.country,
                     info.max_age_s,
-                    [Item(r["id"], b, r["route_pos"]) for r, b in zip(todo, basics, strict=True)],
+                    [Item(r["id"], b, r["route_pos"]) for r, b in todo],
                     token,
                 )
                 results.update(step.results)
