@@ -546,6 +546,51 @@ def test_a_worker_whose_leases_ran_out_finishes_only_the_numbers_it_still_holds(
     assert bal.charges + bal.released == 40 * 100 and bal.open_reservations == 0
 
 
+def test_a_worker_stopped_mid_chunk_gives_its_numbers_back_at_once(
+    make_server: Any, receiver: Receiver
+) -> None:
+    """A check worker stopped (cancelled) while its chunk is being classified gives the numbers
+    back at once — on PostgreSQL by rolling back the transaction that holds them locked, on
+    SQLite by releasing their lease — not a lease later; the next worker checks each once and
+    charges it once."""
+    from numgate.numbers import worker as check_worker
+
+    clock = FixedClock()  # never advanced: no lease runs out here
+    srv = make_server(clock=clock, inprocess_workers=False, worker_lease_s=30)
+    t = make_tenant(srv)
+    submit(srv, t, phone=",".join(f"2348031{n:06d}" for n in range(40)), drUrl=receiver.url())
+
+    class StuckChecks(check_worker.BasicChecks):
+        def __init__(self) -> None:
+            super().__init__(0)
+            self.started = asyncio.Event()
+
+        async def run(self, items: Any) -> Any:
+            self.started.set()
+            await asyncio.Event().wait()  # until cancelled
+
+    async def stop_mid_chunk(core: Core) -> tuple[list[Any], int, int]:
+        from numgate.delivery.worker import drain as drain_deliveries
+
+        stuck = StuckChecks()
+        task = asyncio.create_task(check_worker.CheckWorker(core, stuck).run_once())
+        await stuck.started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with core.db.read() as tx:
+            rows = await tx.all(select(checks.c.status, checks.c.lease_token, checks.c.attempts))
+        return list(rows), await check_worker.drain(core), await drain_deliveries(core)
+
+    rows, checked, called_back = srv.call(stop_mid_chunk)
+    assert sorted((r[0], r[1], r[2]) for r in rows) == [(0, None, 1)] * 40  # pending, one try counted
+    assert (checked, called_back) == (40, 40)
+    phones = sorted(json.loads(r.body)["phone"] for r in receiver.accepted())
+    assert phones == [f"2348031{n:06d}" for n in range(40)]
+    bal = ledger_identity(srv, t.account_id)
+    assert bal.charges + bal.released == 40 * 100 and bal.open_reservations == 0
+
+
 def test_a_chunk_whose_check_keeps_failing_ends_as_internal_errors(
     make_server: Any, receiver: Receiver
 ) -> None:
