@@ -546,6 +546,38 @@ def test_a_worker_whose_leases_ran_out_finishes_only_the_numbers_it_still_holds(
     assert bal.charges + bal.released == 40 * 100 and bal.open_reservations == 0
 
 
+def test_one_chunk_of_basic_and_hlr_numbers(make_server: Any, receiver: Receiver) -> None:
+    """One chunk holding an account's Basic and HLR numbers: the Basic ones are finished in the
+    claiming transaction (on PostgreSQL, under row locks), the HLR ones leased and checked after
+    it; one worker cycle finishes all of them, each called back and charged once."""
+    from numgate.numbers import worker as check_worker
+
+    srv = make_server(inprocess_workers=False)
+    t = make_tenant(srv)
+    basic = [f"2348031{n:06d}" for n in range(10)]
+    hlr = [f"2348032{n:06d}" for n in range(1, 11)]
+    submit(srv, t, phone=",".join(basic), checkLevel=1, drUrl=receiver.url("/basic"))
+    submit(srv, t, phone=",".join(hlr), checkLevel=5, drUrl=receiver.url("/hlr"))
+
+    async def one_cycle(core: Core) -> tuple[int, int, int]:
+        from numgate.delivery.worker import drain as drain_deliveries
+
+        worker = check_worker.CheckWorker(core, check_worker.BasicChecks(0))
+        return await worker.run_once(), await check_worker.drain(core), await drain_deliveries(core)
+
+    assert srv.call(one_cycle) == (20, 0, 20)
+    got = {p: [json.loads(r.body) for r in receiver.accepted(p)] for p in ("/basic", "/hlr")}
+    assert sorted(c["phone"] for c in got["/basic"]) == basic
+    assert sorted(c["phone"] for c in got["/hlr"]) == hlr
+    assert all(set(c["data"]) == {"basic"} for c in got["/basic"])
+    assert all(c["code"] != 0 or "live" in c["data"] for c in got["/hlr"])
+    charged = sum(c["code"] == 0 for c in got["/basic"]) * 100 + sum(
+        round(c["cost"]["price"] * 10_000) for c in got["/hlr"] if c["code"] == 0
+    )
+    bal = ledger_identity(srv, t.account_id)
+    assert bal.charges == charged and bal.open_reservations == 0
+
+
 def test_a_worker_stopped_mid_chunk_gives_its_numbers_back_at_once(
     make_server: Any, receiver: Receiver
 ) -> None:
