@@ -1,7 +1,10 @@
 """The check worker: claims pending numbers fairly between accounts, checks them (Basic in a
 classifier process; HLR and Call through the upstreams, ``live.py``), and finishes them in one
-transaction each chunk (``finish.py``): results, callbacks, settlement. Numbers handed to an
-upstream that answers by webhook wait (status 3) and are finished when it does."""
+transaction each chunk (``finish.py``): results, callbacks, settlement. A chunk is leased (its
+claim committed on its own, the lease renewed while the work runs); on PostgreSQL it is locked
+instead by the transaction that finishes its Basic numbers (``CheckWorker._locked_chunk``).
+Numbers handed to an upstream that answers by webhook wait (status 3) and are finished when it
+does."""
 
 from __future__ import annotations
 
