@@ -83,7 +83,7 @@ LEASE_LOCKED = Statement(
     )
     .returning(*_CLAIMED)
 )
-#: locked numbers whose chunk failed: counted like a claim, for ``MAX_ATTEMPTS``
+#: locked numbers whose chunk's transaction failed: counted like a claim, for ``MAX_ATTEMPTS``
 TRIED = Statement(
     update(checks)
     .where(checks.c.id == any_(_IDS), in_state(checks.c.status, STATUS_PENDING))
@@ -110,7 +110,7 @@ class CheckWorker:
         #: the lease this worker holds while it checks a chunk (renewed by ``keeper``)
         self.held: set[int] = set()
         #: whether chunks are claimed under row locks (``_locked_chunk``)
-        self.lock = core.db.dialect.name == "postgresql"
+        self.row_locks = core.db.dialect.name == "postgresql"
         self.keeper = LeaseKeeper(
             core.db, LEASES, core.settings.worker_lease_s, core.clock.time_ms, self.held
         )
@@ -174,7 +174,7 @@ class CheckWorker:
         token = new_lease_token()
         self.held.add(token)
         try:
-            if self.lock:
+            if self.row_locks:
                 return await self._locked_chunk(token)
             return await self._check_leased(token, await self.claim_leased(token))
         finally:
@@ -199,16 +199,17 @@ class CheckWorker:
         finishes its Basic numbers, so a Basic number's row is written twice (stored, finished)
         rather than three times (and its index entries with it). Numbers of a live level are
         leased in the same transaction and checked after it commits, as ``_check_leased``
-        does: their upstream calls take too long to hold a transaction open. A failed chunk's
-        Basic numbers are counted as tried (``TRIED``) after the rollback."""
+        does: their upstream calls take too long to hold a transaction open. The numbers of a
+        chunk whose transaction failed are counted as tried (``TRIED``) after the rollback."""
         core = self.core
         enqueued = Enqueued()
-        basic: list[Row] = []
+        held: list[int] = []
         try:
             async with core.db.write() as tx:
                 rows = await self.claim(tx, LOCK)
                 if not rows:
                     return 0
+                held = [r["id"] for r in rows]
                 infos = {b: await self._batch(b) for b in {r["batch_id"] for r in rows}}
                 basic = [r for r in rows if infos[r["batch_id"]].level is Level.BASIC]
                 live = [r["id"] for r in rows if infos[r["batch_id"]].level is not Level.BASIC]
@@ -226,10 +227,10 @@ class CheckWorker:
                     w, enqueued = await self.finisher.write(tx, None, w, infos, len(basic))
         except BaseException:
             core.outbox.rolled_back(enqueued)
-            if basic:
+            if held:
                 with contextlib.suppress(Exception):
                     async with core.db.autocommit() as tx:
-                        await tx.run(TRIED, ids=[r["id"] for r in basic])
+                        await tx.run(TRIED, ids=held)
             raise
         if w is not None:
             self.finisher.committed(w, enqueued, infos)
