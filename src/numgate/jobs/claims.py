@@ -95,9 +95,9 @@ class Leases:
     def lock_statement(self, *, where: list[Any], order_by: Any, returning: list[Any]) -> Statement:
         """``SELECT … WHERE where ORDER BY order_by LIMIT :limit FOR UPDATE SKIP LOCKED`` (PostgreSQL):
         the rows held by the claiming transaction instead of leased, for work that is done and
-        written before it commits. Nothing is written for the claim, and a worker that dies
-        gives them back when its connection closes; several workers still never take the same
-        row. SQLite runs it as a plain ``SELECT`` (no row locks: its transactions lock the whole
+        written before it commits. The claim makes no new row version (only the lock in each
+        row's header), and a worker that dies gives them back when its connection closes;
+        several workers still never take the same row. SQLite runs it as a plain ``SELECT`` (no row locks: its transactions lock the whole
         database, too coarse to hold while the work runs)."""
         t = self.table
         return Statement(
