@@ -97,8 +97,9 @@ class Leases:
         the rows held by the claiming transaction instead of leased, for work that is done and
         written before it commits. The claim makes no new row version (only the lock in each
         row's header), and a worker that dies gives them back when its connection closes;
-        several workers still never take the same row. SQLite runs it as a plain ``SELECT`` (no row locks: its transactions lock the whole
-        database, too coarse to hold while the work runs)."""
+        several workers still never take the same row. SQLite runs it as a plain ``SELECT``
+        (no row locks: its transactions lock the whole database, too coarse to hold while the
+        work runs)."""
         t = self.table
         return Statement(
             select(*returning)
