@@ -629,8 +629,8 @@ def test_a_chunk_whose_check_keeps_failing_ends_as_internal_errors(
     """A chunk whose check fails every time (here the classifier raises) is given back and tried
     again, MAX_ATTEMPTS times in all; then its numbers are finished as internal errors (103),
     refunded and called back once each, without checking them again. On PostgreSQL the chunk is
-    claimed under row locks (nothing written for the claim): the tries are counted after each
-    rollback instead; on SQLite it is leased, and each claim counts."""
+    claimed under row locks (no row version written for the claim): the tries are counted after
+    each rollback instead; on SQLite it is leased, and each claim counts."""
     from numgate.numbers import worker as check_worker
 
     srv = make_server(inprocess_workers=False)
