@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, text, update
+from sqlalchemy import ARRAY, Table, any_, bindparam, select, text, update
 
 from numgate.db.direct import Database, Statement, Tx
 from numgate.db.tables import in_state
@@ -80,9 +80,22 @@ class Leases:
         t = self.table
         sub = select(t.c.id).where(*where).order_by(order_by).limit(bindparam("limit"))
         sub = sub.with_for_update(skip_locked=True)  # rendered on PostgreSQL only
+        return self._lease(t.c.id.in_(sub.scalar_subquery()), returning, extra_values)
+
+    def lease_ids_statement(
+        self, *, returning: list[Any], extra_values: dict[str, Any] | None = None
+    ) -> Statement:
+        """(PostgreSQL) ``UPDATE … SET status=1, lease … WHERE id = ANY(:ids) RETURNING …``: rows
+        the transaction already holds (``lock_statement``) leased, for work that goes on after
+        it commits; run it with ``ids``, ``until`` and ``token``."""
+        t = self.table
+        ids = bindparam("ids", type_=ARRAY(t.c.id.type))
+        return self._lease(t.c.id == any_(ids), returning, extra_values)
+
+    def _lease(self, which: Any, returning: list[Any], extra_values: dict[str, Any] | None) -> Statement:
         return Statement(
-            update(t)
-            .where(t.c.id.in_(sub.scalar_subquery()))
+            update(self.table)
+            .where(which)
             .values(
                 status=LEASED,
                 lease_until_ms=bindparam("until"),

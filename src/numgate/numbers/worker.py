@@ -22,7 +22,7 @@ from numgate.db.direct import Row, Statement, Tx
 from numgate.db.tables import checks, in_state
 from numgate.delivery.outbox import Enqueued
 from numgate.errors import Unavailable
-from numgate.jobs.claims import LEASED, LeaseKeeper, new_lease_token
+from numgate.jobs.claims import LeaseKeeper, new_lease_token
 from numgate.jobs.runner import register, run_together, wait_for_work
 from numgate.numbers.check import BasicChecks
 from numgate.numbers.finish import BATCH, LEASES, BatchInfo, Finisher, batch_info
@@ -70,23 +70,17 @@ CLAIM = LEASES.claim_statement(
 )
 #: the same numbers, locked by the worker's transaction instead (PostgreSQL: see ``_locked_chunk``)
 LOCK = LEASES.lock_statement(where=_PENDING_OF, order_by=checks.c.id, returning=_CLAIMED)
-_IDS = bindparam("ids", type_=ARRAY(checks.c.id.type))
 #: locked numbers of a live level, leased for the upstream calls that follow the commit
-LEASE_LOCKED = Statement(
-    update(checks)
-    .where(checks.c.id == any_(_IDS))
-    .values(
-        status=LEASED,
-        lease_until_ms=bindparam("until"),
-        lease_token=bindparam("token"),
-        attempts=checks.c.attempts + 1,
-    )
-    .returning(*_CLAIMED)
+LEASE_LOCKED = LEASES.lease_ids_statement(
+    returning=_CLAIMED, extra_values={"attempts": checks.c.attempts + 1}
 )
 #: locked numbers whose chunk's transaction failed: counted like a claim, for ``MAX_ATTEMPTS``
 TRIED = Statement(
     update(checks)
-    .where(checks.c.id == any_(_IDS), in_state(checks.c.status, STATUS_PENDING))
+    .where(
+        checks.c.id == any_(bindparam("ids", type_=ARRAY(checks.c.id.type))),
+        in_state(checks.c.status, STATUS_PENDING),
+    )
     .values(attempts=checks.c.attempts + 1)
 )
 
@@ -256,15 +250,13 @@ class CheckWorker:
                 if info.level is Level.BASIC:
                     results.update({r["id"]: b for r, b in zip(group, basics, strict=True)})
                     continue
-                todo = [(r, b) for r, b in zip(group, basics, strict=True) if b is not _CRASHED]
-                results.update({r["id"]: b for r, b in zip(group, basics, strict=True) if b is _CRASHED})
-                step = await self.live.run(
-                    info.level,
-                    info.country,
-                    info.max_age_s,
-                    [Item(r["id"], b, r["route_pos"]) for r, b in todo],
-                    token,
-                )
+                items = []
+                for r, b in zip(group, basics, strict=True):
+                    if b is _CRASHED:
+                        results[r["id"]] = b
+                    else:
+                        items.append(Item(r["id"], b, r["route_pos"]))
+                step = await self.live.run(info.level, info.country, info.max_age_s, items, token)
                 results.update(step.results)
                 calls += step.calls
                 waiting |= step.waiting
