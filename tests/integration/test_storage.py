@@ -4,14 +4,17 @@ once and never silently replaced."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from conftest import run_sync
+from conftest import PG_URL, run_sync
+from numgate.db import tables
 from numgate.db.engine import create_engine
 from numgate.db.migrate import ensure_current, upgrade
 from numgate.db.tables import metadata
@@ -32,6 +35,142 @@ def test_migrations_equal_the_models(database_url: str) -> None:
             await engine.dispose()
 
     assert run_sync(main()) == []
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of its own with no schema (on PostgreSQL, one created next to the tests' own
+    and dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'numgate.db'}"
+        return
+    if not PG_URL:
+        pytest.skip("NUMGATE_TEST_POSTGRES_URL is not set: PostgreSQL case NOT run")
+    parts = urlsplit(PG_URL)
+    name = parts.path.lstrip("/") + "_migrations"
+    admin = urlunsplit(parts._replace(path="/postgres"))
+
+    async def sql(statement: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    run_sync(sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    run_sync(sql(f'CREATE DATABASE "{name}"'))
+    yield urlunsplit(parts._replace(path="/" + name))
+    run_sync(sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_dropping_the_per_number_foreign_keys_keeps_the_rows(empty_database: str) -> None:
+    """Migration 0008 drops the foreign keys of ``checks.batch_id`` and ``deliveries.target_id``
+    (SQLite by copying both tables): on a database that holds numbers and callbacks, every row is
+    still there afterwards, the schema — indexes included — equals the models, and a callback
+    may then name a target the check would have refused."""
+    t = tables
+
+    async def main() -> None:
+        engine = create_engine(empty_database)
+        try:
+            await upgrade(engine, "0007")
+            async with engine.begin() as conn:
+                await conn.execute(t.accounts.insert().values(id=1, name="a", created_ms=0))
+                await conn.execute(
+                    t.apps.insert().values(
+                        id=1, account_id=1, appkey="k", name="app", secret_enc="s", created_ms=0
+                    )
+                )
+                await conn.execute(
+                    t.callback_receivers.insert().values(id=1, receiver="http://r:80", created_ms=0)
+                )
+                await conn.execute(
+                    t.callback_targets.insert().values(
+                        id=1, url_hash="h", url="http://r/cb", receiver_id=1, created_ms=0
+                    )
+                )
+                await conn.execute(
+                    t.batches.insert().values(
+                        id=1,
+                        message_id="m",
+                        account_id=1,
+                        app_id=1,
+                        batch_no="b",
+                        check_level=1,
+                        currency="USD",
+                        unit_price=10,
+                        total=3,
+                        created_ms=0,
+                        target_id=1,
+                    )
+                )
+                for i in range(3):
+                    await conn.execute(
+                        t.checks.insert().values(
+                            id=i + 1,
+                            batch_id=1,
+                            account_id=1,
+                            seq=i,
+                            phone=f"+23480312345{i}",
+                            message_id=f"m{i}",
+                            status=2,
+                            outcome=0,
+                            result="{}",
+                            cost=10,
+                            done_ms=5,
+                        )
+                    )
+                    await conn.execute(
+                        t.deliveries.insert().values(
+                            uid=f"u{i}",
+                            check_id=i + 1,
+                            account_id=1,
+                            app_id=1,
+                            target_id=1,
+                            receiver_id=1,
+                            body="{}",
+                            status=i % 2,
+                            next_ms=0,
+                            deadline_ms=9,
+                            created_ms=0,
+                            updated_ms=0,
+                        )
+                    )
+            await upgrade(engine)
+            async with engine.connect() as conn:
+                assert (
+                    await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), metadata))
+                    == []
+                )
+                checks = (await conn.execute(t.checks.select().order_by(t.checks.c.id))).all()
+                delivered = (await conn.execute(t.deliveries.select().order_by(t.deliveries.c.id))).all()
+            assert [(r.batch_id, r.phone, r.status, r.cost) for r in checks] == [
+                (1, f"+23480312345{i}", 2, 10) for i in range(3)
+            ]
+            assert [(r.uid, r.check_id, r.target_id, r.status) for r in delivered] == [
+                (f"u{i}", i + 1, 1, i % 2) for i in range(3)
+            ]
+            async with engine.begin() as conn:  # no foreign key left to refuse it
+                await conn.execute(
+                    t.deliveries.insert().values(
+                        uid="u9",
+                        check_id=None,
+                        account_id=1,
+                        app_id=1,
+                        target_id=999,
+                        receiver_id=1,
+                        body="{}",
+                        status=0,
+                        next_ms=0,
+                        deadline_ms=9,
+                        created_ms=0,
+                        updated_ms=0,
+                    )
+                )
+        finally:
+            await engine.dispose()
+
+    run_sync(main())
 
 
 def test_storage_parameters_equal_the_models(database_url: str) -> None:
