@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -70,6 +71,22 @@ def test_dropping_the_per_number_foreign_keys_keeps_the_rows(empty_database: str
     may then name a target the check would have refused."""
     t = tables
 
+    def delivery(uid: str, check_id: int | None, target_id: int, status: int) -> Any:
+        return t.deliveries.insert().values(
+            uid=uid,
+            check_id=check_id,
+            account_id=1,
+            app_id=1,
+            target_id=target_id,
+            receiver_id=1,
+            body="{}",
+            status=status,
+            next_ms=0,
+            deadline_ms=9,
+            created_ms=0,
+            updated_ms=0,
+        )
+
     async def main() -> None:
         engine = create_engine(empty_database)
         try:
@@ -120,22 +137,7 @@ def test_dropping_the_per_number_foreign_keys_keeps_the_rows(empty_database: str
                             done_ms=5,
                         )
                     )
-                    await conn.execute(
-                        t.deliveries.insert().values(
-                            uid=f"u{i}",
-                            check_id=i + 1,
-                            account_id=1,
-                            app_id=1,
-                            target_id=1,
-                            receiver_id=1,
-                            body="{}",
-                            status=i % 2,
-                            next_ms=0,
-                            deadline_ms=9,
-                            created_ms=0,
-                            updated_ms=0,
-                        )
-                    )
+                    await conn.execute(delivery(f"u{i}", i + 1, target_id=1, status=i % 2))
             await upgrade(engine)
             async with engine.connect() as conn:
                 assert (
@@ -151,22 +153,7 @@ def test_dropping_the_per_number_foreign_keys_keeps_the_rows(empty_database: str
                 (f"u{i}", i + 1, 1, i % 2) for i in range(3)
             ]
             async with engine.begin() as conn:  # no foreign key left to refuse it
-                await conn.execute(
-                    t.deliveries.insert().values(
-                        uid="u9",
-                        check_id=None,
-                        account_id=1,
-                        app_id=1,
-                        target_id=999,
-                        receiver_id=1,
-                        body="{}",
-                        status=0,
-                        next_ms=0,
-                        deadline_ms=9,
-                        created_ms=0,
-                        updated_ms=0,
-                    )
-                )
+                await conn.execute(delivery("u9", None, target_id=999, status=0))
         finally:
             await engine.dispose()
 
