@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     Boolean,
     Column,
@@ -21,6 +22,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    any_,
+    bindparam,
     func,
     literal_column,
     select,
@@ -30,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import CompoundSelect
+from sqlalchemy.types import TypeEngine
 
 #: (PostgreSQL) the storage parameters of a table whose rows are updated soon after they are
 #: written, in columns no index covers (a code's attempts, a number verified, a replay key's
@@ -62,6 +66,14 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 def in_state(column: ColumnElement[Any], state: int) -> ColumnElement[bool]:
     """``status = <state>`` with the state a literal (see above)."""
     return column == literal_column(str(int(state)))
+
+
+def any_of(
+    column: ColumnElement[Any], name: str, type_: TypeEngine[Any] | None = None
+) -> ColumnElement[bool]:
+    """``column = ANY(:name)`` (PostgreSQL), ``name`` bound to a list of values typed as an array
+    of ``type_`` (the column's type unless given)."""
+    return column == any_(bindparam(name, type_=ARRAY(type_ if type_ is not None else column.type)))
 
 
 def count_in_states(table: Table, states: Iterable[int], *by: ColumnElement[Any]) -> CompoundSelect[Any]:

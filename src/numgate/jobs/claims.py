@@ -16,10 +16,10 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import ARRAY, Table, any_, bindparam, select, text, update
+from sqlalchemy import Table, bindparam, select, text, update
 
 from numgate.db.direct import Database, Statement, Tx
-from numgate.db.tables import in_state
+from numgate.db.tables import any_of, in_state
 from numgate.errors import Unavailable
 
 log = logging.getLogger("numgate.jobs")
@@ -88,9 +88,7 @@ class Leases:
         """(PostgreSQL) ``UPDATE … SET status=1, lease … WHERE id = ANY(:ids) RETURNING …``: rows
         the transaction already holds (``lock_statement``) leased, for work that goes on after
         it commits; run it with ``ids``, ``until`` and ``token``."""
-        t = self.table
-        ids = bindparam("ids", type_=ARRAY(t.c.id.type))
-        return self._lease(t.c.id == any_(ids), returning, extra_values)
+        return self._lease(any_of(self.table.c.id, "ids"), returning, extra_values)
 
     def _lease(self, which: Any, returning: list[Any], extra_values: dict[str, Any] | None) -> Statement:
         return Statement(

@@ -15,11 +15,11 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import ARRAY, any_, bindparam, update
+from sqlalchemy import bindparam, update
 
 from numgate.core import Core
 from numgate.db.direct import Row, Statement, Tx
-from numgate.db.tables import checks, in_state
+from numgate.db.tables import any_of, checks, in_state
 from numgate.delivery.outbox import Enqueued
 from numgate.errors import Unavailable
 from numgate.jobs.claims import LeaseKeeper, new_lease_token
@@ -78,7 +78,7 @@ LEASE_LOCKED = LEASES.lease_ids_statement(
 TRIED = Statement(
     update(checks)
     .where(
-        checks.c.id == any_(bindparam("ids", type_=ARRAY(checks.c.id.type))),
+        any_of(checks.c.id, "ids"),
         in_state(checks.c.status, STATUS_PENDING),
     )
     .values(attempts=checks.c.attempts + 1)

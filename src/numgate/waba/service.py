@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import String, any_, bindparam, delete, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import String, bindparam, delete, insert, or_, select, update
 
 from numgate.clock import Clock
 from numgate.db.coalesce import Coalescer, rounds
 from numgate.db.direct import Database, Row, Statement, Tx, array_rows
-from numgate.db.tables import apps, waba_code_requests, waba_numbers, waba_register_events
+from numgate.db.tables import any_of, apps, waba_code_requests, waba_numbers, waba_register_events
 from numgate.errors import (
     AlreadyRegistered,
     AppNotFound,
@@ -89,7 +88,7 @@ _SELECT = select(
 BY_PHONE = Statement(_SELECT.where(wn.phone == bindparam("phone")))
 #: (PostgreSQL) the numbers of many phones in one read (``varchar[]``, not ``varchar(32)[]``: a
 #: cast to a length truncates, see ``array_rows``)
-BY_PHONES = Statement(_SELECT.where(wn.phone == any_(bindparam("phones", type_=ARRAY(String())))))
+BY_PHONES = Statement(_SELECT.where(any_of(wn.phone, "phones", String())))
 BY_PHONE_LOCKED = Statement(_SELECT.where(wn.phone == bindparam("phone")).with_for_update(of=waba_numbers))
 LATEST_REQUEST = Statement(
     select(waba_code_requests)
@@ -170,15 +169,10 @@ CODE_WRITES = Statement(
         cr.attempts,
         wn.upstream_id,
     )
-    .add_cte(
-        update(waba_code_requests)
-        .where(cr.id == any_(bindparam("rids", type_=ARRAY(cr.id.type))))
-        .values(state="used")
-        .cte("used")
-    )
+    .add_cte(update(waba_code_requests).where(any_of(cr.id, "rids")).values(state="used").cte("used"))
     .add_cte(
         update(waba_numbers)
-        .where(wn.id == any_(bindparam("nids", type_=ARRAY(wn.id.type))))
+        .where(any_of(wn.id, "nids"))
         .values(verified_ms=bindparam("at"), updated_ms=bindparam("at"))
         .cte("verified")
     )
